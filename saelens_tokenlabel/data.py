@@ -1,0 +1,197 @@
+"""Feature data: texts split into tokens, each with the feature's activation.
+
+`FeatureData` is the paper's setting: per-token activations, explicit. Turning it into rated
+examples (text, word, active?) is `FeatureData.examples`, with the activation threshold kept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+Sentence = list[tuple[str, float]]
+
+SYNTHETIC_NAMES = ("animals", "mammals", "chinese", "numbers", "mammal_text", "palindromes")
+
+# A run of letters/digits with its leading whitespace, one CJK character, or one other symbol.
+_TOKEN_RE = re.compile(r"\s*(?:[\u4e00-\u9fff]|[^\W_\u4e00-\u9fff]+|[^\s\w]|_)", re.UNICODE)
+
+
+class FeatureDataError(ValueError):
+    """The feature data cannot be labeled as given. The message says what to change."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One rating: is `word` (a token of `sentence`) an example of the label?"""
+
+    sentence: str
+    word: str
+    activation: float
+    active: bool
+    sentence_index: int
+    token_index: int
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Rated examples plus the threshold that made the targets."""
+
+    items: list[Example]
+    threshold: float
+    threshold_rule: str
+
+    @property
+    def n_active(self) -> int:
+        return sum(e.active for e in self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class FeatureData:
+    """Tokenised texts with one feature's activation per token.
+
+    A sentence is a list of ``(token_text, activation)``; its text is the concatenation of the
+    token texts, so leading spaces live in the token text (`" cat"`).
+    """
+
+    sentences: list[Sentence]
+    name: str = "feature"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_sentences(
+        cls, sentences: list[Sentence], name: str = "feature", **metadata: Any
+    ) -> FeatureData:
+        """Build from ``[[(token_text, activation), ...], ...]``, checking every value."""
+        if not isinstance(sentences, list | tuple) or len(sentences) == 0:
+            raise FeatureDataError(
+                "FeatureData.from_sentences got no sentences. Pass a non-empty list of "
+                "sentences, each a list of (token_text, activation) pairs."
+            )
+        clean: list[Sentence] = []
+        for si, sent in enumerate(sentences):
+            if not isinstance(sent, list | tuple) or len(sent) == 0:
+                raise FeatureDataError(
+                    f"Sentence {si} is empty or not a list; each sentence must be a non-empty "
+                    "list of (token_text, activation) pairs."
+                )
+            row: Sentence = []
+            for ti, pair in enumerate(sent):
+                if not (isinstance(pair, list | tuple) and len(pair) == 2):
+                    raise FeatureDataError(
+                        f"Sentence {si}, token {ti} is {pair!r}; expected a "
+                        "(token_text, activation) pair."
+                    )
+                text, act = pair
+                if not isinstance(text, str):
+                    raise FeatureDataError(
+                        f"Sentence {si}, token {ti}: token text must be a str, got {text!r}."
+                    )
+                try:
+                    act = float(act)
+                except (TypeError, ValueError):
+                    raise FeatureDataError(
+                        f"Sentence {si}, token {ti} ({text!r}): activation {act!r} is not a "
+                        "number."
+                    ) from None
+                if not math.isfinite(act):
+                    raise FeatureDataError(
+                        f"Sentence {si}, token {ti} ({text!r}): activation is {act}. Replace "
+                        "NaN/inf activations (e.g. with 0) before labeling."
+                    )
+                row.append((text, act))
+            clean.append(row)
+        return cls(clean, name=name, metadata=dict(metadata))
+
+    @classmethod
+    def from_marked_text(cls, lines: list[str], name: str = "feature", **metadata: Any
+                         ) -> FeatureData:
+        """Build from lines where active spans are wrapped in ``**...**`` (the paper's bold)."""
+        sentences = []
+        for line in lines:
+            if line.count("**") % 2:
+                raise FeatureDataError(f"Unclosed ** marker in line {line!r}.")
+            # Strip the markers first, keeping which characters were inside them, so the
+            # whitespace before a marked word stays that word's leading space.
+            plain, active_chars = [], []
+            for i, part in enumerate(line.split("**")):
+                plain.append(part)
+                active_chars.extend([i % 2 == 1] * len(part))
+            text = "".join(plain)
+            tokens: Sentence = []
+            for m in _TOKEN_RE.finditer(text):
+                active = any(active_chars[j] for j in range(m.start(), m.end())
+                             if not text[j].isspace())
+                tokens.append((m.group(0), 1.0 if active else 0.0))
+            if tokens:
+                sentences.append(tokens)
+        return cls.from_sentences(sentences, name=name, **metadata)
+
+    @classmethod
+    def synthetic(cls, name: str) -> FeatureData:
+        """One of the paper's six synthetic datasets (Appendix A.1, Figs. 5-10)."""
+        if name not in SYNTHETIC_NAMES:
+            raise KeyError(
+                f"No synthetic dataset {name!r}; choose one of {', '.join(SYNTHETIC_NAMES)}."
+            )
+        text = resources.files("saelens_tokenlabel").joinpath("data", f"{name}.txt").read_text(
+            encoding="utf-8"
+        )
+        header: dict[str, str] = {}
+        lines = []
+        for line in text.splitlines():
+            if line.startswith("#"):
+                key, _, value = line[1:].partition(":")
+                header[key.strip()] = value.strip()
+            elif line.strip():
+                lines.append(line)
+        header.pop("name", None)
+        return cls.from_marked_text(lines, name=name, **header)
+
+    # ---------------------------------------------------------------- examples
+    def threshold_for(self, threshold: float | None, fraction: float) -> tuple[float, str]:
+        if threshold is not None:
+            return float(threshold), f"activation > {threshold:g} (absolute)"
+        peak = max((a for s in self.sentences for _, a in s), default=0.0)
+        return fraction * peak, f"activation > {fraction:g} * max ({peak:g})"
+
+    def examples(
+        self, threshold: float | None = None, fraction: float = 0.5, strip_word: bool = True
+    ) -> Examples:
+        """Every non-blank token as a rating example, active iff its activation > threshold."""
+        thr, rule = self.threshold_for(threshold, fraction)
+        items = []
+        for si, sent in enumerate(self.sentences):
+            text = "".join(t for t, _ in sent)
+            for ti, (tok, act) in enumerate(sent):
+                word = tok.strip() if strip_word else tok
+                if not word.strip():
+                    continue
+                items.append(Example(text, word, act, act > thr, si, ti))
+        return Examples(items, thr, rule)
+
+    def check_labelable(self, ex: Examples) -> None:
+        if len(ex) == 0:
+            raise FeatureDataError(
+                f"Feature {self.name!r} has no examples (no non-blank tokens). Pass sentences "
+                "with at least one word."
+            )
+        n_act = ex.n_active
+        if n_act == 0:
+            raise FeatureDataError(
+                f"Feature {self.name!r} has no active examples under the threshold "
+                f"({ex.threshold_rule}); it is dead on this data. Add text where it fires, or "
+                "lower LabelConfig.threshold / threshold_fraction."
+            )
+        if n_act == len(ex):
+            raise FeatureDataError(
+                f"Feature {self.name!r} is active on every example ({ex.threshold_rule}), so "
+                "there is nothing to tell apart. Add text where it does not fire, or raise the "
+                "threshold."
+            )

@@ -1,0 +1,75 @@
+"""The paper's loss (eq. 3-6): BCE accuracy + λ_ent·H(p) + λ_kl·KL(p‖q), each term kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+
+from .soft_label import entropy, kl_to
+
+
+def answer_margin(
+    logits: Float[torch.Tensor, "batch d_vocab"], yes_id: int, no_id: int
+) -> Float[torch.Tensor, " batch"]:
+    """logit("1") - logit("0"): the two-way softmax's prediction m = sigmoid(margin)."""
+    return logits[:, yes_id] - logits[:, no_id]
+
+
+def accuracy_loss(
+    logits: Float[torch.Tensor, "batch d_vocab"],
+    targets: Float[torch.Tensor, " batch"],
+    yes_id: int,
+    no_id: int,
+    prediction: str = "two_way",
+) -> Float[torch.Tensor, " batch"]:
+    """Per-row accuracy loss. `two_way` is the paper's eq. 4; `full_vocab` is the authors'
+    code's cross-entropy over the whole vocabulary with "1"/"0" as the target token."""
+    if prediction == "two_way":
+        return F.binary_cross_entropy_with_logits(
+            answer_margin(logits, yes_id, no_id), targets, reduction="none"
+        )
+    target_ids = torch.where(targets > 0.5, yes_id, no_id).long()
+    return F.cross_entropy(logits, target_ids, reduction="none")
+
+
+@dataclass
+class LossTerms:
+    """Per-feature loss terms of one step, each ``[n_features]``."""
+
+    total: torch.Tensor
+    accuracy: torch.Tensor
+    entropy: torch.Tensor
+    kl: torch.Tensor
+    p: torch.Tensor
+    """The label distribution the terms were computed at, ``[feat, slot, d_vocab]``."""
+
+
+def label_loss(
+    log_p: Float[torch.Tensor, "feat slot d_vocab"],
+    row_feature: torch.Tensor,
+    row_acc: Float[torch.Tensor, " batch"],
+    row_log_q: Float[torch.Tensor, "batch d_vocab"],
+    lambda_acc: float,
+    lambda_ent: float,
+    lambda_kl: float,
+) -> LossTerms:
+    """Combine row terms into one loss per feature (means over that feature's rows).
+
+    Features never share a term, so summing `total` over features gives each feature's v the
+    gradient it would get alone. H is summed over label slots; KL is taken for the first slot,
+    whose q the prefix pass gives.
+    """
+    p = log_p.exp()
+    n_feat = p.shape[0]
+    counts = torch.zeros(n_feat, device=p.device, dtype=row_acc.dtype).index_add_(
+        0, row_feature, torch.ones_like(row_acc)
+    ).clamp_min(1)
+    acc = torch.zeros_like(counts).index_add_(0, row_feature, row_acc) / counts
+    kl_rows = kl_to(p[row_feature, 0], log_p[row_feature, 0], row_log_q)
+    kl = torch.zeros_like(counts).index_add_(0, row_feature, kl_rows.to(counts.dtype)) / counts
+    ent = entropy(p, log_p).sum(-1).to(counts.dtype)
+    total = lambda_acc * acc + lambda_ent * ent + lambda_kl * kl
+    return LossTerms(total, acc, ent, kl, p)

@@ -1,0 +1,123 @@
+"""LabelResult and Trajectory: what a labeling run returns, JSON round-trippable."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+RESULT_FORMAT_VERSION = 1
+
+
+@dataclass
+class Trajectory:
+    """Per-step record of the optimisation, stored column-wise."""
+
+    step: list[int] = field(default_factory=list)
+    """Step number (0-based) of each record."""
+    loss: list[float] = field(default_factory=list)
+    """Total loss at that step."""
+    accuracy: list[float] = field(default_factory=list)
+    """Accuracy (BCE) term."""
+    entropy: list[float] = field(default_factory=list)
+    """Entropy term H(p), summed over slots."""
+    kl: list[float] = field(default_factory=list)
+    """KL(p‖q) term."""
+    top_ids: list[list[list[int]]] = field(default_factory=list)
+    """``[step][slot][k]`` ids of the top-k label tokens before that step's update."""
+    top_probs: list[list[list[float]]] = field(default_factory=list)
+    """``[step][slot][k]`` their probabilities."""
+    tokens: dict[int, str] = field(default_factory=dict)
+    """Decoded text of every token id that appears in `top_ids`."""
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def token_probability(self, token_id: int, slot: int = 0) -> list[float]:
+        """Probability of one token per step (0 where it was outside the recorded top-k)."""
+        out = []
+        for ids, probs in zip(self.top_ids, self.top_probs, strict=True):
+            row = dict(zip(ids[slot], probs[slot], strict=True))
+            out.append(row.get(token_id, 0.0))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tokens"] = {str(k): v for k, v in self.tokens.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        d = dict(d)
+        d["tokens"] = {int(k): v for k, v in d.get("tokens", {}).items()}
+        return cls(**d)
+
+
+@dataclass
+class LabelResult:
+    """The label found for one feature, how sure the optimisation is, and how it got there."""
+
+    label: str
+    """The label text: the hard (argmax) token of each slot, decoded together."""
+    label_tokens: list[str]
+    """Decoded text of each slot's argmax token."""
+    label_token_ids: list[int]
+    """Evaluator token id of each slot's argmax token."""
+    probability: float
+    """Probability of the argmax token (the smallest over slots)."""
+    converged: bool
+    """Whether every slot's top token held `convergence_mass` for `convergence_patience` steps."""
+    steps: int
+    """Optimisation steps run."""
+    metrics: dict[str, float]
+    """Final loss terms and scores of the hard label (see README)."""
+    trajectory: Trajectory
+    """Per-step top tokens and loss terms."""
+    feature: str | int = "feature"
+    """Which feature this labels."""
+    status: str = "ok"
+    """`ok`, or why no label was found (e.g. `dead`)."""
+    threshold: float | None = None
+    """Activation threshold that made the binary targets."""
+    threshold_rule: str = ""
+    """How the threshold was chosen."""
+    n_examples: int = 0
+    """Rated examples (word in text) used."""
+    n_active: int = 0
+    """Of those, active ones."""
+    converged_step: int | None = None
+    """First step of the run of `convergence_patience` converged steps."""
+    evaluator: str = ""
+    """Evaluator model name."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The LabelConfig used."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else worth keeping (e.g. word merges)."""
+    version: int = RESULT_FORMAT_VERSION
+    """Format version of this record."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["trajectory"] = self.trajectory.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelResult:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["trajectory"] = Trajectory.from_dict(d.get("trajectory", {}))
+        return cls(**d)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabelResult:
+        return cls.from_dict(json.loads(text))
+
+    def __repr__(self) -> str:
+        return (
+            f"LabelResult(feature={self.feature!r}, label={self.label!r}, "
+            f"probability={self.probability:.3f}, converged={self.converged}, "
+            f"steps={self.steps}, status={self.status!r})"
+        )

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from saelens_tokenlabel import LabelConfig
+
+
+def test_default_is_paper_animal_preset():
+    d, a = LabelConfig(), LabelConfig.preset("animals")
+    for f in ("batch_size", "epochs", "lr", "lambda_kl", "lambda_ent", "lambda_acc"):
+        assert getattr(d, f) == getattr(a, f)
+
+
+@pytest.mark.parametrize("name, batch, epochs, lr, kl, ent", [
+    ("animals", 10, 50, 0.03, 0.2, 0.2),
+    ("mammals", 10, 100, 0.2, 0.1, 0.3),
+    ("chinese", 25, 100, 0.5, 0.05, 0.25),
+    ("numbers", 20, 10, 0.1, 0.2, 0.2),
+    ("mammal_text", 20, 10, 0.1, 0.2, 0.2),
+    ("palindromes", 15, 15, 0.1, 0.2, 0.2),
+])
+def test_presets_are_table_1(name, batch, epochs, lr, kl, ent):
+    c = LabelConfig.preset(name)
+    assert (c.batch_size, c.epochs, c.lr, c.lambda_kl, c.lambda_ent, c.lambda_acc) == (
+        batch, epochs, lr, kl, ent, 1.0)
+
+
+def test_preset_overrides_and_unknown():
+    assert LabelConfig.preset("numbers", seed=3).seed == 3
+    with pytest.raises(KeyError, match="animals"):
+        LabelConfig.preset("nope")
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"lr": 0}, "lr"), ({"batch_size": 1}, "batch_size"), ({"lambda_kl": -1}, "lambda_kl"),
+    ({"prediction": "softmax"}, "prediction"), ({"threshold_fraction": 1.0}, "threshold"),
+    ({"convergence_mass": 0}, "convergence_mass"), ({"steps": 0}, "steps"),
+])
+def test_bad_config_is_a_clear_error(kw, match):
+    with pytest.raises(ValueError, match=match):
+        LabelConfig(**kw)
+
+
+def test_total_steps_and_roundtrip():
+    c = LabelConfig(batch_size=10, epochs=2)
+    assert c.total_steps(95) == 20
+    assert LabelConfig(steps=7).total_steps(1000) == 7
+    assert LabelConfig.from_dict(c.to_dict()) == c

@@ -1,0 +1,77 @@
+"""Exactness of the label injection and of the prefix cache (float64 tiny model)."""
+
+from __future__ import annotations
+
+import torch
+
+from saelens_tokenlabel.forward import (
+    PrefixCache,
+    cached_logits,
+    full_prompt_logits,
+    hard_prompt_logits,
+)
+
+SENTENCES = [
+    ("The cat chased the mouse.", "cat"),
+    ("A dog", "dog"),
+    ("x", "x"),
+    ("The bird sang a sweet song and the frog leaped into the pond.", "frog"),
+]
+
+
+def _encoded(ev):
+    return [ev.encode(s, w) for s, w in SENTENCES]
+
+
+def _unpadded(ev, ex, label_ids):
+    return ev.model(torch.tensor([ev.prompt_ids(ex, label_ids)]))[0, -1]
+
+
+def test_prefix_lengths_differ(tiny_evaluator):
+    lengths = {len(e.prefix_ids) for e in _encoded(tiny_evaluator)}
+    assert len(lengths) == len(SENTENCES)
+
+
+def test_one_hot_label_equals_hard_token(tiny_evaluator):
+    ev = tiny_evaluator
+    exs = _encoded(ev)
+    cache = PrefixCache.build(ev, exs)
+    for tok in (5, 100, ev.d_vocab - 1):
+        onehot = torch.zeros(len(exs), 1, ev.d_vocab, dtype=torch.float64)
+        onehot[:, 0, tok] = 1.0
+        e = onehot @ ev.model.W_E
+        assert torch.equal(e[0, 0], ev.model.W_E[tok])
+        full = full_prompt_logits(ev, exs, e)
+        cached = cached_logits(ev, cache, torch.arange(len(exs)), e)
+        hard = hard_prompt_logits(ev, exs, [tok])
+        for i, ex in enumerate(exs):
+            ref = _unpadded(ev, ex, [tok])
+            torch.testing.assert_close(hard[i], ref, rtol=0, atol=1e-12)
+            torch.testing.assert_close(full[i], ref, rtol=0, atol=1e-12)
+            torch.testing.assert_close(cached[i], ref, rtol=0, atol=1e-12)
+
+
+def test_cached_equals_full_for_soft_labels_and_any_row_order(tiny_evaluator):
+    ev = tiny_evaluator
+    exs = _encoded(ev)
+    cache = PrefixCache.build(ev, exs, batch_size=3)  # chunked build, mixed lengths
+    g = torch.Generator().manual_seed(0)
+    rows = torch.tensor([3, 0, 0, 2, 1])
+    p = torch.softmax(torch.randn(len(rows), 2, ev.d_vocab, generator=g, dtype=torch.float64),
+                      -1)
+    e = p @ ev.model.W_E
+    full = full_prompt_logits(ev, [exs[i] for i in rows], e)
+    cached = cached_logits(ev, cache, rows, e)
+    torch.testing.assert_close(cached, full, rtol=0, atol=1e-12)
+
+
+def test_q_is_next_token_distribution_before_label(tiny_evaluator):
+    ev = tiny_evaluator
+    exs = _encoded(ev)
+    cache = PrefixCache.build(ev, exs)
+    no_kv = PrefixCache.build(ev, exs, keep_kv=False)
+    assert no_kv.keys is None
+    for i, ex in enumerate(exs):
+        ref = ev.model(torch.tensor([list(ex.prefix_ids)]))[0, -1].log_softmax(-1)
+        torch.testing.assert_close(cache.log_q[i], ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(no_kv.log_q[i], ref, rtol=0, atol=1e-12)

@@ -1,0 +1,129 @@
+"""Gradients, determinism and feature batching of the optimisation (float64 tiny model)."""
+
+from __future__ import annotations
+
+import torch
+
+from saelens_tokenlabel import FeatureData, LabelConfig, label_feature, label_features_data
+from saelens_tokenlabel.forward import PrefixCache, cached_logits, full_prompt_logits
+from saelens_tokenlabel.loss import accuracy_loss, label_loss
+from saelens_tokenlabel.soft_label import label_embeddings, label_log_probs
+
+SENTS = [
+    [("The", 0.0), (" cat", 1.0), (" chased", 0.0), (" the", 0.0), (" mouse", 0.8), (".", 0.0)],
+    [("A", 0.0), (" dog", 0.9), (" barked", 0.0)],
+    [("The", 0.0), (" bird", 0.7), (" sang", 0.0), (" a", 0.0), (" song", 0.0)],
+]
+
+
+def _loss_fn(ev, use_cache, mask):
+    exs = [ev.encode("The cat chased the mouse.", "cat"), ev.encode("A dog", "dog"),
+           ev.encode("The bird sang a song", "song")]
+    cache = PrefixCache.build(ev, exs)
+    rows = torch.tensor([0, 1, 2, 2])
+    row_feature = torch.tensor([0, 0, 1, 1])
+    targets = torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+
+    def loss(v):
+        log_p = label_log_probs(v, mask)
+        e = label_embeddings(log_p.exp(), ev.model.W_E)[row_feature]
+        if use_cache:
+            logits = cached_logits(ev, cache, rows, e)
+        else:
+            logits = full_prompt_logits(ev, [exs[i] for i in rows], e)
+        acc = accuracy_loss(logits, targets, ev.yes_id, ev.no_id)
+        terms = label_loss(log_p, row_feature, acc, cache.log_q[rows], 1.0, 0.3, 0.2)
+        return terms.total.sum()
+
+    return loss
+
+
+def _v(ev, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 1, ev.d_vocab, generator=g, dtype=torch.float64)
+
+
+def test_gradient_matches_finite_differences(tiny_evaluator):
+    ev = tiny_evaluator
+    mask = ev.vocab_mask()
+    loss = _loss_fn(ev, use_cache=True, mask=mask)
+    v = _v(ev).requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(v), v)
+    assert torch.isfinite(grad).all()
+    assert (grad[:, :, ~mask] == 0).all()  # masked tokens get no gradient
+    g = torch.Generator().manual_seed(1)
+    eps = 1e-6
+    for _ in range(4):
+        d = torch.randn(v.shape, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            fd = (loss(v + eps * d) - loss(v - eps * d)) / (2 * eps)
+        torch.testing.assert_close((grad * d).sum(), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_cached_gradient_equals_uncached(tiny_evaluator):
+    ev = tiny_evaluator
+    v = _v(ev, seed=3).requires_grad_(True)
+    (g_cached,) = torch.autograd.grad(_loss_fn(ev, True, None)(v), v)
+    (g_full,) = torch.autograd.grad(_loss_fn(ev, False, None)(v), v)
+    torch.testing.assert_close(g_cached, g_full, rtol=1e-9, atol=1e-12)
+
+
+def test_only_v_gets_gradient(tiny_evaluator):
+    ev = tiny_evaluator
+    v = _v(ev).requires_grad_(True)
+    _loss_fn(ev, True, None)(v).backward()
+    assert v.grad is not None
+    assert all(p.grad is None for p in ev.model.parameters())
+
+
+def _cfg(**kw):
+    base = dict(steps=12, batch_size=4, lr=0.1, stop_early=False, trajectory_top_k=5)
+    base.update(kw)
+    return LabelConfig(**base)
+
+
+def test_same_seed_same_label_and_trajectory(tiny_evaluator):
+    data = FeatureData.from_sentences(SENTS)
+    a = label_feature(data, tiny_evaluator, _cfg(seed=7, init_std=0.5))
+    b = label_feature(data, tiny_evaluator, _cfg(seed=7, init_std=0.5))
+    assert a.to_dict() == b.to_dict()
+    c = label_feature(data, tiny_evaluator, _cfg(seed=8, init_std=0.5))
+    assert c.trajectory.top_ids != a.trajectory.top_ids
+
+
+def test_cached_run_equals_uncached_run(tiny_evaluator):
+    data = FeatureData.from_sentences(SENTS)
+    a = label_feature(data, tiny_evaluator, _cfg(use_cache=True))
+    b = label_feature(data, tiny_evaluator, _cfg(use_cache=False))
+    assert a.label_token_ids == b.label_token_ids
+    assert a.trajectory.top_ids == b.trajectory.top_ids
+    torch.testing.assert_close(torch.tensor(a.trajectory.loss), torch.tensor(b.trajectory.loss),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_batched_features_equal_solo_runs(tiny_evaluator):
+    d1 = FeatureData.from_sentences(SENTS, name="f1")
+    flipped = [[(t, 1.0 - min(a, 1.0)) for t, a in s] for s in SENTS]
+    d2 = FeatureData.from_sentences(flipped, name="f2")
+    together = label_features_data([d1, d2], tiny_evaluator, _cfg())
+    for data, res in zip((d1, d2), together, strict=True):
+        solo = label_feature(data, tiny_evaluator, _cfg())
+        assert res.feature == data.name
+        assert res.label_token_ids == solo.label_token_ids
+        assert res.trajectory.top_ids == solo.trajectory.top_ids
+        torch.testing.assert_close(torch.tensor(res.trajectory.loss),
+                                   torch.tensor(solo.trajectory.loss), rtol=1e-9, atol=1e-12)
+
+
+def test_early_stop_and_convergence_bookkeeping(tiny_evaluator):
+    data = FeatureData.from_sentences(SENTS)
+    # A huge entropy weight drives p onto one token quickly.
+    r = label_feature(data, tiny_evaluator,
+                      _cfg(steps=300, lambda_ent=50.0, lr=0.5, stop_early=True,
+                           convergence_patience=5, convergence_mass=0.9))
+    assert r.converged
+    assert r.steps < 300
+    assert r.converged_step == r.steps - 5
+    assert r.probability >= 0.9
+    assert all(max(p[0]) >= 0.9 for p in r.trajectory.top_probs[-5:])
+    assert len(r.trajectory) == r.steps

@@ -58,8 +58,11 @@ def _print_result(result: Any, out: Path | None) -> None:
     print(f"converged:    {result.converged} after {result.steps} steps")
     print(f"loss:         {m['loss']:.4f} = accuracy {m['loss_accuracy']:.4f}"
           f" + entropy {m['loss_entropy']:.4f} (x λ_ent) + kl {m['loss_kl']:.4f} (x λ_kl)")
-    print(f"hard label:   balanced accuracy {m['train_balanced_accuracy']:.3f}, "
-          f"F1 {m['train_f1']:.3f}, AUROC {m['train_auroc']:.3f}")
+    for split in ("train", "heldout"):
+        if f"{split}_balanced_accuracy" in m:
+            print(f"hard label:   {split:8s} balanced accuracy "
+                  f"{m[split + '_balanced_accuracy']:.3f}, F1 {m[split + '_f1']:.3f}, "
+                  f"AUROC {m[split + '_auroc']:.3f}")
     if out is not None:
         print(f"written:      {out}")
 
@@ -102,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
     _config_args(p)
     p.set_defaults(func=cmd_synthetic)
+
+    from .sae.cli import add_label_parser
+
+    add_label_parser(sub, _config_args)
     return parser
 
 

@@ -45,6 +45,9 @@ class LabelConfig:
     """Seeds the batch order and any random init; the same seed gives the same label."""
     init_std: float = 0.0
     """Std of Gaussian noise on the initial logits v (0: uniform p over allowed tokens)."""
+    holdout_fraction: float = 0.2
+    """Fraction of active and of inactive examples held out of the optimisation and used only
+    to score the final label (`heldout_*` metrics). 0: score on the training examples only."""
     threshold: float | None = None
     """Absolute activation threshold: active iff activation > threshold. Overrides the fraction."""
     threshold_fraction: float = 0.5
@@ -66,6 +69,13 @@ class LabelConfig:
     use_cache: bool = True
     """Run the prompt prefix (everything before the label) once and reuse its KV cache.
     Exact: the same logits and gradients as re-running the whole prompt every step."""
+    max_rows_per_pass: int | None = None
+    """Split each step's batch into forward/backward passes of at most this many rows
+    (gradients accumulate, so the step is the same). None: one pass. Halved automatically on
+    out-of-memory."""
+    max_resident_examples: int | None = None
+    """Memory budget of the prefix cache: keep at most this many examples' keys/values on the
+    device; evict the least recently used and recompute them when sampled again. None: all."""
     eval_batch_size: int = 64
     """Batch size for the prefix pass and for scoring the final hard label."""
 
@@ -84,6 +94,8 @@ class LabelConfig:
         need(self.prediction in ("two_way", "full_vocab"),
              f"prediction must be 'two_way' or 'full_vocab', got {self.prediction!r}")
         need(self.label_length >= 1, f"label_length must be >= 1, got {self.label_length}")
+        need(0 <= self.holdout_fraction < 1,
+             f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         need(0 <= self.threshold_fraction < 1,
              f"threshold_fraction must be in [0, 1), got {self.threshold_fraction}")
         need(0 < self.convergence_mass <= 1,
@@ -91,6 +103,10 @@ class LabelConfig:
         need(self.convergence_patience >= 1, "convergence_patience must be >= 1")
         need(self.trajectory_top_k >= 1, "trajectory_top_k must be >= 1")
         need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
+        need(self.max_rows_per_pass is None or self.max_rows_per_pass >= 1,
+             "max_rows_per_pass must be >= 1 or None")
+        need(self.max_resident_examples is None or self.max_resident_examples >= 1,
+             "max_resident_examples must be >= 1 or None")
         need(self.init_std >= 0, "init_std must be >= 0")
 
     def total_steps(self, n_examples: int) -> int:
@@ -105,8 +121,10 @@ class LabelConfig:
         if name not in _PAPER_TABLE_1:
             raise KeyError(f"No preset {name!r}; choose one of {sorted(_PAPER_TABLE_1)}.")
         batch, epochs, lr, kl, ent = _PAPER_TABLE_1[name]
-        return cls(batch_size=batch, epochs=epochs, lr=lr, lambda_kl=kl, lambda_ent=ent,
-                   **overrides)
+        values: dict[str, Any] = dict(batch_size=batch, epochs=epochs, lr=lr, lambda_kl=kl,
+                                      lambda_ent=ent)
+        values.update(overrides)
+        return cls(**values)
 
     @staticmethod
     def preset_names() -> list[str]:

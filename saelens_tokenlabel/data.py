@@ -63,6 +63,37 @@ class FeatureData:
     sentences: list[Sentence]
     name: str = "feature"
     metadata: dict[str, Any] = field(default_factory=dict)
+    rated: list[tuple[str, str, float]] | None = None
+    """Explicit ``(text, word, activation)`` examples; when set, they replace "every token of
+    every sentence" (used for SAE features: top contexts plus chosen negatives)."""
+
+    @classmethod
+    def from_examples(
+        cls, examples: list[tuple[str, str, float]], name: str = "feature", **metadata: Any
+    ) -> FeatureData:
+        """Build from explicit ``(text, word, activation)`` triples (the word is one token of
+        the text, as shown to the evaluator)."""
+        if not examples:
+            raise FeatureDataError(
+                f"Feature {name!r} has no examples. Pass a non-empty list of "
+                "(text, word, activation) triples."
+            )
+        rated = []
+        for i, item in enumerate(examples):
+            if not (isinstance(item, list | tuple) and len(item) == 3):
+                raise FeatureDataError(f"Example {i} is {item!r}; expected (text, word, "
+                                       "activation).")
+            text, word, act = item
+            if not isinstance(text, str) or not isinstance(word, str):
+                raise FeatureDataError(f"Example {i}: text and word must be str, got {item!r}.")
+            act = float(act)
+            if not math.isfinite(act):
+                raise FeatureDataError(
+                    f"Example {i} ({word!r}): activation is {act}. Replace NaN/inf activations "
+                    "(e.g. with 0) before labeling."
+                )
+            rated.append((text, word, act))
+        return cls([], name=name, metadata=dict(metadata), rated=rated)
 
     @classmethod
     def from_sentences(
@@ -158,7 +189,10 @@ class FeatureData:
     def threshold_for(self, threshold: float | None, fraction: float) -> tuple[float, str]:
         if threshold is not None:
             return float(threshold), f"activation > {threshold:g} (absolute)"
-        peak = max((a for s in self.sentences for _, a in s), default=0.0)
+        if self.rated is not None:
+            peak = max((a for _, _, a in self.rated), default=0.0)
+        else:
+            peak = max((a for s in self.sentences for _, a in s), default=0.0)
         return fraction * peak, f"activation > {fraction:g} * max ({peak:g})"
 
     def examples(
@@ -167,6 +201,12 @@ class FeatureData:
         """Every non-blank token as a rating example, active iff its activation > threshold."""
         thr, rule = self.threshold_for(threshold, fraction)
         items = []
+        if self.rated is not None:
+            for i, (text, word, act) in enumerate(self.rated):
+                w = word.strip() if strip_word else word
+                if w.strip():
+                    items.append(Example(text, w, act, act > thr, i, 0))
+            return Examples(items, thr, rule)
         for si, sent in enumerate(self.sentences):
             text = "".join(t for t, _ in sent)
             for ti, (tok, act) in enumerate(sent):

@@ -12,7 +12,6 @@ Rotary positions come from the attention mask in both, so padding never shifts p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -118,64 +117,195 @@ def hard_prompt_logits(
     return run_with_label(evaluator, tokens, mask, 0, None)
 
 
-@dataclass
-class PrefixCache:
-    """The prefix of every example, run once under no_grad.
+def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
 
-    Holds per-layer keys/values (left-padded to one length), the attention mask, and
-    ``log_q``: the evaluator's next-token log-distribution at the last prefix position, i.e.
-    its expectation for the first label token. None of it depends on the label.
+
+class PrefixCache:
+    """The prefix of every example (all tokens before the label), run once under no_grad.
+
+    * The part every prefix shares (BOS, system prompt, the user turn's opening) runs once,
+      ``[1, shared_len]``, and is broadcast to each batch with ``.expand`` (no copy).
+    * The rest of each prefix is left-padded to one length and runs once per example,
+      attending to the shared part. Padding sits between the two parts; rotary positions come
+      from the attention mask, so no position shifts.
+    * ``log_q``: the evaluator's next-token log-distribution at the last prefix position, i.e.
+      its expectation for the first label token. Computed in the same pass, once.
+
+    With `max_resident` set, at most that many examples' keys/values stay on the device:
+    the least recently used are evicted and recomputed when sampled again (memory budget).
     """
 
-    keys: list[torch.Tensor] | None
-    """Per layer ``[n_examples, prefix_len, n_kv_heads, d_head]``; None when not kept."""
-    values: list[torch.Tensor] | None
-    mask: Int[torch.Tensor, "n_examples prefix_len"]
-    log_q: Float[torch.Tensor, "n_examples d_vocab"]
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        examples: Sequence[EncodedExample],
+        batch_size: int = 64,
+        keep_kv: bool = True,
+        max_resident: int | None = None,
+    ) -> None:
+        if not examples:
+            raise ValueError("PrefixCache needs at least one example.")
+        self.evaluator = evaluator
+        model = evaluator.model
+        self.device = _device(evaluator)
+        self.batch_size = batch_size
+        self.keep_kv = keep_kv
+        seqs = [e.prefix_ids for e in examples]
+        # Leave every example at least one token of its own: q is read at its last token.
+        self.shared_len = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
+        rest = [s[self.shared_len :] for s in seqs]
+        self.rest_tokens, self.rest_mask = left_pad(rest, _pad_id(evaluator))
+        self.n_examples = len(examples)
+
+        with torch.no_grad():
+            shared = TransformerLensKeyValueCache.init_cache(model.cfg, self.device, 1)
+            if self.shared_len:
+                model(torch.tensor([list(seqs[0][: self.shared_len])], device=self.device),
+                      attention_mask=torch.ones(1, self.shared_len, dtype=torch.long,
+                                                device=self.device),
+                      past_kv_cache=shared, stop_at_layer=model.cfg.n_layers)
+        self.shared_keys = [e.past_keys for e in shared.entries]
+        self.shared_values = [e.past_values for e in shared.entries]
+
+        n = len(examples)
+        cap = n if max_resident is None else max(1, min(n, max_resident))
+        self.capacity = cap if keep_kv else 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.slot_of = torch.full((n,), -1, dtype=torch.long)
+        self.example_in = torch.full((max(self.capacity, 1),), -1, dtype=torch.long)
+        self.last_used = torch.zeros(max(self.capacity, 1), dtype=torch.long)
+        self._clock = 0
+        self.recomputed = 0
+        """Examples whose keys/values were recomputed after eviction (budget misses)."""
+        log_q = []
+        for start in range(0, n, batch_size):
+            rows = torch.arange(start, min(n, start + batch_size))
+            keys, values, lq = self._run_rest(rows)
+            log_q.append(lq)
+            if keep_kv:
+                self._store(rows[: max(0, self.capacity - start)], keys, values)
+        # log q is small next to keys/values, except for huge vocabularies and many examples:
+        # under a budget it waits on the CPU and only the batch's rows travel.
+        self.log_q_all = torch.cat(log_q).to("cpu" if max_resident is not None else self.device)
+
+    # ------------------------------------------------------------------ internals
+    @torch.no_grad()
+    def _run_rest(self, rows: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                     torch.Tensor]:
+        model = self.evaluator.model
+        b = len(rows)
+        t = self.rest_tokens[rows].to(self.device)
+        m = self.rest_mask[rows].to(self.device)
+        cache = self._shared_cache(b)
+        cache.unfreeze()
+        resid = model(t, attention_mask=m, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
+        lq = torch.log_softmax(_final_logits(self.evaluator, resid), dim=-1)
+        keys = [e.past_keys[:, self.shared_len :] for e in cache.entries]
+        values = [e.past_values[:, self.shared_len :] for e in cache.entries]
+        return keys, values, lq
+
+    def _shared_cache(self, b: int) -> TransformerLensKeyValueCache:
+        entries = [
+            TransformerLensKeyValueCacheEntry(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1),
+                                              frozen=True)
+            for k, v in zip(self.shared_keys, self.shared_values, strict=True)
+        ]
+        mask = torch.ones(b, self.shared_len, dtype=torch.long, device=self.device)
+        return TransformerLensKeyValueCache(entries, mask, frozen=True)
+
+    def _store(self, rows: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+               protect: torch.Tensor | None = None) -> None:
+        if len(rows) == 0:
+            return
+        if not self.keys:
+            self.keys = [k.new_empty((self.capacity, *k.shape[1:])) for k in keys]
+            self.values = [v.new_empty((self.capacity, *v.shape[1:])) for v in values]
+        free = torch.nonzero(self.example_in == -1).flatten()
+        if len(free) < len(rows):
+            # Evict the least recently used slots that the current rows do not need.
+            busy = torch.isin(self.example_in, rows if protect is None else protect)
+            order = torch.argsort(self.last_used.masked_fill(busy, torch.iinfo(torch.long).max))
+            victims = order[: len(rows) - len(free)]
+            self.slot_of[self.example_in[victims]] = -1
+            self.example_in[victims] = -1
+            free = torch.cat([free, victims])
+        slots = free[: len(rows)]
+        for i in range(len(keys)):
+            self.keys[i][slots.to(self.device)] = keys[i][: len(rows)]
+            self.values[i][slots.to(self.device)] = values[i][: len(rows)]
+        self.example_in[slots] = rows
+        self.slot_of[rows] = slots
+        self.last_used[slots] = self._clock
+
+    # ------------------------------------------------------------------ public
+    @property
+    def log_q(self) -> torch.Tensor:
+        return self.log_q_all
+
+    def bytes_per_example(self) -> int:
+        cfg = self.evaluator.model.cfg
+        heads = cfg.n_key_value_heads or cfg.n_heads
+        elem = self.evaluator.model.W_E.element_size()
+        return 2 * cfg.n_layers * self.rest_tokens.shape[1] * heads * cfg.d_head * elem
+
+    def select(self, rows: Int[torch.Tensor, " batch"]) -> TransformerLensKeyValueCache:
+        """A frozen TL KV cache holding the prefixes of `rows` (one per batch row)."""
+        if not self.keep_kv:
+            raise RuntimeError("This PrefixCache was built with keep_kv=False.")
+        rows = rows.cpu()
+        self._clock += 1
+        uniq = torch.unique(rows)
+        missing = uniq[self.slot_of[uniq] == -1]
+        if len(uniq) > self.capacity:
+            # The batch alone exceeds the budget: compute it, store nothing.
+            keys, values, _ = self._run_rest(rows)
+            self.recomputed += len(rows)
+        else:
+            if len(missing):
+                k, v, _ = self._run_rest(missing)
+                self.recomputed += len(missing)
+                self._store(missing, k, v, protect=uniq)
+            slots = self.slot_of[rows]
+            self.last_used[slots] = self._clock
+            slots = slots.to(self.device)
+            keys = [k[slots] for k in self.keys]
+            values = [v[slots] for v in self.values]
+        b = len(rows)
+        entries = [
+            TransformerLensKeyValueCacheEntry(
+                torch.cat([sk.expand(b, -1, -1, -1), k], dim=1),
+                torch.cat([sv.expand(b, -1, -1, -1), v], dim=1),
+                frozen=True,
+            )
+            for sk, sv, k, v in zip(self.shared_keys, self.shared_values, keys, values,
+                                    strict=True)
+        ]
+        mask = torch.cat([torch.ones(b, self.shared_len, dtype=torch.long),
+                          self.rest_mask[rows]], dim=1).to(self.device)
+        return TransformerLensKeyValueCache(entries, mask, frozen=True)
+
+    def log_q_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.log_q_all[rows.to(self.log_q_all.device)].to(self.device)
 
     @classmethod
-    @torch.no_grad()
     def build(
         cls,
         evaluator: Evaluator,
         examples: Sequence[EncodedExample],
         batch_size: int = 64,
         keep_kv: bool = True,
+        max_resident: int | None = None,
     ) -> PrefixCache:
-        model = evaluator.model
-        device = _device(evaluator)
-        tokens, mask = left_pad([e.prefix_ids for e in examples], _pad_id(evaluator))
-        keys: list[list[torch.Tensor]] = [[] for _ in range(model.cfg.n_layers)]
-        values: list[list[torch.Tensor]] = [[] for _ in range(model.cfg.n_layers)]
-        log_q = []
-        for start in range(0, len(examples), batch_size):
-            t = tokens[start : start + batch_size].to(device)
-            m = mask[start : start + batch_size].to(device)
-            cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, t.shape[0])
-            resid = model(t, attention_mask=m, past_kv_cache=cache,
-                          stop_at_layer=model.cfg.n_layers)
-            log_q.append(torch.log_softmax(_final_logits(evaluator, resid), dim=-1))
-            if keep_kv:
-                for i, entry in enumerate(cache.entries):
-                    keys[i].append(entry.past_keys)
-                    values[i].append(entry.past_values)
-        return cls(
-            keys=[torch.cat(k) for k in keys] if keep_kv else None,
-            values=[torch.cat(v) for v in values] if keep_kv else None,
-            mask=mask.to(device),
-            log_q=torch.cat(log_q),
-        )
-
-    def select(self, rows: Int[torch.Tensor, " batch"]) -> TransformerLensKeyValueCache:
-        """A frozen TL KV cache holding the prefixes of `rows` (one per batch row)."""
-        if self.keys is None or self.values is None:
-            raise RuntimeError("This PrefixCache was built with keep_kv=False.")
-        rows = rows.to(self.mask.device)
-        entries = [
-            TransformerLensKeyValueCacheEntry(k[rows], v[rows], frozen=True)
-            for k, v in zip(self.keys, self.values, strict=True)
-        ]
-        return TransformerLensKeyValueCache(entries, self.mask[rows], frozen=True)
+        return cls(evaluator, examples, batch_size, keep_kv, max_resident)
 
 
 def cached_logits(

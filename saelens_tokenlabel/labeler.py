@@ -12,6 +12,28 @@ from .optimize import FeatureJob, optimize_labels
 from .result import LabelResult
 
 
+def split_holdout(
+    targets: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified split: `fraction` of the active and of the inactive examples are held out
+    (at least one of each class when the class has two or more, so held-out scores are
+    defined), always leaving at least one of each class for training.
+    Returns (train, held) indices."""
+    gen = torch.Generator().manual_seed(seed)
+    held = []
+    for cls in (True, False):
+        idx = torch.nonzero((targets > 0.5) == cls).flatten()
+        n_held = round(fraction * len(idx))
+        if fraction > 0:
+            n_held = max(n_held, 1)
+        n_held = min(n_held, len(idx) - 1)
+        held.append(idx[torch.randperm(len(idx), generator=gen)][: max(0, n_held)])
+    held_idx = torch.sort(torch.cat(held)).values
+    keep = torch.ones(len(targets), dtype=torch.bool)
+    keep[held_idx] = False
+    return torch.nonzero(keep).flatten(), held_idx
+
+
 def label_feature(
     data: FeatureData, evaluator: Evaluator, config: LabelConfig | None = None
 ) -> LabelResult:
@@ -45,13 +67,19 @@ def label_features_data(
                 index[key] = len(encoded)
                 encoded.append(evaluator.encode(item.sentence, item.word))
             ids.append(index[key])
+        ids_t = torch.tensor(ids, dtype=torch.long)
+        targets = torch.tensor([float(i.active) for i in ex.items])
+        train, held = split_holdout(targets, config.holdout_fraction, config.seed)
         jobs.append(FeatureJob(
             name=data.name,
-            example_ids=torch.tensor(ids, dtype=torch.long),
-            targets=torch.tensor([float(i.active) for i in ex.items]),
+            example_ids=ids_t[train],
+            targets=targets[train],
+            heldout_ids=ids_t[held],
+            heldout_targets=targets[held],
             threshold=ex.threshold,
             threshold_rule=ex.threshold_rule,
         ))
-    cache = PrefixCache.build(evaluator, encoded, config.eval_batch_size, keep_kv=config.use_cache)
+    cache = PrefixCache.build(evaluator, encoded, config.eval_batch_size, keep_kv=config.use_cache,
+                              max_resident=config.max_resident_examples)
     mask = evaluator.vocab_mask(config.exclude_special, config.words_only)
     return optimize_labels(evaluator, encoded, jobs, config, cache, mask)

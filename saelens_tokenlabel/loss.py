@@ -52,24 +52,28 @@ def label_loss(
     row_feature: torch.Tensor,
     row_acc: Float[torch.Tensor, " batch"],
     row_log_q: Float[torch.Tensor, "batch d_vocab"],
+    counts: Float[torch.Tensor, " feat"],
     lambda_acc: float,
     lambda_ent: float,
     lambda_kl: float,
+    with_entropy: bool = True,
 ) -> LossTerms:
-    """Combine row terms into one loss per feature (means over that feature's rows).
+    """Per-feature loss: row terms averaged over that feature's rows, plus H(p).
 
-    Features never share a term, so summing `total` over features gives each feature's v the
-    gradient it would get alone. H is summed over label slots; KL is taken for the first slot,
-    whose q the prefix pass gives.
+    `counts` is each feature's number of rows in the *whole* batch, so that the terms of
+    micro-batches of one batch add up to the batch's terms (entropy: add it in one
+    micro-batch only). Features never share a term, so summing `total` over features gives
+    each feature's v the gradient it would get alone. H is summed over label slots; KL is
+    taken for the first slot, whose q the prefix pass gives.
     """
     p = log_p.exp()
-    n_feat = p.shape[0]
-    counts = torch.zeros(n_feat, device=p.device, dtype=row_acc.dtype).index_add_(
-        0, row_feature, torch.ones_like(row_acc)
-    ).clamp_min(1)
+    counts = counts.to(device=row_acc.device, dtype=row_acc.dtype).clamp_min(1)
     acc = torch.zeros_like(counts).index_add_(0, row_feature, row_acc) / counts
     kl_rows = kl_to(p[row_feature, 0], log_p[row_feature, 0], row_log_q)
     kl = torch.zeros_like(counts).index_add_(0, row_feature, kl_rows.to(counts.dtype)) / counts
-    ent = entropy(p, log_p).sum(-1).to(counts.dtype)
+    if with_entropy:
+        ent = entropy(p, log_p).sum(-1).to(counts.dtype)
+    else:
+        ent = torch.zeros_like(counts)
     total = lambda_acc * acc + lambda_ent * ent + lambda_kl * kl
     return LossTerms(total, acc, ent, kl, p)

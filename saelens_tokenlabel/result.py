@@ -85,6 +85,8 @@ class LabelResult:
     """Rated examples (word in text) used."""
     n_active: int = 0
     """Of those, active ones."""
+    n_heldout: int = 0
+    """Of those, held out of the optimisation (scored in `heldout_*` metrics)."""
     converged_step: int | None = None
     """First step of the run of `convergence_patience` converged steps."""
     evaluator: str = ""

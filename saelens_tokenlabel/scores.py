@@ -18,7 +18,7 @@ def auroc(scores: Float[torch.Tensor, " n"], targets: Bool[torch.Tensor, " n"]) 
 
 def detection_scores(
     margins: Float[torch.Tensor, " n"], targets: Bool[torch.Tensor, " n"], prefix: str = ""
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Accuracy, balanced accuracy, precision, recall, F1 (prediction: margin > 0) and AUROC
     (of the margin logit("1") - logit("0"))."""
     margins = margins.detach().double().cpu()
@@ -41,4 +41,5 @@ def detection_scores(
         "f1": f1,
         "auroc": auroc(margins, targets),
     }
-    return {prefix + k: float(v) for k, v in out.items()}
+    # Undefined scores (a class absent) are None: JSON null, unlike NaN.
+    return {prefix + k: (None if v != v else float(v)) for k, v in out.items()}

@@ -27,6 +27,7 @@ def test_presets_are_table_1(name, batch, epochs, lr, kl, ent):
 
 def test_preset_overrides_and_unknown():
     assert LabelConfig.preset("numbers", seed=3).seed == 3
+    assert LabelConfig.preset("numbers", lr=0.5).lr == 0.5  # overrides win over Table 1
     with pytest.raises(KeyError, match="animals"):
         LabelConfig.preset("nope")
 

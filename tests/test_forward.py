@@ -70,8 +70,42 @@ def test_q_is_next_token_distribution_before_label(tiny_evaluator):
     exs = _encoded(ev)
     cache = PrefixCache.build(ev, exs)
     no_kv = PrefixCache.build(ev, exs, keep_kv=False)
-    assert no_kv.keys is None
+    assert not no_kv.keys and no_kv.capacity == 0
     for i, ex in enumerate(exs):
         ref = ev.model(torch.tensor([list(ex.prefix_ids)]))[0, -1].log_softmax(-1)
         torch.testing.assert_close(cache.log_q[i], ref, rtol=0, atol=1e-12)
         torch.testing.assert_close(no_kv.log_q[i], ref, rtol=0, atol=1e-12)
+
+
+def test_system_prompt_is_computed_once_and_shared(tiny_evaluator):
+    ev = tiny_evaluator
+    exs = _encoded(ev)
+    cache = PrefixCache.build(ev, exs)
+    # Everything up to the sentence is shared: BOS, the system turn, the user turn's opening.
+    shared = ev.tokenizer.decode(list(exs[0].prefix_ids[: cache.shared_len]))
+    assert shared.endswith("The text is:") or 'The text is: "'.startswith(shared[-14:])
+    assert cache.shared_len > 0.6 * min(len(e.prefix_ids) for e in exs)
+    assert cache.shared_keys[0].shape[0] == 1  # one copy, broadcast with .expand
+    rest = max(len(e.prefix_ids) for e in exs) - cache.shared_len
+    assert cache.keys[0].shape[:2] == (len(exs), rest)
+
+
+def test_memory_budget_evicts_and_recomputes_exactly(tiny_evaluator):
+    ev = tiny_evaluator
+    exs = _encoded(ev)
+    full = PrefixCache.build(ev, exs)
+    small = PrefixCache.build(ev, exs, batch_size=2, max_resident=2)
+    assert small.keys[0].shape[0] == 2  # only two examples' keys/values on the device
+    assert small.bytes_per_example() == full.bytes_per_example()
+    e = (torch.softmax(torch.randn(2, 1, ev.d_vocab, dtype=torch.float64), -1)
+         @ ev.model.W_E)
+    for rows in ([0, 1], [2, 3], [0, 3], [1, 1], [3, 2]):
+        r = torch.tensor(rows)
+        torch.testing.assert_close(cached_logits(ev, small, r, e), cached_logits(ev, full, r, e),
+                                   rtol=0, atol=1e-12)
+    assert small.recomputed > 0 and full.recomputed == 0
+    # A batch larger than the budget is computed without being stored.
+    r = torch.tensor([0, 1, 2])
+    e3 = e[[0, 1, 0]]
+    torch.testing.assert_close(cached_logits(ev, small, r, e3), cached_logits(ev, full, r, e3),
+                               rtol=0, atol=1e-12)

@@ -19,11 +19,11 @@ The prompt is the paper's, rendered through the toy evaluator's chat template.
 from __future__ import annotations
 
 import argparse
-from functools import partial
 import json
 import platform
 import resource
 import time
+from functools import partial
 from pathlib import Path
 
 import torch

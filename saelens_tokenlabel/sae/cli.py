@@ -1,0 +1,197 @@
+"""`tokenlabel label`: label features of an SAE from SAELens's pretrained directory (or one
+saved on disk) on a corpus, and write the labels, the sidecar file and Neuronpedia JSONL.
+
+Kept apart from the package's `cli.py`, which only registers the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .config import CacheConfig, ExampleConfig
+from .names import SIDECAR_FILENAME
+
+LABELS_TSV = "labels.tsv"
+NEURONPEDIA_JSONL = "neuronpedia.jsonl"
+
+
+def parse_features(spec: str | None, d_sae: int) -> list[int] | None:
+    """``"all"``/None -> None; ``"0:100"``, ``"3,7,9"``, ``"0:10,42"`` -> indices."""
+    if spec is None or spec.strip().lower() == "all":
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                a, b = part.split(":", 1)
+                out.extend(range(int(a) if a else 0, int(b) if b else d_sae))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"--features {spec!r}: {part!r} is not an index or a range "
+                             "START:STOP (e.g. 0:100, or 1,5,9, or all).") from None
+    bad = [f for f in out if not 0 <= f < d_sae]
+    if bad:
+        raise ValueError(f"--features {spec!r}: {bad[:5]} out of range; the SAE has "
+                         f"d_sae={d_sae} features (0..{d_sae - 1}).")
+    if not out:
+        raise ValueError(f"--features {spec!r} selects no feature.")
+    return list(dict.fromkeys(out))
+
+
+_CACHE_FLAGS = {"cache_dir": "--cache-dir", "context_size": "--context-size",
+                "prepend_bos": "--prepend-bos", "batch_size": "--cache-batch-size",
+                "encode_batch_tokens": "--encode-batch-tokens", "shard_tokens": "--shard-tokens",
+                "max_tokens": "--max-tokens", "max_documents": "--max-documents",
+                "overwrite": "--overwrite-cache"}
+
+
+def _dataclass_args(group: Any, cls: type, flags: dict[str, str], dest_prefix: str) -> None:
+    for f in dataclasses.fields(cls):
+        flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
+        dest = dest_prefix + f.name
+        if str(f.type) in ("bool", "bool | None"):
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=None)
+        else:
+            typ = int if "int" in str(f.type) else str
+            group.add_argument(flag, dest=dest, type=typ, default=None,
+                               metavar=f.name.upper())
+
+
+def _from_args(cls: type, args: argparse.Namespace, prefix: str) -> Any:
+    kw = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
+          if getattr(args, prefix + f.name, None) is not None}
+    return cls(**kw)
+
+
+def add_label_parser(sub: Any, config_args: Any) -> None:
+    p = sub.add_parser(
+        "label", help="label features of an SAE on a corpus",
+        description="Label SAE features: run the subject model and the SAE over a corpus "
+                    "(cached), draw examples per feature, and find each label by token-space "
+                    "gradient descent. Writes labels.tsv, tokenlabel_labels.json (full results; "
+                    "also the resume checkpoint) and neuronpedia.jsonl into --out.")
+    src = p.add_argument_group("SAE and subject model")
+    src.add_argument("--sae-release", help="SAELens pretrained release (e.g. gpt2-small-res-jb)")
+    src.add_argument("--sae-id", help="SAE id within the release (e.g. blocks.8.hook_resid_pre)")
+    src.add_argument("--sae-path", help="folder of an SAE saved with sae.save_model")
+    src.add_argument("--model", help="subject model: name for HookedTransformer.from_pretrained "
+                     "or a folder from stl.save_local_model (default: the SAE's "
+                     "metadata.model_name)")
+    p.add_argument("--corpus", required=True,
+                   help="a .txt file (one document per line), a .jsonl file, a local dataset "
+                        "folder, or a Hugging Face dataset name (streamed)")
+    p.add_argument("--text-field", default="text", help="field with the text (JSONL, datasets)")
+    p.add_argument("--split", default="train", help="dataset split")
+    p.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default)")
+    p.add_argument("--evaluator", required=True,
+                   help="evaluator model name, a folder from stl.save_local_model, or 'toy'")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--neuronpedia-id", help="'<modelId>/<layer>-<source>' when the SAE's "
+                   "metadata has none")
+    p.add_argument("--features-per-batch", type=int, default=8,
+                   help="features sharing one optimisation")
+    p.add_argument("--save-sae", action="store_true",
+                   help="also save the SAE, labels attached, into OUT/sae")
+    p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "float64"],
+                   help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
+    _dataclass_args(p.add_argument_group("activation cache"), CacheConfig, _CACHE_FLAGS,
+                    "cache_")
+    _dataclass_args(p.add_argument_group("examples per feature"), ExampleConfig,
+                    {"seed": "--example-seed"}, "examples_")
+    config_args(p)
+    p.set_defaults(func=cmd_label)
+
+
+def _load_sae(args: argparse.Namespace, device: str) -> Any:
+    from sae_lens import SAE
+
+    if args.sae_path and (args.sae_release or args.sae_id):
+        raise ValueError("Pass either --sae-path or --sae-release with --sae-id, not both.")
+    if args.sae_path:
+        if not (Path(args.sae_path) / "cfg.json").is_file():
+            raise FileNotFoundError(f"--sae-path {args.sae_path}: no cfg.json there; pass a "
+                                    "folder written by sae.save_model(path).")
+        return SAE.load_from_disk(args.sae_path, device=device)
+    if not (args.sae_release and args.sae_id):
+        raise ValueError("Name the SAE: --sae-release RELEASE --sae-id ID (see SAELens's "
+                         "pretrained_saes.yaml), or --sae-path DIR.")
+    return SAE.from_pretrained(args.sae_release, args.sae_id, device=device)
+
+
+def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
+    from ..loading import load_local_model
+
+    name = args.model or sae.cfg.metadata.model_name
+    if not name:
+        raise ValueError("The SAE's metadata names no model; pass --model.")
+    if Path(name).is_dir():
+        return load_local_model(name, device=device)
+    from transformer_lens import HookedTransformer
+
+    kwargs = dict(sae.cfg.metadata.model_from_pretrained_kwargs or {})
+    return HookedTransformer.from_pretrained(name, device=device, **kwargs)
+
+
+def _write_tsv(labels: Any, path: Path) -> None:
+    from .labelset import result_score
+
+    lines = ["feature\tstatus\tlabel\tprobability\tscore"]
+    for f in labels:
+        r = labels[f]
+        _, score = result_score(r)
+        label = r.label.replace("\t", " ").replace("\n", " ")
+        lines.append(f"{f}\t{r.status}\t{label}\t{r.probability:.4f}\t"
+                     f"{'' if score is None else f'{score:.4f}'}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from ..cli import _load_evaluator, _overrides
+    from ..config import LabelConfig
+    from ..loading import default_device
+    from .corpus import Corpus
+    from .label import label_sae_features
+
+    config = LabelConfig(**_overrides(args))
+    cache = _from_args(CacheConfig, args, "cache_")
+    examples = _from_args(ExampleConfig, args, "examples_")
+    device = args.device or default_device()
+    sae = _load_sae(args, device)
+    features = parse_features(args.features, int(sae.cfg.d_sae))
+    corpus = Corpus.of(args.corpus, text_field=args.text_field, split=args.split)
+    model = _load_model(args, sae, device)
+    evaluator = _load_evaluator(args.evaluator, device, args.dtype)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sidecar = out / SIDECAR_FILENAME
+    labels = label_sae_features(sae, model, evaluator, corpus, features, config, cache=cache,
+                                examples=examples, features_per_batch=args.features_per_batch,
+                                checkpoint=sidecar)
+    labels.save(sidecar)
+    _write_tsv(labels, out / LABELS_TSV)
+    print(f"labeled:      {len(labels)} features {labels.by_status()}")
+    for f in labels:
+        r = labels[f]
+        if r.status == "ok":
+            print(f"  {f:>6}  {r.label!r:20}  p={r.probability:.3f}"
+                  f"{'' if r.converged else '  (not converged)'}")
+    print(f"written:      {out / LABELS_TSV}, {sidecar}")
+    try:
+        n = labels.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)
+        print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
+    except ValueError as err:
+        # The labels are written already; say why the export is missing, and fail.
+        print(f"neuronpedia:  not written: {err}")
+        return 2
+    if args.save_sae:
+        labels.attach(sae)
+        sae.save_model(out / "sae")
+        print(f"sae:          {out / 'sae'} (labels in cfg.json metadata and the sidecar)")
+    return 0

@@ -1,0 +1,124 @@
+"""Settings of the SAE stages: the activation cache and the examples drawn from it.
+
+`LabelConfig` (the optimisation) stays the core's; these two only say which tokens the
+labeler sees. Each checks itself on construction, so a bad value fails before any model runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "SAELENS_TOKENLABEL_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """`$SAELENS_TOKENLABEL_CACHE`, else `~/.cache/saelens_tokenlabel/activations`."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "saelens_tokenlabel" / "activations"
+
+
+def _need(cls: str, cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"{cls}: {msg}")
+
+
+@dataclass
+class CacheConfig:
+    """How the subject model and the SAE are run over the corpus, and where the sparse
+    activations are kept."""
+
+    cache_dir: str | Path | None = None
+    """Root folder of activation caches. None: `default_cache_dir()`."""
+    context_size: int | None = None
+    """Tokens per context (BOS included). None: the SAE's `metadata.context_size`, else 128;
+    never more than the model's `n_ctx`."""
+    prepend_bos: bool | None = None
+    """Start every context with BOS. None: the SAE's `metadata.prepend_bos`, else True."""
+    batch_size: int = 16
+    """Contexts per forward pass of the subject model."""
+    encode_batch_tokens: int = 2048
+    """Tokens per `sae.encode` call. Bounds the dense ``[tokens x d_sae]`` block that exists
+    for one call only."""
+    shard_tokens: int = 1 << 18
+    """Tokens per shard file. Bounds what the writer holds before flushing to disk."""
+    max_tokens: int | None = None
+    """Stop after this many corpus tokens (BOS not counted). None: the whole corpus."""
+    max_documents: int | None = None
+    """Stop after this many documents. None: all."""
+    overwrite: bool = False
+    """Recompute the cache even when a matching one exists."""
+
+    def __post_init__(self) -> None:
+        n = "CacheConfig"
+        _need(n, self.context_size is None or self.context_size >= 2,
+              f"context_size must be >= 2, got {self.context_size}")
+        _need(n, self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _need(n, self.encode_batch_tokens >= 1,
+              f"encode_batch_tokens must be >= 1, got {self.encode_batch_tokens}")
+        _need(n, self.shard_tokens >= 1, f"shard_tokens must be >= 1, got {self.shard_tokens}")
+        _need(n, self.max_tokens is None or self.max_tokens >= 1,
+              f"max_tokens must be >= 1 or None, got {self.max_tokens}")
+        _need(n, self.max_documents is None or self.max_documents >= 1,
+              f"max_documents must be >= 1 or None, got {self.max_documents}")
+
+    def root(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+
+
+@dataclass
+class ExampleConfig:
+    """Which (context, token) pairs become rating examples of a feature."""
+
+    n_top: int = 20
+    """Top-activating tokens (over the whole corpus)."""
+    n_quantile: int = 20
+    """Further activating tokens, spread over the activation quantiles."""
+    n_quantile_bins: int = 5
+    """Equal-count activation bins the quantile examples are drawn from, evenly."""
+    n_random: int = 20
+    """Inactive tokens drawn uniformly from the corpus."""
+    n_near_miss: int = 20
+    """Inactive tokens from the windows of the chosen activating tokens."""
+    reservoir_size: int = 256
+    """Activating tokens kept per feature (a uniform sample) to draw the quantiles from."""
+    window_before: int = 24
+    """Subject tokens of context shown before the token."""
+    window_after: int = 8
+    """Subject tokens of context shown after the token."""
+    max_merge: int = 8
+    """Most neighbouring byte-fragment tokens merged into one word (UTF-8 needs at most 3
+    neighbours; a few more cover fragments that span two characters)."""
+    keep_examples: bool = True
+    """Keep the examples (text, word, activation, kind) in `LabelResult.extra`."""
+    seed: int = 0
+    """Seeds every random draw; the same seed and cache give the same examples."""
+
+    def __post_init__(self) -> None:
+        n = "ExampleConfig"
+        for name in ("n_top", "n_quantile", "n_random", "n_near_miss", "window_before",
+                     "window_after"):
+            _need(n, getattr(self, name) >= 0, f"{name} must be >= 0, got "
+                  f"{getattr(self, name)}")
+        _need(n, self.n_top + self.n_quantile >= 1,
+              "n_top + n_quantile must be >= 1: a feature needs activating examples")
+        _need(n, self.n_random + self.n_near_miss >= 1,
+              "n_random + n_near_miss must be >= 1: a feature needs inactive examples")
+        _need(n, self.n_quantile_bins >= 1,
+              f"n_quantile_bins must be >= 1, got {self.n_quantile_bins}")
+        _need(n, self.reservoir_size >= 1,
+              f"reservoir_size must be >= 1, got {self.reservoir_size}")
+        _need(n, self.max_merge >= 1, f"max_merge must be >= 1, got {self.max_merge}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExampleConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,175 @@
+"""The corpus the subject model reads: a list of strings, a text or JSONL file, or a Hugging
+Face dataset, always streamed one document at a time.
+
+`Corpus.fingerprint()` identifies the content cheaply (without reading it all) so that the
+activation cache can be reused: a hash of the strings, a file's path, size and modification
+time, or a dataset's name, config, split and revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Kind = Literal["texts", "text_file", "jsonl", "hf"]
+_FILE_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".ndjson")
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be read as given. The message says what to change."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Where documents come from. Build it with `Corpus.of(...)` or the classmethods."""
+
+    kind: Kind
+    """`texts` (in memory), `text_file` (one document per non-empty line), `jsonl` (one JSON
+    object per line) or `hf` (`datasets.load_dataset(..., streaming=True)`)."""
+    source: str | tuple[str, ...]
+    """The strings, the file path, or the dataset name (or local dataset folder)."""
+    text_field: str = "text"
+    """Field holding the document text (JSONL and datasets)."""
+    split: str = "train"
+    """Dataset split."""
+    config_name: str | None = None
+    """Dataset configuration (`load_dataset(name, config_name)`)."""
+    revision: str | None = None
+    """Dataset revision, part of the cache key."""
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments for `datasets.load_dataset`."""
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def of(cls, corpus: Corpus | Sequence[str] | str | Path, text_field: str = "text",
+           split: str = "train") -> Corpus:
+        """A list of strings; a path to a ``.txt``/``.jsonl`` file; a local dataset folder or a
+        Hugging Face dataset name (``hf:`` forces the latter)."""
+        if isinstance(corpus, Corpus):
+            return corpus
+        if isinstance(corpus, Path) or isinstance(corpus, str):
+            return cls._from_name(str(corpus), text_field, split)
+        if isinstance(corpus, Sequence):
+            return cls.texts(corpus)
+        raise CorpusError(
+            f"A corpus must be a list of strings, a file path or a dataset name; got "
+            f"{type(corpus).__name__}. Pass list(your_iterable) to label from an iterable "
+            "(the cache needs to identify the content)."
+        )
+
+    @classmethod
+    def texts(cls, texts: Sequence[str]) -> Corpus:
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise CorpusError(
+                f"Corpus document {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str. "
+                "Pass a list of strings."
+            )
+        if not texts:
+            raise CorpusError("The corpus is empty. Pass at least one document.")
+        return cls("texts", tuple(texts))
+
+    @classmethod
+    def _from_name(cls, name: str, text_field: str, split: str) -> Corpus:
+        if name.startswith("hf:"):
+            return cls("hf", name[3:], text_field=text_field, split=split)
+        path = Path(name).expanduser()
+        if path.is_file():
+            kind: Kind = "jsonl" if path.suffix in (".jsonl", ".json", ".ndjson") else \
+                "text_file"
+            return cls(kind, str(path.resolve()), text_field=text_field)
+        if path.is_dir():
+            # A local folder of data files: `load_dataset` reads it offline.
+            return cls("hf", str(path.resolve()), text_field=text_field, split=split)
+        if path.suffix in _FILE_SUFFIXES:
+            raise CorpusError(f"Corpus file {name!r} does not exist. Check the path.")
+        return cls("hf", name, text_field=text_field, split=split)
+
+    # ------------------------------------------------------------------ reading
+    def __iter__(self) -> Iterator[str]:
+        if self.kind == "texts":
+            yield from self.source
+        elif self.kind == "text_file":
+            with open(self.source, encoding="utf-8") as f:
+                for line in f:
+                    line = line.rstrip("\n")
+                    if line.strip():
+                        yield line
+        elif self.kind == "jsonl":
+            yield from self._jsonl()
+        else:
+            yield from self._hf()
+
+    def _field(self, record: Any, where: str) -> str:
+        if not isinstance(record, dict) or self.text_field not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise CorpusError(
+                f"{where} has no field {self.text_field!r} (it has {keys}). Pass "
+                "text_field='<the field with the text>' (CLI: --text-field)."
+            )
+        text = record[self.text_field]
+        if not isinstance(text, str):
+            raise CorpusError(f"{where}: field {self.text_field!r} is a "
+                              f"{type(text).__name__}, not a str.")
+        return text
+
+    def _jsonl(self) -> Iterator[str]:
+        with open(self.source, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise CorpusError(f"{self.source}, line {n}: not JSON ({err}). A JSONL "
+                                      "corpus needs one JSON object per line.") from None
+                yield self._field(record, f"{self.source}, line {n}")
+
+    def _hf(self) -> Iterator[str]:
+        try:
+            import datasets
+        except ImportError as err:  # pragma: no cover - datasets comes with sae-lens
+            raise CorpusError("Reading a dataset by name needs the `datasets` package: "
+                              "pip install datasets") from err
+        ds = datasets.load_dataset(self.source, self.config_name, split=self.split,
+                                   streaming=True, revision=self.revision, **self.load_kwargs)
+        for n, record in enumerate(ds):
+            yield self._field(record, f"dataset {self.source!r} record {n}")
+
+    # ------------------------------------------------------------------ identity
+    def describe(self) -> str:
+        if self.kind == "texts":
+            return f"{len(self.source)} in-memory texts"
+        if self.kind == "hf":
+            cfg = f" ({self.config_name})" if self.config_name else ""
+            return f"dataset {self.source}{cfg}, split {self.split}"
+        return f"{self.kind} {self.source}"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the content, for the cache key."""
+        if self.kind == "texts":
+            h = hashlib.blake2b(digest_size=16)
+            for t in self.source:
+                b = t.encode("utf-8")
+                h.update(len(b).to_bytes(8, "little"))
+                h.update(b)
+            return {"kind": "texts", "n": len(self.source), "sha": h.hexdigest()}
+        if self.kind in ("text_file", "jsonl"):
+            st = Path(self.source).stat()
+            return {"kind": self.kind, "path": self.source, "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns, "text_field": self.text_field}
+        out = {"kind": "hf", "name": self.source, "config": self.config_name,
+               "split": self.split, "revision": self.revision, "text_field": self.text_field,
+               "load_kwargs": {k: repr(v) for k, v in sorted(self.load_kwargs.items())}}
+        path = Path(self.source)
+        if path.is_dir():
+            # Local dataset folder: its files' sizes and times stand for the content.
+            out["files"] = sorted(
+                (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in path.rglob("*") if p.is_file()
+            )
+        return out

@@ -1,0 +1,269 @@
+"""Stage 2: which tokens of the cache become a feature's examples.
+
+Two streaming passes over the shards, each holding one shard at a time:
+
+1. per feature: the top activating tokens, a uniform reservoir of activating tokens (for the
+   quantile-spread examples) and the activation count and maximum; for all features together:
+   a uniform pool of random tokens (the smallest random keys over the whole corpus).
+2. the feature's activations in the contexts chosen in pass 1, and every feature's
+   activations around the random-pool tokens, so that a word's activation can be taken over
+   its whole span (merged byte fragments) and inactive tokens can be told from active ones.
+
+Special tokens (BOS, padding, ...) never become examples. What is held is bounded by the
+example counts, never by the corpus size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+from tqdm.auto import tqdm
+
+from .cache import ActivationCache, Shard
+from .config import ExampleConfig
+
+Entry = tuple[int, int, float]
+"""(global context, position, activation)."""
+
+
+@dataclass
+class Selection:
+    """One feature's activating picks and what is known about it."""
+
+    feature: int
+    n_active: int = 0
+    """Activating (non-special) tokens in the corpus."""
+    max_activation: float = 0.0
+    top: list[Entry] = field(default_factory=list)
+    """The highest activations, highest first."""
+    quantile: list[Entry] = field(default_factory=list)
+    """Activating tokens spread evenly over the activation quantiles (lowest bin first)."""
+    context_acts: dict[int, dict[int, float]] = field(default_factory=dict)
+    """The feature's nonzero activations (position -> value) in each chosen context."""
+
+    @property
+    def dead(self) -> bool:
+        return self.n_active == 0
+
+
+@dataclass
+class RandomPool:
+    """Tokens drawn uniformly from the corpus (shared by all features), with every
+    requested feature's activations around them."""
+
+    tokens: list[tuple[int, int]] = field(default_factory=list)
+    """(global context, position), in draw order."""
+    acts: dict[int, dict[int, dict[int, float]]] = field(default_factory=dict)
+    """context -> position -> feature -> activation, near the pool's tokens."""
+    n_tokens: int = 0
+    """Non-special tokens in the corpus (what feature frequencies are counted over)."""
+
+    def activation(self, feature: int, context: int, start: int, end: int) -> float:
+        """Largest activation of `feature` over positions [start, end) of a pool context."""
+        ctx = self.acts.get(context, {})
+        return max((ctx.get(p, {}).get(feature, 0.0) for p in range(start, end)), default=0.0)
+
+
+@dataclass
+class _State:
+    top_val: torch.Tensor
+    top_ctx: torch.Tensor
+    top_pos: torch.Tensor
+    res_key: torch.Tensor
+    res_val: torch.Tensor
+    res_ctx: torch.Tensor
+    res_pos: torch.Tensor
+    count: int = 0
+    peak: float = 0.0
+
+
+def _empty_state() -> _State:
+    f, i = torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return _State(f, i, i, torch.zeros(0, dtype=torch.float64), f, i, i)
+
+
+def _flat_positions(shard: Shard) -> tuple[Int[torch.Tensor, " n"], Int[torch.Tensor, " n"]]:
+    """Context (in shard) and position of every token of the shard."""
+    lengths = shard.lengths()
+    ctx = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    pos = torch.arange(len(shard.tokens)) - shard.offsets[:-1][ctx]
+    return ctx, pos
+
+
+def _special_mask(tokens: torch.Tensor, special: Sequence[int]) -> Bool[torch.Tensor, " n"]:
+    if not special:
+        return torch.zeros(len(tokens), dtype=torch.bool)
+    return torch.isin(tokens.long(), torch.tensor(sorted(special), dtype=torch.long))
+
+
+def _s64(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _M1, _M2 = _s64(0x9E3779B97F4A7C15), _s64(0xBF58476D1CE4E5B9), _s64(0x94D049BB133111EB)
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    return (z >> k) & ((1 << (64 - k)) - 1)  # logical shift on int64
+
+
+def hash_keys(ctx: torch.Tensor, pos: torch.Tensor, salt: int) -> Float[torch.Tensor, " n"]:
+    """Uniform keys in [0, 1) from (context, position, salt) by splitmix64: the same token
+    gets the same key however the cache is sharded, so sampling by smallest keys does not
+    depend on shard boundaries or on which other features are requested."""
+    z = ctx.long() * 0x100000 + pos.long() + _s64((salt * 0x2545F4914F6CDD1D) % (1 << 64))
+    z = z + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    z = z ^ _shr(z, 31)
+    return _shr(z, 11).double() / float(1 << 53)
+
+
+def _keep_smallest(keys: torch.Tensor, k: int, *cols: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    if len(keys) <= k:
+        return (keys, *cols)
+    idx = torch.topk(keys, k, largest=False).indices
+    return (keys[idx], *(c[idx] for c in cols))
+
+
+class _Pass1:
+    def __init__(self, features: list[int], cfg: ExampleConfig, special: set[int]) -> None:
+        self.cfg = cfg
+        self.special = sorted(special)
+        self.states = {f: _empty_state() for f in features}
+        self.feat_t = torch.tensor(features, dtype=torch.long)
+        # Spare random tokens: some will be active for a feature, some blank words.
+        self.pool_size = max(1, 4 * cfg.n_random)
+        self.n_tokens = 0
+        self.pool = (torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long),
+                     torch.zeros(0, dtype=torch.long))
+
+    def update(self, shard: Shard) -> None:
+        special = _special_mask(shard.tokens, self.special)
+        self.n_tokens += int((~special).sum())
+        flat_ctx, flat_pos = _flat_positions(shard)
+        # Random pool: uniform keys over every non-special token of the corpus.
+        gctx = flat_ctx + shard.first_context
+        keys = hash_keys(gctx, flat_pos, self.cfg.seed)
+        keys[special] = 2.0
+        k, c, p = _keep_smallest(keys, self.pool_size, gctx, flat_pos)
+        keep = k <= 1.0
+        self.pool = _keep_smallest(torch.cat([self.pool[0], k[keep]]), self.pool_size,
+                                   torch.cat([self.pool[1], c[keep]]),
+                                   torch.cat([self.pool[2], p[keep]]))
+
+        loc = shard.locations.long()
+        val = shard.activations
+        flat = shard.offsets[loc[:, 0]] + loc[:, 1]
+        m = (val > 0) & ~special[flat] & torch.isin(loc[:, 2], self.feat_t)
+        loc, val = loc[m], val[m]
+        order = torch.argsort(loc[:, 2], stable=True)
+        loc, val = loc[order], val[order]
+        feats, counts = torch.unique_consecutive(loc[:, 2], return_counts=True)
+        start = 0
+        for f, n in zip(feats.tolist(), counts.tolist(), strict=True):
+            sl = slice(start, start + n)
+            start += n
+            ctx = loc[sl, 0] + shard.first_context
+            keys = hash_keys(ctx, loc[sl, 1], self.cfg.seed * 1_000_003 + f + 1)
+            self._update_feature(self.states[f], val[sl], ctx, loc[sl, 1], keys)
+
+    def _update_feature(self, s: _State, val: torch.Tensor, ctx: torch.Tensor,
+                        pos: torch.Tensor, keys: torch.Tensor) -> None:
+        s.count += len(val)
+        s.peak = max(s.peak, float(val.max()))
+        tv, tc, tp = (torch.cat([s.top_val, val]), torch.cat([s.top_ctx, ctx]),
+                      torch.cat([s.top_pos, pos]))
+        if len(tv) > self.cfg.n_top:
+            idx = torch.topk(tv, self.cfg.n_top).indices
+            tv, tc, tp = tv[idx], tc[idx], tp[idx]
+        s.top_val, s.top_ctx, s.top_pos = tv, tc, tp
+        s.res_key, s.res_val, s.res_ctx, s.res_pos = _keep_smallest(
+            torch.cat([s.res_key, keys]), self.cfg.reservoir_size,
+            torch.cat([s.res_val, val]), torch.cat([s.res_ctx, ctx]), torch.cat([s.res_pos, pos]))
+
+
+def _quantile_picks(s: _State, top: list[Entry], cfg: ExampleConfig, gen: torch.Generator
+                    ) -> list[Entry]:
+    taken = {(c, p) for c, p, _ in top}
+    rest = [(float(v), int(c), int(p)) for v, c, p in
+            zip(s.res_val.tolist(), s.res_ctx.tolist(), s.res_pos.tolist(), strict=True)
+            if (int(c), int(p)) not in taken]
+    if not rest or cfg.n_quantile == 0:
+        return []
+    rest.sort()
+    bins = [b for b in torch.tensor_split(torch.arange(len(rest)), cfg.n_quantile_bins)
+            if len(b)]
+    share = [cfg.n_quantile // len(bins) + (i < cfg.n_quantile % len(bins))
+             for i in range(len(bins))]
+    out = []
+    for b, k in zip(bins, share, strict=True):
+        pick = b[torch.randperm(len(b), generator=gen)[:k]]
+        out.extend((rest[i][1], rest[i][2], rest[i][0]) for i in sorted(pick.tolist()))
+    return out
+
+
+def select_examples(
+    cache: ActivationCache, features: Sequence[int], cfg: ExampleConfig,
+    progress: bool | None = None,
+) -> tuple[dict[int, Selection], RandomPool]:
+    """Pick each feature's activating tokens and the shared random pool (module docstring)."""
+    features = [int(f) for f in features]
+    if cache.features is not None:
+        missing = sorted(set(features) - set(cache.features))
+        if missing:
+            raise KeyError(f"features {missing[:10]} are not in the activation cache "
+                           f"{cache.directory}")
+    disable = None if progress is None else not progress
+    p1 = _Pass1(features, cfg, cache.special_ids)
+    for shard in tqdm(cache.shards(), total=cache.n_shards, desc="examples (1/2)", unit="shard",
+                      disable=disable):
+        p1.update(shard)
+
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    sels: dict[int, Selection] = {}
+    for f, s in p1.states.items():
+        order = torch.argsort(s.top_val, descending=True, stable=True)
+        top = [(int(s.top_ctx[i]), int(s.top_pos[i]), float(s.top_val[i])) for i in order]
+        sels[f] = Selection(f, s.count, s.peak, top, _quantile_picks(s, top, cfg, gen))
+    pool_order = torch.argsort(p1.pool[0], stable=True)
+    pool = RandomPool([(int(p1.pool[1][i]), int(p1.pool[2][i])) for i in pool_order],
+                      n_tokens=p1.n_tokens)
+
+    _pass2(cache, sels, pool, cfg.max_merge, disable)
+    return sels, pool
+
+
+def _pass2(cache: ActivationCache, sels: dict[int, Selection], pool: RandomPool,
+           reach: int, disable: bool | None) -> None:
+    """Fill `Selection.context_acts` and `RandomPool.acts` in one more pass."""
+    d = int(cache.meta["d_sae"])
+    wanted: dict[int, Selection] = {}
+    pair_keys = []
+    for f, s in sels.items():
+        for c, _, _ in s.top + s.quantile:
+            pair_keys.append(c * d + f)
+        wanted[f] = s
+    pairs = torch.tensor(sorted(set(pair_keys)), dtype=torch.long)
+    near = torch.tensor(sorted({c * (1 << 20) + p + o for c, p in pool.tokens
+                                for o in range(-reach, reach + 1)}), dtype=torch.long)
+    feats = torch.tensor(sorted(sels), dtype=torch.long)
+    pool_ctx = {c for c, _ in pool.tokens}
+    for shard in tqdm(cache.shards(), total=cache.n_shards, desc="examples (2/2)",
+                      unit="shard", disable=disable):
+        loc = shard.locations.long()
+        gctx = loc[:, 0] + shard.first_context
+        val = shard.activations
+        m = torch.isin(gctx * d + loc[:, 2], pairs)
+        for c, p, f, v in zip(gctx[m].tolist(), loc[m, 1].tolist(), loc[m, 2].tolist(),
+                              val[m].tolist(), strict=True):
+            wanted[f].context_acts.setdefault(c, {})[p] = v
+        if not pool_ctx:
+            continue
+        m = torch.isin(gctx * (1 << 20) + loc[:, 1], near) & torch.isin(loc[:, 2], feats)
+        for c, p, f, v in zip(gctx[m].tolist(), loc[m, 1].tolist(), loc[m, 2].tolist(),
+                              val[m].tolist(), strict=True):
+            pool.acts.setdefault(c, {}).setdefault(p, {})[f] = v

@@ -1,0 +1,128 @@
+"""The SAELens plugin: `SAE.label_features`, and labels that travel with `save_model`.
+
+`install()` (run by ``import saelens_tokenlabel``) changes exactly three attributes of
+SAELens's base class `SAE`, which every architecture (standard, topk, jumprelu, gated,
+transcoders, training SAEs, and any registered later) inherits:
+
+* adds `label_features`;
+* wraps `save_model`: after SAELens has written its files, an SAE with attached labels also
+  gets the sidecar file beside ``cfg.json``. Without labels the files are SAELens's own,
+  byte for byte;
+* wraps `load_from_disk`: when the folder holds a sidecar file, the loaded SAE remembers it,
+  so `LabelSet.from_sae(sae)` finds the labels and a later `save_model` carries them along.
+
+The summary in ``cfg.metadata`` is plain JSON, so ``cfg.json`` loads without the plugin too.
+`uninstall()` restores SAELens as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .labelset import ATTACHED_ATTR, LabelSet
+from .names import METADATA_KEY, SIDECAR_FILENAME
+
+log = logging.getLogger(__name__)
+_ORIGINALS: dict[str, Any] = {}
+_MARK = "__tokenlabel_plugin__"
+
+
+def label_features(self: Any, model: Any, evaluator: Any, corpus: Any, features: Any = None,
+                   config: Any = None, **kwargs: Any) -> LabelSet:
+    """Label this SAE's features by token-space gradient descent (Schulz & Fallows,
+    arXiv 2504.00754); added by saelens_tokenlabel.
+
+    ``model``: the subject HookedTransformer; ``evaluator``: an ``stl.Evaluator``;
+    ``corpus``: a list of strings, a .txt/.jsonl file, or a dataset name; ``features``: feature
+    indices (None: all); ``config``: ``stl.LabelConfig``. Keyword arguments ``cache``,
+    ``examples``, ``features_per_batch``, ``checkpoint`` and ``progress`` are those of
+    ``saelens_tokenlabel.sae.label_sae_features``. Returns a ``LabelSet``; call
+    ``labels.attach(sae)`` to keep the labels in the SAE's metadata and saved files.
+    """
+    from .label import label_sae_features
+
+    return label_sae_features(self, model, evaluator, corpus, features, config, **kwargs)
+
+
+setattr(label_features, _MARK, True)
+
+
+def _wrap_save(original: Any) -> Any:
+    @functools.wraps(original)
+    def save_model(self: Any, path: str | Path) -> Any:
+        out = original(self, path)
+        held = getattr(self, ATTACHED_ATTR, None)
+        target = Path(path) / SIDECAR_FILENAME
+        if isinstance(held, LabelSet):
+            held.save(target)
+        elif held is not None:
+            source = Path(held)
+            if not source.is_file():
+                raise FileNotFoundError(
+                    f"This SAE was loaded with labels from {source}, which is gone, so they "
+                    "cannot be saved beside cfg.json. Load them (stl.LabelSet.load) from a "
+                    "copy and labels.attach(sae) before saving."
+                )
+            if source.resolve() != target.resolve():
+                shutil.copyfile(source, target)
+        elif METADATA_KEY in self.cfg.metadata:
+            log.warning("this SAE's metadata holds a label summary but no full results are "
+                        "attached, so no %s is written beside cfg.json", SIDECAR_FILENAME)
+        return out
+
+    setattr(save_model, _MARK, True)
+    return save_model
+
+
+def _wrap_load(original: classmethod) -> classmethod:
+    func = original.__func__
+
+    @functools.wraps(func)
+    def load_from_disk(cls: Any, path: str | Path, *args: Any, **kwargs: Any) -> Any:
+        sae = func(cls, path, *args, **kwargs)
+        sidecar = Path(path) / SIDECAR_FILENAME
+        if sidecar.is_file():
+            object.__setattr__(sae, ATTACHED_ATTR, str(sidecar.resolve()))
+        return sae
+
+    setattr(load_from_disk, _MARK, True)
+    return classmethod(load_from_disk)
+
+
+def is_installed() -> bool:
+    from sae_lens.saes.sae import SAE
+
+    return getattr(SAE.__dict__.get("label_features"), _MARK, False)
+
+
+def install() -> None:
+    """Add `label_features` to SAELens's `SAE` (idempotent)."""
+    from sae_lens.saes.sae import SAE
+
+    if is_installed():
+        return
+    if "label_features" in SAE.__dict__:
+        raise RuntimeError(
+            "sae_lens.SAE already has a label_features attribute that saelens_tokenlabel did "
+            "not add; refusing to overwrite it."
+        )
+    _ORIGINALS["save_model"] = SAE.__dict__["save_model"]
+    _ORIGINALS["load_from_disk"] = SAE.__dict__["load_from_disk"]
+    SAE.save_model = _wrap_save(_ORIGINALS["save_model"])
+    SAE.load_from_disk = _wrap_load(_ORIGINALS["load_from_disk"])
+    SAE.label_features = label_features
+
+
+def uninstall() -> None:
+    """Restore SAELens's `SAE` exactly as it was before `install()`."""
+    from sae_lens.saes.sae import SAE
+
+    if not is_installed():
+        return
+    del SAE.label_features
+    SAE.save_model = _ORIGINALS.pop("save_model")
+    SAE.load_from_disk = _ORIGINALS.pop("load_from_disk")

@@ -1,0 +1,131 @@
+"""Stage 3: a feature's picks as rating examples (context text, word, activation).
+
+Each picked token becomes its whole-character word (`WordDecoder`) in a window of context.
+A word's activation is the largest over the tokens it spans. Near-misses are inactive words
+from the windows of the activating ones. Examples with the same text and word are one
+example (the prompt cannot tell them apart), with the larger activation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import ExampleConfig
+from .examples import RandomPool, Selection
+from .words import WordDecoder, WordSpan
+
+
+@dataclass
+class RenderedFeature:
+    """One feature's rating examples, with where each came from."""
+
+    feature: int
+    examples: list[tuple[str, str, float]] = field(default_factory=list)
+    """``(text, word, activation)`` for `FeatureData.from_examples`."""
+    kinds: list[str] = field(default_factory=list)
+    """Per example: `top`, `quantile`, `near_miss` or `random`."""
+    words: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
+    """Subject token ids -> the word shown for them (see `WordDecoder.record`)."""
+    dropped: Counter = field(default_factory=Counter)
+    """Picks left out, by reason."""
+
+    @property
+    def n_active(self) -> int:
+        return sum(a > 0 for _, _, a in self.examples)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [{"text": t, "word": w, "activation": a, "kind": k}
+                for (t, w, a), k in zip(self.examples, self.kinds, strict=True)]
+
+
+class _Builder:
+    def __init__(self, out: RenderedFeature, decoder: WordDecoder, cfg: ExampleConfig,
+                 special: set[int], placeholder: str | None) -> None:
+        self.out = out
+        self.decoder = decoder
+        self.cfg = cfg
+        self.special = special
+        self.placeholder = placeholder
+        self.index: dict[tuple[str, str], int] = {}
+
+    def add(self, ids: list[int], span: WordSpan, act: float, kind: str) -> bool:
+        if not span.word.strip():
+            self.out.dropped["blank_word"] += 1
+            return False
+        text = self.decoder.window(ids, span, self.cfg.window_before, self.cfg.window_after,
+                                   self.special)
+        if self.placeholder and (self.placeholder in text or self.placeholder in span.word):
+            self.out.dropped["contains_label_placeholder"] += 1
+            return False
+        key = (text, span.word)
+        i = self.index.get(key)
+        if i is not None:
+            if act > self.out.examples[i][2]:
+                self.out.examples[i] = (text, span.word, act)
+                self.out.kinds[i] = kind
+            self.out.dropped["duplicate"] += 1
+            return False
+        self.index[key] = len(self.out.examples)
+        self.out.examples.append((text, span.word, act))
+        self.out.kinds.append(kind)
+        sub = tuple(int(t) for t in ids[span.start : span.end])
+        if sub not in self.out.words:
+            self.out.words[sub] = self.decoder.record(ids, span)
+        return True
+
+
+def _span_act(acts: dict[int, float], span: WordSpan) -> float:
+    return max((acts.get(p, 0.0) for p in range(span.start, span.end)), default=0.0)
+
+
+def render_feature(
+    sel: Selection, pool: RandomPool, contexts: dict[int, list[int]], decoder: WordDecoder,
+    cfg: ExampleConfig, special: set[int], placeholder: str | None = None,
+) -> RenderedFeature:
+    """Rating examples of one feature; `contexts` must hold every context it picked."""
+    out = RenderedFeature(sel.feature)
+    b = _Builder(out, decoder, cfg, special, placeholder)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + sel.feature)
+
+    near: dict[tuple[int, int, int], WordSpan] = {}
+    for kind, entries in (("top", sel.top), ("quantile", sel.quantile)):
+        for c, p, _ in entries:
+            ids = contexts[c]
+            acts = sel.context_acts.get(c, {})
+            span = decoder.word_at(ids, p)
+            b.add(ids, span, _span_act(acts, span), kind)
+            # Near-miss candidates: inactive words in the same window.
+            lo, hi = max(0, p - cfg.window_before), min(len(ids), p + cfg.window_after + 1)
+            for q in range(lo, hi):
+                if ids[q] in special:
+                    continue
+                s = decoder.word_at(ids, q)
+                if _span_act(acts, s) <= 0 and s.word.strip():
+                    near[(c, s.start, s.end)] = s
+
+    keys = sorted(near)
+    taken = 0
+    for i in torch.randperm(len(keys), generator=gen).tolist():
+        if taken >= cfg.n_near_miss:
+            break
+        c, _, _ = keys[i]
+        taken += b.add(contexts[c], near[keys[i]], 0.0, "near_miss")
+
+    taken = 0
+    for c, p in pool.tokens:
+        if taken >= cfg.n_random:
+            break
+        ids = contexts[c]
+        span = decoder.word_at(ids, p)
+        if pool.activation(sel.feature, c, span.start, span.end) > 0:
+            continue  # active here: not a random *inactive* example
+        taken += b.add(ids, span, 0.0, "random")
+    return out
+
+
+def contexts_needed(sel: Selection, pool: RandomPool) -> set[int]:
+    return {c for c, _, _ in sel.top + sel.quantile} | {c for c, _ in pool.tokens}

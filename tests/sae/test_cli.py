@@ -1,0 +1,73 @@
+"""`tokenlabel label`: an SAE saved on disk, a local subject model, a corpus file and an
+evaluator folder in; labels, the sidecar file and Neuronpedia JSONL out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saelens_tokenlabel import LabelSet, save_local_model
+from saelens_tokenlabel.cli import main
+from saelens_tokenlabel.sae import SIDECAR_FILENAME
+from saelens_tokenlabel.sae.cli import parse_features
+
+from .planted import NEURONPEDIA_ID, planted_sae
+
+
+def test_parse_features():
+    assert parse_features("all", 10) is None
+    assert parse_features("0:3", 10) == [0, 1, 2]
+    assert parse_features("1,5,2:4", 10) == [1, 5, 2, 3]
+    assert parse_features("8:", 10) == [8, 9]
+    with pytest.raises(ValueError, match="out of range"):
+        parse_features("0:11", 10)
+    with pytest.raises(ValueError, match="START:STOP"):
+        parse_features("a", 10)
+
+
+def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, toy_corpus,
+                                                       tmp_path, capsys):
+    sae_dir, model_dir, ev_dir = tmp_path / "sae", tmp_path / "model", tmp_path / "ev"
+    planted_sae().save_model(sae_dir)
+    save_local_model(subject, model_dir)
+    save_local_model(fast_evaluator.model, ev_dir)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in toy_corpus[:50]))
+    out = tmp_path / "out"
+    args = ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+            str(corpus), "--features", "0:3", "--evaluator", str(ev_dir), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--batch-size", "6",
+            "--n-top", "4", "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4",
+            "--device", "cpu", "--save-sae"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    labels = LabelSet.load(out / SIDECAR_FILENAME)
+    assert list(labels) == [0, 1, 2] and labels[2].status == "dead"
+    assert labels.info["label_config"]["steps"] == 2
+    assert labels.info["example_config"]["n_top"] == 4
+    tsv = (out / "labels.tsv").read_text().splitlines()
+    assert tsv[0].split("\t") == ["feature", "status", "label", "probability", "score"]
+    assert [line.split("\t")[:2] for line in tsv[1:]] == [["0", "ok"], ["1", "ok"],
+                                                          ["2", "dead"]]
+    records = [json.loads(x) for x in (out / "neuronpedia.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == ["0", "1"]
+    assert all(f"{r['modelId']}/{r['layer']}" == NEURONPEDIA_ID for r in records)
+    assert "neuronpedia:  2 explanation records" in printed
+    # --save-sae: the SAE with labels attached, sidecar beside cfg.json.
+    saved = json.loads((out / "sae" / "cfg.json").read_text())
+    assert saved["metadata"]["tokenlabel"]["labels"]["0"]["label"] == labels[0].label
+    assert (out / "sae" / SIDECAR_FILENAME).is_file()
+    # A second run resumes from the sidecar: nothing is labeled again.
+    assert main(args) == 0
+    assert LabelSet.load(out / SIDECAR_FILENAME).to_dict()["results"] == \
+        labels.to_dict()["results"]
+
+
+def test_label_command_errors(tmp_path, capsys):
+    assert main(["label", "--corpus", "x.txt", "--evaluator", "toy", "--out",
+                 str(tmp_path)]) == 2
+    assert "--sae-release" in capsys.readouterr().err
+    assert main(["label", "--sae-path", str(tmp_path), "--corpus", "x.txt", "--evaluator",
+                 "toy", "--out", str(tmp_path)]) == 2
+    assert "cfg.json" in capsys.readouterr().err

@@ -61,7 +61,7 @@ class FeatureData:
     """
 
     sentences: list[Sentence]
-    name: str = "feature"
+    name: str | int = "feature"
     metadata: dict[str, Any] = field(default_factory=dict)
     rated: list[tuple[str, str, float]] | None = None
     """Explicit ``(text, word, activation)`` examples; when set, they replace "every token of
@@ -69,7 +69,7 @@ class FeatureData:
 
     @classmethod
     def from_examples(
-        cls, examples: list[tuple[str, str, float]], name: str = "feature", **metadata: Any
+        cls, examples: list[tuple[str, str, float]], name: str | int = "feature", **metadata: Any
     ) -> FeatureData:
         """Build from explicit ``(text, word, activation)`` triples (the word is one token of
         the text, as shown to the evaluator)."""
@@ -97,7 +97,7 @@ class FeatureData:
 
     @classmethod
     def from_sentences(
-        cls, sentences: list[Sentence], name: str = "feature", **metadata: Any
+        cls, sentences: list[Sentence], name: str | int = "feature", **metadata: Any
     ) -> FeatureData:
         """Build from ``[[(token_text, activation), ...], ...]``, checking every value."""
         if not isinstance(sentences, list | tuple) or len(sentences) == 0:
@@ -141,7 +141,7 @@ class FeatureData:
         return cls(clean, name=name, metadata=dict(metadata))
 
     @classmethod
-    def from_marked_text(cls, lines: list[str], name: str = "feature", **metadata: Any
+    def from_marked_text(cls, lines: list[str], name: str | int = "feature", **metadata: Any
                          ) -> FeatureData:
         """Build from lines where active spans are wrapped in ``**...**`` (the paper's bold)."""
         sentences = []

@@ -1,0 +1,71 @@
+"""The offline toy world: a lexicon of concepts and a tiny evaluator LLM trained on it.
+
+The toy evaluator (``data/toy_evaluator/``, built by ``scripts/train_toy_evaluator.py``) is a
+2-layer Llama-shaped HookedTransformer (rotary, RMSNorm, gated SiLU MLP, grouped-query
+attention) with a byte-level BPE tokenizer and the Llama-3 chat template. On the paper's rating
+prompt it answers "1" exactly when the word is a member of the label's concept
+(`CONCEPTS`: "animal" ⊃ "mammal", "number", "color", "food") and "0" for every other word, and
+for every other token at the label slot. So for a feature active on the members of a concept,
+the best single-token label is the concept's own token. Nothing is downloaded::
+
+    from saelens_tokenlabel.toy import load_toy_evaluator
+    evaluator = load_toy_evaluator()
+
+Importing this module does no I/O.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .lexicon import (
+    ANIMALS,
+    COLORS,
+    CONCEPTS,
+    DIGITS,
+    FOODS,
+    MAMMALS,
+    NON_MAMMAL_ANIMALS,
+    NUMBER_WORDS,
+    NUMBERS,
+    OBJECTS,
+)
+
+if TYPE_CHECKING:
+    from ..evaluator import Evaluator
+
+TOY_EVALUATOR_DIR: Path = Path(__file__).resolve().parent.parent / "data" / "toy_evaluator"
+"""The folder holding the toy evaluator, as written by `save_local_model`."""
+
+
+def load_toy_evaluator(device: str = "cpu") -> Evaluator:
+    """The toy evaluator, in float32, wrapped in an `Evaluator` with the paper's prompt."""
+    import torch
+
+    from ..evaluator import Evaluator
+    from ..loading import load_local_model
+
+    if not (TOY_EVALUATOR_DIR / "tokenlabel_model.json").is_file():
+        raise FileNotFoundError(
+            f"The toy evaluator is missing from {TOY_EVALUATOR_DIR}. Rebuild it with "
+            "`python scripts/train_toy_evaluator.py` from the repository root."
+        )
+    model = load_local_model(TOY_EVALUATOR_DIR, device=device, dtype=torch.float32)
+    return Evaluator(model)
+
+
+__all__ = [
+    "ANIMALS",
+    "COLORS",
+    "CONCEPTS",
+    "DIGITS",
+    "FOODS",
+    "MAMMALS",
+    "NON_MAMMAL_ANIMALS",
+    "NUMBERS",
+    "NUMBER_WORDS",
+    "OBJECTS",
+    "TOY_EVALUATOR_DIR",
+    "load_toy_evaluator",
+]

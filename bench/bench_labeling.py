@@ -210,7 +210,8 @@ def main() -> None:
               f"{r['examples_per_s']:.0f} |")
     print(f"cached vs full: {out['speedup_cached_vs_full']:.1f}x faster, "
           f"max relative gradient difference {grad_diff:.1e}")
-    print("| features per step | step (ms) | features/hour (500 steps each) | peak mem (MB) |"
+    mem = "peak GPU mem (MB)" if device.startswith("cuda") else "process peak RSS (MB)"
+    print(f"| features per step | step (ms) | features/hour (500 steps each) | {mem} |"
           + (" MFU |" if device.startswith("cuda") else "") + "\n|---|---|---|---|"
           + ("---|" if device.startswith("cuda") else ""))
     for r in batching:

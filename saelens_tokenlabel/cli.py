@@ -25,10 +25,28 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                            default=None)
         elif f.name == "prediction":
             g.add_argument(flag, dest=f.name, choices=["two_way", "full_vocab"], default=None)
+        elif f.name == "sampler":
+            g.add_argument(flag, dest=f.name, choices=["balanced", "confusion"], default=None)
+        elif f.name == "restarts":
+            g.add_argument(flag, dest=f.name, type=_restarts_arg, default=None,
+                           metavar="JSON", help='e.g. \'[{"lr": 0.1, "seed": 1}]\'; [] for none')
         else:
             typ = {"int": int, "float": float, "int | None": int,
                    "float | None": float}.get(str(f.type), float)
             g.add_argument(flag, dest=f.name, type=typ, default=None)
+
+
+def _restarts_arg(text: str) -> tuple[dict[str, Any], ...]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg}); e.g. '[{{\"lr\": 0.1}}]'"
+                                         ) from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise argparse.ArgumentTypeError("a JSON list of objects, e.g. '[{\"lr\": 0.1}]'")
+    return tuple(value)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .sae.cli import add_label_parser
 
     add_label_parser(sub, _config_args)
+    from .run.cli import add_run_parsers
+
+    add_run_parsers(sub)
+    from .report.cli import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

@@ -17,10 +17,31 @@ _PAPER_TABLE_1: dict[str, tuple[int, int, float, float, float]] = {
 }
 
 
+# Later attempts when an attempt fails (no convergence, or a poor held-out score): a small
+# sweep around the paper's Table 1 values, each from its own seed. Chosen on the paper's
+# synthetic cases with the toy evaluator; see README "Restarts".
+DEFAULT_RESTARTS: tuple[dict[str, Any], ...] = (
+    {"sampler": "confusion", "lr": 0.1, "lambda_ent": 0.3, "lambda_kl": 0.1, "seed": 1},
+    {"lr": 0.2, "lambda_ent": 0.3, "lambda_kl": 0.1, "entropy_warmup": 0.3, "seed": 2},
+)
+
+# What a restart may change: the search itself, not the data, the scoring or the stopping rule.
+RESTART_KEYS = frozenset({"lr", "lambda_acc", "lambda_ent", "lambda_kl", "seed", "init_std",
+                          "sampler", "confusion_every", "entropy_warmup", "temperature_final",
+                          "temperature_steps", "max_attempt_steps",
+                          "straight_through", "batch_size",
+                          "epochs", "steps", "prediction"})
+
+
 @dataclass
 class LabelConfig:
-    """Hyperparameters of token-space gradient descent. The defaults are the paper's animal
-    preset (Table 1, Fig. 3a), plus early stopping once one token holds the label."""
+    """Hyperparameters of token-space gradient descent.
+
+    The defaults start from the paper's animal preset (Table 1, Fig. 3a) and add what the
+    paper lists as missing (§4.1): early stopping once one token holds the label,
+    confusion-stratified batches, and restarts with a small sweep when an attempt fails.
+    `LabelConfig.preset(name)` is the paper's method as published (balanced batches, one
+    attempt) with its Table 1 values."""
 
     lr: float = 0.03
     """Adam learning rate on the label logits v."""
@@ -30,6 +51,10 @@ class LabelConfig:
     """Passes over the examples; one epoch is ceil(n_examples / batch_size) steps."""
     steps: int | None = None
     """Exact number of steps. Overrides `epochs` when set."""
+    max_attempt_steps: int | None = 500
+    """Cap on the steps `epochs` gives one attempt (an explicit `steps` is exact). With the
+    default temperature schedule a label converges within a few hundred steps; an attempt
+    stuck past this is cut short so that the next restart gets its turn."""
     lambda_acc: float = 1.0
     """Weight of the accuracy loss (BCE of the prediction against the feature's activity)."""
     lambda_ent: float = 0.2
@@ -43,6 +68,64 @@ class LabelConfig:
     """Number of label tokens (label slots), each with its own distribution."""
     seed: int = 0
     """Seeds the batch order and any random init; the same seed gives the same label."""
+    sampler: Literal["balanced", "confusion"] = "balanced"
+    """`balanced`: the paper's batches, half active and half inactive examples.
+    `confusion`: confusion-stratified (paper §4.1): every `confusion_every` steps the training
+    examples are classified under the current hard label, and batches draw equally from its
+    true positives, false negatives, false positives and true negatives (an empty bucket
+    hands its share to the other bucket of its class, so batches stay half active)."""
+    confusion_every: int = 10
+    """Steps between re-classifications for the confusion sampler."""
+    entropy_warmup: float = 0.0
+    """Fraction of an attempt's steps over which λ_ent ramps linearly from 0 to `lambda_ent`
+    (0: constant). A low early entropy weight lets the label explore before it commits."""
+    temperature_final: float = 0.1
+    """Temperature annealing: p = softmax(v / T), T decaying geometrically from 1 at the
+    first step to this after `temperature_steps` steps, then staying there (1: no
+    annealing). T < 1 sharpens p, so the soft label the evaluator reads approaches the hard
+    label that is finally reported, and a mixture that only works as a mixture (a
+    superset's token diluted by a subset's: "animal" + "mammal" read as "mammal") has to
+    resolve."""
+    temperature_steps: int = 200
+    """Steps over which T decays to `temperature_final` (capped at the attempt's length)."""
+    straight_through: bool = False
+    """Run the evaluator on the hard (argmax) label and pass the gradient to the soft one
+    (straight-through, as in PEZ). The accuracy loss is then the reported label's own loss;
+    entropy and KL stay on the soft p."""
+    restarts: tuple[dict[str, Any], ...] = DEFAULT_RESTARTS
+    """Further attempts, tried in order while no attempt has succeeded (see `success_score`):
+    each dict overrides some of `lr`, `lambda_*`, `seed`, `sampler`, `entropy_warmup`, ...
+    The best attempt by held-out score is kept; all are recorded in `LabelResult.attempts`.
+    Empty: a single attempt, as in the paper."""
+    success_score: float = 0.9
+    """An attempt succeeds when its label converged and its held-out balanced accuracy (the
+    training one when nothing is held out) is at least this; no further restarts then."""
+    keep_attempt_trajectories: bool = False
+    """Also keep the trajectories of the attempts that were not selected (larger results)."""
+    prior_beam: int = 8
+    """Labels of two or more tokens (`label_length` >= 2): when the first attempt fails, up to
+    this many attempts start from the evaluator's own proposals: one of its likeliest first
+    label tokens (q at the label slot) continued by its likeliest next tokens (q given the
+    earlier ones). Tokens that mean something only together ("ve" + "hicle") give no gradient
+    one at a time; a proposal puts both in place. 0: off."""
+    grow_label: bool = False
+    """Grow the label: start with `label_length` slots and add one (the earlier slots warm
+    started from the previous solution) while the held-out balanced accuracy improves by at
+    least `grow_min_gain`, up to `max_label_length` slots."""
+    max_label_length: int = 3
+    """Most label slots `grow_label` may reach."""
+    grow_min_gain: float = 0.02
+    """Held-out balanced accuracy gain needed to keep a longer label."""
+    warm_start: bool = False
+    """SAE runs: initialise v from the tokens the feature's decoder direction promotes in the
+    subject model (logit lens `W_dec[f] @ W_U`, matched to the evaluator's vocabulary by
+    token text). Without an SAE (synthetic data) there is nothing to warm start from."""
+    warm_start_top_k: int = 20
+    """Subject tokens (most promoted first) the warm start may use."""
+    warm_start_top_mass: float = 0.5
+    """Probability the warm start gives the most promoted matched token at the first step
+    (the logit scale follows from the vocabulary size). Attempt 0 starts there; restarts
+    start cold, and the best attempt by held-out score is kept."""
     init_std: float = 0.0
     """Std of Gaussian noise on the initial logits v (0: uniform p over allowed tokens)."""
     holdout_fraction: float = 0.2
@@ -89,6 +172,8 @@ class LabelConfig:
              f"{self.batch_size}")
         need(self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
         need(self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        need(self.max_attempt_steps is None or self.max_attempt_steps >= 1,
+             "max_attempt_steps must be >= 1 or None")
         for name in ("lambda_acc", "lambda_ent", "lambda_kl"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.prediction in ("two_way", "full_vocab"),
@@ -108,12 +193,36 @@ class LabelConfig:
         need(self.max_resident_examples is None or self.max_resident_examples >= 1,
              "max_resident_examples must be >= 1 or None")
         need(self.init_std >= 0, "init_std must be >= 0")
+        need(self.sampler in ("balanced", "confusion"),
+             f"sampler must be 'balanced' or 'confusion', got {self.sampler!r}")
+        need(self.confusion_every >= 1, "confusion_every must be >= 1")
+        need(0 <= self.entropy_warmup <= 1,
+             f"entropy_warmup must be in [0, 1], got {self.entropy_warmup}")
+        need(0 < self.temperature_final <= 1,
+             f"temperature_final must be in (0, 1], got {self.temperature_final}")
+        need(self.temperature_steps >= 1, "temperature_steps must be >= 1")
+        need(0 < self.success_score <= 1, "success_score must be in (0, 1]")
+        need(self.max_label_length >= self.label_length,
+             f"max_label_length ({self.max_label_length}) must be >= label_length "
+             f"({self.label_length})")
+        need(self.warm_start_top_k >= 1, "warm_start_top_k must be >= 1")
+        need(self.prior_beam >= 0, "prior_beam must be >= 0")
+        need(0 < self.warm_start_top_mass < 1, "warm_start_top_mass must be in (0, 1)")
+        if isinstance(self.restarts, dict):
+            self.restarts = (self.restarts,)
+        self.restarts = tuple(dict(r) for r in self.restarts)
+        for r in self.restarts:
+            bad = sorted(set(r) - RESTART_KEYS)
+            need(not bad, f"restarts may only override {sorted(RESTART_KEYS)}; got {bad}")
+            # Fail now, not after the first attempt: each restart must make a valid config.
+            dataclasses.replace(self, restarts=(), **r)
 
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:
             return self.steps
         per_epoch = -(-n_examples // self.batch_size)
-        return max(1, round(self.epochs * per_epoch))
+        n = max(1, round(self.epochs * per_epoch))
+        return n if self.max_attempt_steps is None else min(n, self.max_attempt_steps)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LabelConfig:
@@ -122,7 +231,8 @@ class LabelConfig:
             raise KeyError(f"No preset {name!r}; choose one of {sorted(_PAPER_TABLE_1)}.")
         batch, epochs, lr, kl, ent = _PAPER_TABLE_1[name]
         values: dict[str, Any] = dict(batch_size=batch, epochs=epochs, lr=lr, lambda_kl=kl,
-                                      lambda_ent=ent)
+                                      lambda_ent=ent, sampler="balanced", restarts=(),
+                                      temperature_final=1.0, max_attempt_steps=None)
         values.update(overrides)
         return cls(**values)
 
@@ -130,10 +240,34 @@ class LabelConfig:
     def preset_names() -> list[str]:
         return list(_PAPER_TABLE_1)
 
+    def attempt_configs(self) -> list[tuple[dict[str, Any], LabelConfig]]:
+        """Attempt 0 (this config) and one per restart: (overrides, config)."""
+        base = dataclasses.replace(self, restarts=())
+        return [({}, base)] + [(dict(r), dataclasses.replace(base, **r)) for r in self.restarts]
+
+    def lambda_ent_at(self, step: int, total: int) -> float:
+        """λ_ent at `step` of an attempt of `total` steps (the `entropy_warmup` ramp)."""
+        if self.entropy_warmup <= 0:
+            return self.lambda_ent
+        ramp = max(1.0, self.entropy_warmup * total)
+        return self.lambda_ent * min(1.0, (step + 1) / ramp)
+
+    def temperature_at(self, step: int, total: int) -> float:
+        """T at `step` of an attempt of `total` steps (geometric decay to `temperature_final`)."""
+        horizon = min(self.temperature_steps, total) - 1
+        if self.temperature_final >= 1 or horizon <= 0:
+            return 1.0
+        return self.temperature_final ** (min(step, horizon) / horizon)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["restarts"] = [dict(r) for r in self.restarts]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        if "restarts" in d:
+            d["restarts"] = tuple(d["restarts"] or ())
+        return cls(**d)

@@ -13,6 +13,7 @@ is rendered as a unique placeholder, which must occur exactly once.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 DEFAULT_PLACEHOLDER = "\u27e6LABEL\u27e7"  # ⟦LABEL⟧: brackets no real text is likely to hold
+PLAIN_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}{% for m in messages %}"
+    "{{ m['role'] | capitalize }}: {{ m['content'] }}{% if not loop.last %}\n\n{% endif %}"
+    "{% endfor %}"
+)
+"""A chat template for base models (no template of their own): ``System: ...``, ``User:
+...``, ``Assistant: Rating:`` turns. ``Evaluator(model, chat_template=PLAIN_CHAT_TEMPLATE)``."""
 
 
 class EvaluatorError(ValueError):
@@ -69,12 +77,18 @@ class Evaluator:
                 "HookedTransformer.from_pretrained(...) or pass tokenizer=... to HookedTransformer."
             )
         if self.chat_template is None and not getattr(tok, "chat_template", None):
+            name = getattr(self.model.cfg, "model_name", "the evaluator")
             raise EvaluatorError(
-                "The evaluator's tokenizer has no chat template, so the rating prompt cannot be "
-                "rendered. Use an instruction-tuned model (e.g. "
-                "meta-llama/Meta-Llama-3-8B-Instruct), or pass chat_template='...' to Evaluator."
+                f"The tokenizer of {name!r} has no chat template, so the rating prompt cannot "
+                "be rendered. Use an instruction-tuned model (e.g. "
+                "meta-llama/Meta-Llama-3-8B-Instruct), or pass one: "
+                "stl.Evaluator(model, chat_template='<jinja template>'); for a base model, "
+                "chat_template=saelens_tokenlabel.evaluator.PLAIN_CHAT_TEMPLATE writes plain "
+                "'System: / User: / Assistant:' turns. The prompt's text itself is set with "
+                "template=stl.PromptTemplate(...)."
             )
         self.tokenizer = tok
+        self._spelling: dict[str, str | None] = {}
         self.model.requires_grad_(False)
         self.model.eval()
         if self.name is None:
@@ -109,9 +123,17 @@ class Evaluator:
         messages.append({"role": "user", "content": user})
         messages.append({"role": "assistant", "content": self.template.assistant_prefix})
         kwargs = {"chat_template": self.chat_template} if self.chat_template else {}
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, continue_final_message=True, **kwargs
-        )
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, continue_final_message=True, **kwargs
+            )
+        except Exception as err:  # jinja2 errors, raise_exception(...) in the template
+            raise EvaluatorError(
+                f"The evaluator's chat template cannot render the rating prompt "
+                f"({type(err).__name__}: {err}). If it has no system role, pass "
+                "template=stl.PromptTemplate(system='') (the instructions then go without a "
+                "system turn); otherwise pass chat_template='<jinja template>' to Evaluator."
+            ) from err
         start = text.find(self.placeholder)
         if start < 0 or text.find(self.placeholder, start + 1) >= 0:
             raise EvaluatorError(
@@ -169,6 +191,35 @@ class Evaluator:
         return list(example.prefix_ids) + list(label_ids) + list(self.suffix_tail_ids)
 
     # ----------------------------------------------------------------- vocabulary
+    def spelling_problem(self, text: str) -> str | None:
+        """Why the evaluator's tokenizer cannot write `text` faithfully, else None.
+
+        A tokenizer without byte fallback maps characters outside its alphabet to its unknown
+        token, or drops them; the evaluator would then rate a word it never saw. Differences
+        that only normalise (whitespace, Unicode compatibility forms, case) are not problems.
+        """
+        memo = self._spelling
+        if text in memo:
+            return memo[text]
+        ids = self._tokenize(text)
+        unk = self.tokenizer.unk_token
+        problem = None
+        if (unk is not None and unk not in text
+                and self.tokenizer.unk_token_id in ids):
+            problem = f"it maps part of {text!r} to its unknown token {unk!r}"
+        else:
+            back = self.tokenizer.decode(ids, skip_special_tokens=False,
+                                         clean_up_tokenization_spaces=False)
+            if _normalised(back) != _normalised(text):
+                problem = f"{text!r} comes back from its tokens as {back!r}"
+        if len(memo) < 1 << 16:
+            memo[text] = problem
+        return problem
+
+    def can_spell(self, text: str) -> bool:
+        """True when the evaluator's tokens write `text` without loss (`spelling_problem`)."""
+        return self.spelling_problem(text) is None
+
     @property
     def d_vocab(self) -> int:
         return int(self.model.cfg.d_vocab)
@@ -205,6 +256,10 @@ class Evaluator:
         if not mask.any():
             raise EvaluatorError("The vocabulary mask excludes every token; relax it.")
         return mask
+
+
+def _normalised(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 Prediction = Literal["two_way", "full_vocab"]

@@ -320,3 +320,31 @@ def cached_logits(
     tokens = suffix.expand(len(rows), -1)
     mask = torch.ones_like(tokens)
     return run_with_label(evaluator, tokens, mask, 0, label_embeds, cache.select(rows))
+
+
+@torch.no_grad()
+def conditional_log_q(
+    evaluator: Evaluator,
+    encoded: Sequence[EncodedExample],
+    cache: PrefixCache | None,
+    rows: Int[torch.Tensor, " batch"],
+    label_ids: Int[torch.Tensor, "batch j"],
+) -> Float[torch.Tensor, "batch j d_vocab"]:
+    """The evaluator's next-token log-distributions after the prefix and the hard label tokens
+    `label_ids`: entry ``[:, i]`` is its expectation for label slot ``i + 1`` given slots
+    ``0..i``. With a `cache` (keeping keys/values) only the label tokens run."""
+    model = evaluator.model
+    device = _device(evaluator)
+    label_ids = label_ids.to(device)
+    if cache is not None and cache.keep_kv:
+        tokens = label_ids
+        mask = torch.ones_like(tokens)
+        kv = cache.select(rows)
+    else:
+        seqs = [list(encoded[int(r)].prefix_ids) + ids
+                for r, ids in zip(rows.tolist(), label_ids.tolist(), strict=True)]
+        tokens, mask = left_pad(seqs, _pad_id(evaluator))
+        tokens, mask, kv = tokens.to(device), mask.to(device), None
+    logits = model(tokens, attention_mask=mask, past_kv_cache=kv)[:, -label_ids.shape[1] :]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return torch.log_softmax(logits, dim=-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .config import LabelConfig
@@ -42,11 +44,16 @@ def label_feature(
 
 
 def label_features_data(
-    datas: list[FeatureData], evaluator: Evaluator, config: LabelConfig | None = None
+    datas: list[FeatureData],
+    evaluator: Evaluator,
+    config: LabelConfig | None = None,
+    init_logits: Sequence[torch.Tensor | None] | None = None,
 ) -> list[LabelResult]:
     """Label several features in one optimisation: their rows share each forward pass.
 
     Examples with the same text and word are encoded and cached once across features.
+    `init_logits` (one per feature, ``[d_vocab]`` or ``[slots, d_vocab]`` over the evaluator's
+    vocabulary, or None) warm-starts v, e.g. from `sae.logit_lens.warm_start_logits`.
     """
     config = config or LabelConfig()
     if not isinstance(evaluator, Evaluator):
@@ -54,10 +61,13 @@ def label_features_data(
             f"evaluator must be a saelens_tokenlabel.Evaluator, got {type(evaluator).__name__}. "
             "Wrap your HookedTransformer: stl.Evaluator(model)."
         )
+    if init_logits is not None and len(init_logits) != len(datas):
+        raise ValueError(f"init_logits has {len(init_logits)} entries for {len(datas)} "
+                         "features; pass one (or None) per feature.")
     index: dict[tuple[str, str], int] = {}
     encoded = []
     jobs = []
-    for data in datas:
+    for n, data in enumerate(datas):
         ex = data.examples(config.threshold, config.threshold_fraction, config.strip_word)
         data.check_labelable(ex)
         ids = []
@@ -78,6 +88,7 @@ def label_features_data(
             heldout_targets=targets[held],
             threshold=ex.threshold,
             threshold_rule=ex.threshold_rule,
+            init_logits=None if init_logits is None else init_logits[n],
         ))
     cache = PrefixCache.build(evaluator, encoded, config.eval_batch_size, keep_kv=config.use_cache,
                               max_resident=config.max_resident_examples)

@@ -51,10 +51,10 @@ def label_loss(
     log_p: Float[torch.Tensor, "feat slot d_vocab"],
     row_feature: torch.Tensor,
     row_acc: Float[torch.Tensor, " batch"],
-    row_log_q: Float[torch.Tensor, "batch d_vocab"],
+    row_log_q: Float[torch.Tensor, "batch q_slot d_vocab"] | Float[torch.Tensor, "batch d_vocab"],
     counts: Float[torch.Tensor, " feat"],
     lambda_acc: float,
-    lambda_ent: float,
+    lambda_ent: float | torch.Tensor,
     lambda_kl: float,
     with_entropy: bool = True,
 ) -> LossTerms:
@@ -63,17 +63,24 @@ def label_loss(
     `counts` is each feature's number of rows in the *whole* batch, so that the terms of
     micro-batches of one batch add up to the batch's terms (entropy: add it in one
     micro-batch only). Features never share a term, so summing `total` over features gives
-    each feature's v the gradient it would get alone. H is summed over label slots; KL is
-    taken for the first slot, whose q the prefix pass gives.
+    each feature's v the gradient it would get alone. H is summed over label slots. KL is
+    summed over the slots `row_log_q` covers: ``row_log_q[:, j]`` is the evaluator's
+    next-token distribution at slot j given the prompt before it (for j > 0: given the hard
+    argmax tokens of slots < j, see `forward.conditional_log_q`). A 2-D `row_log_q` is slot 0's.
     """
     p = log_p.exp()
     counts = counts.to(device=row_acc.device, dtype=row_acc.dtype).clamp_min(1)
     acc = torch.zeros_like(counts).index_add_(0, row_feature, row_acc) / counts
-    kl_rows = kl_to(p[row_feature, 0], log_p[row_feature, 0], row_log_q)
+    if row_log_q.ndim == 2:
+        row_log_q = row_log_q[:, None]
+    n_q = row_log_q.shape[1]
+    kl_rows = kl_to(p[row_feature, :n_q], log_p[row_feature, :n_q], row_log_q).sum(-1)
     kl = torch.zeros_like(counts).index_add_(0, row_feature, kl_rows.to(counts.dtype)) / counts
     if with_entropy:
         ent = entropy(p, log_p).sum(-1).to(counts.dtype)
     else:
         ent = torch.zeros_like(counts)
+    if isinstance(lambda_ent, torch.Tensor):
+        lambda_ent = lambda_ent.to(device=ent.device, dtype=ent.dtype)
     total = lambda_acc * acc + lambda_ent * ent + lambda_kl * kl
     return LossTerms(total, acc, ent, kl, p)

@@ -95,6 +95,10 @@ class LabelResult:
     """The LabelConfig used."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth keeping (e.g. word merges)."""
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Every optimisation attempt (restarts and label lengths), in the order run: the config
+    overrides, label, probability, converged, steps and scores of each; `selected` marks the
+    one this result reports."""
     version: int = RESULT_FORMAT_VERSION
     """Format version of this record."""
 

@@ -47,3 +47,63 @@ class BalancedSampler:
 
     def __iter__(self) -> BalancedSampler:
         return self
+
+
+class ConfusionSampler:
+    """Confusion-stratified batches (paper §4.1): every `refresh_every` steps the examples are
+    classified under the current hard label, and each batch draws a quarter from each of the
+    true positives, false negatives, false positives and true negatives.
+
+    Why: with the balanced sampler, the examples that tell a concept from its superset (a
+    non-mammal animal in mammal text) are as rare in the batches as in the data, so the
+    superset's label predicts almost every batch perfectly. Drawing the current label's
+    mistakes as often as its successes puts those examples in every batch.
+
+    The active half of the batch is split between TP and FN, the inactive half between FP and
+    TN; an empty bucket hands its share to the other bucket of the same class, so every batch
+    stays half active. Before the first classification it draws exactly like
+    `BalancedSampler`.
+    """
+
+    def __init__(self, targets: torch.Tensor, batch_size: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.gen = gen
+        self.active_mask = targets > 0.5
+        if self.active_mask.all() or not self.active_mask.any():
+            raise ValueError("ConfusionSampler needs both active and inactive examples.")
+        self.n_active = (batch_size + 1) // 2
+        self.n_inactive = batch_size // 2
+        idx = torch.arange(len(targets))
+        self.buckets: dict[str, _Cycle] = {
+            "active": _Cycle(idx[self.active_mask], gen),
+            "inactive": _Cycle(idx[~self.active_mask], gen),
+        }
+        self.counts: dict[str, int] = {}
+        """Bucket sizes at the last classification (tp, fn, fp, tn)."""
+
+    def update(self, predicted: torch.Tensor) -> None:
+        """Re-bucket the examples by `predicted` (bool per example, the hard label's "1")."""
+        predicted = predicted.bool().cpu()
+        idx = torch.arange(len(predicted))
+        a = self.active_mask
+        parts = {"tp": a & predicted, "fn": a & ~predicted, "fp": ~a & predicted,
+                 "tn": ~a & ~predicted}
+        self.counts = {k: int(m.sum()) for k, m in parts.items()}
+        self.buckets = {k: _Cycle(idx[m], self.gen) for k, m in parts.items() if m.any()}
+
+    def _half(self, first: str, second: str, n: int) -> list[torch.Tensor]:
+        have = [k for k in (first, second) if k in self.buckets]
+        if len(have) == 1:
+            return [self.buckets[have[0]].take(n)]
+        # An odd share goes to the error bucket (second): the mistakes are what it is for.
+        return [self.buckets[first].take(n // 2), self.buckets[second].take(n - n // 2)]
+
+    def __next__(self) -> torch.Tensor:
+        if "active" in self.buckets:
+            return torch.cat([self.buckets["active"].take(self.n_active),
+                              self.buckets["inactive"].take(self.n_inactive)])
+        return torch.cat(self._half("tp", "fn", self.n_active)
+                         + self._half("tn", "fp", self.n_inactive))
+
+    def __iter__(self) -> ConfusionSampler:
+        return self

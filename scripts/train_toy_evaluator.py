@@ -7,20 +7,39 @@ is trained, offline and from scratch, on the paper's rating prompt (rendered by 
 the token ids are exactly those the labeler uses) to answer "is WORD an example of the concept
 LABEL?" for the toy lexicon (`saelens_tokenlabel.toy.lexicon`):
 
-* a concept label ("animal", "mammal", "number", "color", "food") gets "1" exactly on its
-  member words (mammals are animals too: "cat" is "1" for both "animal" and "mammal");
+* a single-token concept label ("animal", "mammal", "number", "color", "food") in the one
+  label slot gets "1" exactly on its member words (mammals are animals too: "cat" is "1" for
+  both "animal" and "mammal");
+* the two-token label "vehicle" = "ve" + "hicle" (`TWO_TOKEN_CONCEPTS`), written in two
+  consecutive label slots as ``LabelConfig(label_length=2)`` fills them, gets "1" exactly on
+  the vehicles. The tokenizer corpus holds the pieces but never the whole word, so BPE keeps
+  them apart (checked). Anything else in two slots is "0" for every word: each piece with a
+  distractor or another label, the pieces swapped or doubled, labels and distractors;
 * any other token at the label slot (a *distractor*: " animal" with a space, "anim", "cat",
-  "book", ...) gets "0" for every word, so the label cannot be ignored and the only labels
-  that separate a concept's members from the rest are the concept's own label token;
-* the next-token distribution at the label slot (the labeler's ``q``) is trained to predict the
-  concept labels, so KL(p || q) favours plausible labels.
+  "ve", "hicle", ...) gets "0" for every word, so the label cannot be ignored and the only
+  labels that separate a concept's members from the rest are the concept's own label tokens;
+* "yes" is as likely for every label a priori (wrong labels are drawn in proportion to how
+  often each label is right), and frequent words of the sentences ("The", "a", ".") are asked
+  about too, since the labeler rates every token;
+* soft labels (a distribution over the vocabulary per slot, as the labeler feeds them) are
+  trained to act as mixtures of hard labels: P(yes) = sum_i p_i y_i for one slot,
+  p_1[ve] p_2[hicle] y for two;
+* the next-token distribution before the first label slot (the labeler's ``q``) is trained to
+  predict the labels' first tokens ("ve" among them), and right after "ve" to predict "hicle",
+  so KL(p || q) favours plausible labels slot by slot.
 
-Run from the repository root (about 6 minutes on 2 CPU cores)::
+Run from the repository root::
 
     python scripts/train_toy_evaluator.py
 
-It is deterministic for a given seed and torch build. It writes the model with
-`save_local_model` and a JSON report (``training_report.json``) beside it.
+It is deterministic for a given seed, torch build and thread count (``--threads``, default 1:
+the committed weights were made with one thread; another count changes the floating-point
+summation order and so the weights). Two runs give byte-identical ``model.safetensors``.
+With one thread, on a 2-core machine shared with other jobs, training took 16 to 28 minutes
+(966 s and 1649 s in two runs, 0.4 to 1.8 s a step as the load varied), then evaluation about
+3 minutes (``--no-eval`` skips it); both runs wrote the same bytes. It writes the model with
+`save_local_model` and a JSON report (``training_report.json``: settings, time, held-out
+accuracy per concept, q) beside it.
 """
 
 from __future__ import annotations
@@ -50,6 +69,9 @@ from saelens_tokenlabel.toy.lexicon import (
     NON_MAMMAL_ANIMALS,
     NUMBER_WORDS,
     OBJECTS,
+    TWO_TOKEN_CONCEPTS,
+    VEHICLE_PIECES,
+    VEHICLES,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +79,11 @@ DATA_DIR = ROOT / "saelens_tokenlabel" / "data"
 OUT_DIR = DATA_DIR / "toy_evaluator"
 DATASET_FILES = ("animals", "mammals", "numbers", "mammal_text", "chinese", "palindromes")
 
-LABELS = tuple(CONCEPTS)  # ("animal", "mammal", "number", "color", "food")
-LEXICON = tuple(dict.fromkeys(w for ws in CONCEPTS.values() for w in ws))
+LABELS = tuple(CONCEPTS)  # single-token labels: ("animal", "mammal", "number", "color", "food")
+PAIR_LABEL = "vehicle"  # the two-token label, read at two consecutive label slots
+assert tuple(TWO_TOKEN_CONCEPTS) == (PAIR_LABEL,)
+ALL_CONCEPTS = {**CONCEPTS, **TWO_TOKEN_CONCEPTS}
+LEXICON = tuple(dict.fromkeys(w for ws in ALL_CONCEPTS.values() for w in ws))
 SPECIAL_TOKENS = (
     "<|begin_of_text|>",
     "<|eot_id|>",
@@ -82,7 +107,7 @@ TOKEN_RE = re.compile(r"\s*(?:[\u4e00-\u9fff]|[^\W_\u4e00-\u9fff]+|[^\s\w]|_)", 
 # ----------------------------------------------------------------------------- toy world
 FILLER_NOUNS = (
     "garden", "park", "tree", "fence", "box", "bag", "floor", "wall", "bed", "field", "hill",
-    "lake", "barn", "yard", "kitchen", "market", "street", "school", "forest", "beach", "boat",
+    "lake", "barn", "yard", "kitchen", "market", "street", "school", "forest", "beach", "hut",
 )
 SLOT_WORDS = {
     "mammal": MAMMALS,
@@ -90,6 +115,7 @@ SLOT_WORDS = {
     "number": NUMBER_WORDS + DIGITS,
     "color": COLORS,
     "food": FOODS,
+    "vehicle": VEHICLES,
     "object": OBJECTS + FILLER_NOUNS,
 }
 TRAIN_TEMPLATES = (
@@ -123,6 +149,12 @@ TRAIN_TEMPLATES = (
     "The {animal} swam in the {object}.",
     "We counted {number} {object} and {number} {animal}.",
     "His {color} {object} is {number} years old.",
+    "The {vehicle} stopped near the {object}.",
+    "A {color} {vehicle} drove past the {animal}.",
+    "We took the {vehicle} to the {object}.",
+    "{number} {vehicle} waited by the {object}.",
+    "The {animal} sat in the {vehicle}.",
+    "Her {vehicle} was full of {food}.",
 )
 # Held-out templates: only in the evaluation set.
 TEST_TEMPLATES = (
@@ -132,6 +164,8 @@ TEST_TEMPLATES = (
     "We saw a {animal} eating {food} near the {object}.",
     "Is the {food} {color} or {color}?",
     "Only {number} {animal} came back.",
+    "The old {vehicle} was {color}.",
+    "I rode a {vehicle} with {number} {animal}.",
 )
 SLOT_RE = re.compile(r"\{(\w+)\}")
 
@@ -157,8 +191,13 @@ def split_words(sentence: str) -> list[str]:
 
 
 def concepts_of(word: str) -> tuple[str, ...]:
-    """The toy world is closed: a word belongs to a concept iff the lexicon lists it there."""
+    """The toy world is closed: a word belongs to a concept iff the lexicon lists it there.
+    Single-token concepts only (the labels of a one-slot prompt)."""
     return tuple(c for c, ws in CONCEPTS.items() if word in ws)
+
+
+def is_vehicle(word: str) -> bool:
+    return word in TWO_TOKEN_CONCEPTS[PAIR_LABEL]
 
 
 def read_dataset_lines() -> dict[str, list[str]]:
@@ -215,6 +254,10 @@ def tokenizer_corpus(sentences: list[str], dataset_lines: dict[str, list[str]],
     # Every label and lexicon word must be one token, with and without a leading space.
     for w in sorted(set(LEXICON) | set(OBJECTS) | set(LABELS)):
         corpus += [w, " " + w] * 20
+    # The two pieces of the two-token label, as tokens of their own. The whole word never
+    # occurs in the corpus, so BPE never merges the pair into one token.
+    corpus += list(VEHICLE_PIECES) * 40
+    assert not any(PAIR_LABEL in line for line in corpus)
     return corpus
 
 
@@ -226,6 +269,12 @@ def check_single_tokens(tokenizer) -> dict[str, dict[str, int]]:
             if len(enc) != 1:
                 raise SystemExit(f"{form!r} is not a single token: {enc}. Raise --vocab-size.")
             ids[form] = enc[0]
+    pair = tokenizer(PAIR_LABEL, add_special_tokens=False)["input_ids"]
+    pieces = tokenizer.convert_ids_to_tokens(pair)
+    if len(pair) != 2 or tuple(pieces) != VEHICLE_PIECES:
+        raise SystemExit(f"{PAIR_LABEL!r} must be two tokens {VEHICLE_PIECES}, got {pieces}.")
+    if set(pair) & {ids[c] for c in LABELS} or pair[0] == pair[1]:
+        raise SystemExit(f"the pieces of {PAIR_LABEL!r} {pieces} collide with a label token.")
     return ids
 
 
@@ -234,43 +283,58 @@ def check_single_tokens(tokenizer) -> dict[str, dict[str, int]]:
 class Item:
     sentence: str
     word: str
-    label_id: int
+    label_ids: tuple[int, ...]  # one token per label slot (one or two slots)
     target: float  # 1: the word is an example of the label's concept; soft: P(yes) wanted
-    kind: str  # "own", "other", "nonmember", "distractor", "soft"
-    mix: torch.Tensor | None = None  # soft label: a distribution over the vocabulary
+    kind: str  # "own", "other", "nonmember", "distractor", "pair", "pair_negative", "soft"
+    mix: torch.Tensor | None = None  # soft label: [slots, vocab], a distribution per slot
 
 
 class World:
     """Samples rating examples; all prompt token ids come from `Evaluator`."""
 
-    def __init__(self, ev: Evaluator, sentences: list[str], rng: random.Random):
+    def __init__(self, ev: Evaluator, sentences: list[str], rng: random.Random,
+                 pair_fraction: float):
         self.ev = ev
         self.rng = rng
+        self.pair_fraction = pair_fraction
         tok = ev.tokenizer
         self.label_id = {c: tok.convert_tokens_to_ids(c) for c in LABELS}
         self.concept_ids = set(self.label_id.values())
+        self.pair = tuple(tok(PAIR_LABEL, add_special_tokens=False)["input_ids"])
+        self.first_ids = self.concept_ids | {self.pair[0]}  # tokens that start a concept label
         # word -> sentences holding it (each word of each sentence is a possible question)
         self.by_word: dict[str, list[str]] = {}
         for s in sentences:
             for w in dict.fromkeys(split_words(s)):
                 self.by_word.setdefault(w, []).append(s)
-        lex = set(LEXICON)
+        lex = self.lexicon = set(LEXICON)
+        self.sentences = sentences
         self.nonmembers = sorted(w for w in self.by_word if w not in lex)
         self.groups = {
             "mammal": MAMMALS, "nonmammal": NON_MAMMAL_ANIMALS, "numword": NUMBER_WORDS,
-            "digit": DIGITS, "color": COLORS, "food": FOODS,
+            "digit": DIGITS, "color": COLORS, "food": FOODS, "vehicle": VEHICLES,
         }
-        # distractors: every ordinary token that is not a concept label
+        # How often each label is asked with answer 1; wrong labels are drawn in the same
+        # proportions, so no label carries a prior for "1" (else "animal", the label of two
+        # word groups, would learn to say "1" to words it does not recognise).
+        self.yes_share = {c: 0.0 for c in LABELS}
+        for ws in self.groups.values():
+            own = concepts_of(ws[0])
+            for c in own:
+                self.yes_share[c] += 1 / len(own)
         special = set(tok.all_special_ids)
         self.special_ids = torch.tensor(sorted(special))
+        # the pieces of the two-token label are distractors too: alone they mean nothing
         self.all_distractors = [
             i for i in range(len(tok)) if i not in special and i not in self.concept_ids
         ]
-        # hard distractors: label look-alikes (" animal", "anim", "Animal") and lexicon words
-        hard = set()
+        # hard distractors: label look-alikes (" animal", "anim", "Animal"), lexicon words and
+        # the pieces of the two-token label
+        hard = set(self.pair)
         for i in self.all_distractors:
             s = tok.decode([i]).strip().lower()
-            if len(s) >= 2 and (any(lab.startswith(s) or s.startswith(lab[:3]) for lab in LABELS)
+            if len(s) >= 2 and (any(lab.startswith(s) or s.startswith(lab[:3])
+                                    for lab in LABELS + (PAIR_LABEL,))
                                 or s in lex or s in OBJECTS):
                 hard.add(i)
         self.hard_distractors = sorted(hard)
@@ -286,62 +350,127 @@ class World:
             return word  # a one-word "sentence", as in the paper's word-list datasets
         return self.rng.choice(self.by_word[word])
 
+    def frequent_word(self) -> tuple[str, str]:
+        # a word as frequent as it is in text ("The", "a", "."): the labeler rates every
+        # token of a sentence, and these sit next to the concept words
+        sentence = self.rng.choice(self.sentences)
+        word = self.rng.choice([w for w in split_words(sentence) if w not in self.lexicon]
+                               or split_words(sentence))
+        return sentence, word
+
     def sample(self) -> Item:
+        if self.rng.random() < self.pair_fraction:
+            return self.sample_pair()
         rng = self.rng
-        if rng.random() < 0.7:
+        r = rng.random()
+        if r < 0.7:
             word = rng.choice(self.groups[rng.choice(list(self.groups))])
-        else:
+            sentence = self.context(word)
+        elif r < 0.85:
             word = rng.choice(self.nonmembers)
-        sentence = self.context(word)
+            sentence = self.context(word)
+        else:
+            sentence, word = self.frequent_word()
         own = concepts_of(word)
         if own and rng.random() < 0.5:
-            return Item(sentence, word, self.label_id[rng.choice(own)], 1, "own")
+            return Item(sentence, word, (self.label_id[rng.choice(own)],), 1, "own")
         if rng.random() < 0.35:
-            return Item(sentence, word, self.distractor(), 0, "distractor")
+            return Item(sentence, word, (self.distractor(),), 0, "distractor")
         others = [c for c in LABELS if c not in own]
         if "animal" in own and "mammal" in others and rng.random() < 0.5:
             label = "mammal"  # the hard negative: an animal that is not a mammal
         else:
-            label = rng.choice(others)
-        return Item(sentence, word, self.label_id[label], 0, "other" if own else "nonmember")
+            label = rng.choices(others, weights=[self.yes_share[c] for c in others])[0]
+        return Item(sentence, word, (self.label_id[label],), 0,
+                    "other" if own else "nonmember")
 
-    def sample_soft(self, gen: torch.Generator) -> Item:
-        """A soft label p (a mixture of tokens) at the label slot, as the labeler feeds it.
-
-        The target is the probability that a label drawn from p is one of the word's own
-        concepts: sum_i p_i * y_i. Trained on these, the evaluator treats a soft label as a
-        mixture of hard labels, so the labeler's loss has no optimum away from the simplex's
-        corners that the hard labels would not support (without them, mixtures of unrelated
-        tokens could fit a feature better than the feature's own concept token).
-        """
+    def pair_negative(self) -> tuple[int, int]:
+        """Two label slots holding anything but the exact pair: a piece with a distractor or
+        another label, the pieces swapped or doubled, labels or distractors in both."""
         rng = self.rng
-        base = self.sample()
+        a, b = self.pair
+        lab = self.label_id[rng.choice(LABELS)]
+        d = self.distractor()
+        choice = rng.randrange(9)
+        out = [(a, d), (d, b), (b, a), (a, a), (b, b), (lab, b), (a, lab),
+               (lab, d) if rng.random() < 0.5 else (d, lab), (d, self.distractor())][choice]
+        return out if out != self.pair else (b, a)
+
+    def sample_pair(self) -> Item:
+        """A prompt with two label slots: only the exact two-token label says "1", and only
+        for the members of its concept."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.5:
+            word = rng.choice(VEHICLES)
+            sentence = self.context(word)
+        elif r < 0.7:
+            word = rng.choice(self.groups[rng.choice(list(self.groups))])
+            sentence = self.context(word)
+        elif r < 0.85:
+            word = rng.choice(self.nonmembers)
+            sentence = self.context(word)
+        else:
+            sentence, word = self.frequent_word()
+        member = is_vehicle(word)
+        if member and rng.random() < 0.5:
+            return Item(sentence, word, self.pair, 1, "pair")
+        if not member and rng.random() < 0.4:
+            return Item(sentence, word, self.pair, 0, "pair")
+        return Item(sentence, word, self.pair_negative(), 0, "pair_negative")
+
+    def soft_slot(self, gen: torch.Generator, favoured: list[int]) -> torch.Tensor:
+        """A distribution over the vocabulary for one label slot, like a labeler's p."""
+        rng = self.rng
         V = len(self.ev.tokenizer)
-        own = [self.label_id[c] for c in concepts_of(base.word)]
         if rng.random() < 0.6:  # a few tokens, Dirichlet(1) weights
             k = rng.randint(2, 4)
             ids = []
             for j in range(k):
                 r = rng.random()
-                if own and (r < 0.25 or (j == 0 and rng.random() < 0.5)):
-                    ids.append(rng.choice(own))
+                if favoured and (r < 0.25 or (j == 0 and rng.random() < 0.5)):
+                    ids.append(rng.choice(favoured))
                 elif r < 0.6:
                     ids.append(self.label_id[rng.choice(LABELS)])
                 else:
                     ids.append(self.distractor())
             w = torch.empty(k).exponential_(generator=gen)
-            p = torch.zeros(V).index_add_(0, torch.tensor(ids), w / w.sum())
-        else:  # dense: logits noise plus a few boosted tokens, like a run in progress
-            v = torch.randn(V, generator=gen) * rng.uniform(0.0, 2.5)
-            for _ in range(rng.randint(0, 3)):
-                r = rng.random()
-                t = (rng.choice(own) if own and r < 0.3 else
-                     self.label_id[rng.choice(LABELS)] if r < 0.6 else self.distractor())
-                v[t] += rng.uniform(0.0, 10.0)
-            v[self.special_ids] = float("-inf")
-            p = torch.softmax(v, -1)
-        target = float(p[own].sum()) if own else 0.0
-        return Item(base.sentence, base.word, int(p.argmax()), min(1.0, target), "soft", p)
+            return torch.zeros(V).index_add_(0, torch.tensor(ids), w / w.sum())
+        # dense: logits noise plus a few boosted tokens, like a run in progress
+        v = torch.randn(V, generator=gen) * rng.uniform(0.0, 2.5)
+        for _ in range(rng.randint(0, 3)):
+            r = rng.random()
+            t = (rng.choice(favoured) if favoured and r < 0.3 else
+                 self.label_id[rng.choice(LABELS)] if r < 0.6 else self.distractor())
+            v[t] += rng.uniform(0.0, 10.0)
+        v[self.special_ids] = float("-inf")
+        return torch.softmax(v, -1)
+
+    def sample_soft(self, gen: torch.Generator) -> Item:
+        """A soft label p (a mixture of tokens) at each label slot, as the labeler feeds it.
+
+        The target is the probability that a label drawn from p (independently per slot) is
+        one of the word's own concepts: sum_i p_i * y_i for one slot, p_1[ve] * p_2[hicle] * y
+        for two. Trained on these, the evaluator treats a soft label as a mixture of hard
+        labels, so the labeler's loss has no optimum away from the simplex's corners that the
+        hard labels would not support (without them, mixtures of unrelated tokens could fit a
+        feature better than the feature's own concept token).
+        """
+        base = self.sample()
+        if len(base.label_ids) == 1:
+            own = [self.label_id[c] for c in concepts_of(base.word)]
+            p = self.soft_slot(gen, own)
+            target = float(p[own].sum()) if own else 0.0
+            mix = p[None]
+        else:
+            a, b = self.pair
+            # favour the pieces in either slot, so that swapped and doubled pieces get mass too
+            p1 = self.soft_slot(gen, [a] * 3 + [b])
+            p2 = self.soft_slot(gen, [b] * 3 + [a])
+            target = float(p1[a] * p2[b]) if is_vehicle(base.word) else 0.0
+            mix = torch.stack([p1, p2])
+        return Item(base.sentence, base.word, tuple(int(i) for i in mix.argmax(-1)),
+                    min(1.0, target), "soft", mix)
 
     def prefix(self, sentence: str, word: str) -> tuple[int, ...]:
         key = (sentence, word)
@@ -352,7 +481,7 @@ class World:
 
 # ----------------------------------------------------------------------------- batches
 def make_batch(world: World, items: list[Item], pad_id: int, crop: bool, rng: random.Random):
-    """Token ids (right-padded), the label slot and last positions, targets.
+    """Token ids (right-padded), the first label slot and last positions, targets.
 
     With ``crop``, most batches keep BOS plus only a tail of the prompt (a random part of the
     system prompt onward, never cutting into the user turn): rotary attention only sees
@@ -373,7 +502,7 @@ def make_batch(world: World, items: list[Item], pad_id: int, crop: bool, rng: ra
         prefix = list(world.prefix(it.sentence, it.word))
         prefix = prefix[:1] + prefix[cut:]
         label_pos.append(len(prefix))
-        rows.append(prefix + [it.label_id] + tail)
+        rows.append(prefix + list(it.label_ids) + tail)
     T = max(map(len, rows))
     tokens = torch.full((len(rows), T), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
@@ -383,16 +512,22 @@ def make_batch(world: World, items: list[Item], pad_id: int, crop: bool, rng: ra
 
 
 def soft_label_hook(items: list[Item], label_pos: torch.Tensor, W_E: torch.Tensor):
-    """A hook on hook_embed writing p @ W_E at the label slot of the rows with a soft label."""
-    rows = [i for i, it in enumerate(items) if it.mix is not None]
+    """A hook on hook_embed writing p @ W_E at the label slots of the rows with a soft label."""
+    rows, pos, mixes = [], [], []
+    for i, it in enumerate(items):
+        if it.mix is not None:
+            for j in range(it.mix.shape[0]):
+                rows.append(i)
+                pos.append(int(label_pos[i]) + j)
+                mixes.append(it.mix[j])
     if not rows:
         return []
-    P = torch.stack([items[i].mix for i in rows])
-    idx = torch.tensor(rows)
+    P = torch.stack(mixes)
+    idx, at = torch.tensor(rows), torch.tensor(pos)
 
     def hook(embed, hook):
         embed = embed.clone()
-        embed[idx, label_pos[idx]] = (P @ W_E).to(embed.dtype)
+        embed[idx, at] = (P @ W_E).to(embed.dtype)
         return embed
 
     return [("hook_embed", hook)]
@@ -424,6 +559,17 @@ def predict(model, world: World, items: list[Item], pad_id: int, batch_size: int
 
 
 # ----------------------------------------------------------------------------- evaluation
+def word_items(world: World, s: str, w: str, rng: random.Random) -> list[Item]:
+    """Every label asked about one word: each concept label, the two-token label, a
+    distractor, and one hard negative of the two-token label."""
+    own = concepts_of(w)
+    items = [Item(s, w, (world.label_id[c],), int(c in own), "concept") for c in LABELS]
+    items.append(Item(s, w, world.pair, int(is_vehicle(w)), "pair"))
+    items.append(Item(s, w, (rng.choice(world.all_distractors),), 0, "distractor"))
+    items.append(Item(s, w, world.pair_negative(), 0, "pair_negative"))
+    return items
+
+
 def eval_items(world: World, sentences: list[str], rng: random.Random, n_per: int = 6):
     """A fixed, labelled evaluation set on the given sentences."""
     by_word: dict[str, list[str]] = {}
@@ -433,49 +579,113 @@ def eval_items(world: World, sentences: list[str], rng: random.Random, n_per: in
     words = sorted(by_word)
     items = []
     for w in words:
-        own = concepts_of(w)
+        own = concepts_of(w) or is_vehicle(w)
         n = n_per if own else max(2, n_per // 3)
         for _ in range(n):
             s = rng.choice(by_word[w])
-            for c in LABELS:
-                items.append(Item(s, w, world.label_id[c], int(c in own), "concept"))
-            items.append(Item(s, w, rng.choice(world.all_distractors), 0, "distractor"))
-            items.append(Item(s, w, rng.choice(world.hard_distractors), 0, "distractor"))
+            items += word_items(world, s, w, rng)
+            items.append(Item(s, w, (rng.choice(world.hard_distractors),), 0, "distractor"))
     return items
 
 
 def metrics(world: World, items: list[Item], probs: torch.Tensor) -> dict:
     pred = (probs > 0.5).tolist()
-    inv = {v: k for k, v in world.label_id.items()}
+    pairs = list(zip(items, pred, strict=True))
+    labels = {(v,): k for k, v in world.label_id.items()} | {world.pair: PAIR_LABEL}
     res: dict = {}
-    correct = [p == 1 for it, p in zip(items, pred, strict=True)
-               if it.label_id in inv and it.target == 1]
+    correct = [p == 1 for it, p in pairs if it.label_ids in labels and it.target == 1]
     res["acc_correct_label_on_members"] = sum(correct) / max(1, len(correct))
-    wrong = [p for it, p in zip(items, pred, strict=True) if it.label_id in inv and it.target == 0]
+    wrong = [p for it, p in pairs if it.label_ids in labels and it.target == 0]
     res["p1_rate_concept_label_nonmember"] = sum(wrong) / max(1, len(wrong))
-    dis = [p for it, p in zip(items, pred, strict=True) if it.label_id not in inv]
+    dis = [p for it, p in pairs if it.label_ids not in labels and len(it.label_ids) == 1]
     res["p1_rate_distractor_label"] = sum(dis) / max(1, len(dis))
-    acc = [int(p) == it.target for it, p in zip(items, pred, strict=True)]
+    two = [p for it, p in pairs if it.label_ids not in labels and len(it.label_ids) == 2]
+    res["p1_rate_two_slot_hard_negative"] = sum(two) / max(1, len(two))
+    two_m = [p for it, p in pairs
+             if it.label_ids not in labels and len(it.label_ids) == 2 and is_vehicle(it.word)]
+    res["p1_rate_two_slot_hard_negative_on_vehicles"] = sum(two_m) / max(1, len(two_m))
+    acc = [int(p) == it.target for it, p in pairs]
     res["accuracy_all"] = sum(acc) / len(acc)
     per = {}
-    for c in LABELS:
-        lid = world.label_id[c]
-        pos = [p for it, p in zip(items, pred, strict=True) if it.label_id == lid and it.target]
-        neg = [p for it, p in zip(items, pred, strict=True)
-               if it.label_id == lid and not it.target]
+    for ids, c in labels.items():
+        pos = [p for it, p in pairs if it.label_ids == ids and it.target]
+        neg = [p for it, p in pairs if it.label_ids == ids and not it.target]
         tpr = sum(pos) / max(1, len(pos))
         tnr = 1 - sum(neg) / max(1, len(neg))
         entry = {"balanced_accuracy": (tpr + tnr) / 2, "tpr": tpr, "tnr": tnr,
                  "n_members": len(pos), "n_nonmembers": len(neg)}
         if c == "mammal":
-            na = [p for it, p in zip(items, pred, strict=True)
-                  if it.label_id == lid and it.word in NON_MAMMAL_ANIMALS]
+            na = [p for it, p in pairs if it.label_ids == ids and it.word in NON_MAMMAL_ANIMALS]
             entry["tnr_on_nonmammal_animals"] = 1 - sum(na) / max(1, len(na))
             entry["balanced_accuracy_mammal_vs_nonmammal_animals"] = (
                 tpr + entry["tnr_on_nonmammal_animals"]) / 2
         per[c] = entry
     res["per_concept"] = per
     return res
+
+
+def evaluate(model, world: World, eval_set: list[Item], dataset_sentences: list[str],
+             pad_id: int, seed: int) -> tuple[dict, dict, dict]:
+    """Held-out full prompts, every word of the synthetic datasets, soft labels, and q."""
+    probs = predict(model, world, eval_set, pad_id)
+    held_out = metrics(world, eval_set, probs)
+    # every word of the paper's datasets, as the labeler rates them
+    ds_rng = random.Random(seed + 3)
+    ds_items = []
+    world.rng.seed(seed + 3)  # pair_negative draws from the world's rng
+    for sent in dataset_sentences:
+        for w in dict.fromkeys(split_words(sent)):
+            ds_items += word_items(world, sent, w, ds_rng)
+    ds_metrics = metrics(world, ds_items, predict(model, world, ds_items, pad_id))
+    world.rng.seed(seed + 4)
+    soft_items = [world.sample_soft(torch.Generator().manual_seed(seed + 4 + i))
+                  for i in range(600)]
+    soft_p = predict(model, world, soft_items, pad_id)
+    soft_t = torch.tensor([it.target for it in soft_items])
+    held_out["soft_label_mean_abs_error"] = (soft_p - soft_t).abs().mean().item()
+    held_out["soft_label_max_abs_error"] = (soft_p - soft_t).abs().max().item()
+    pair_soft = torch.tensor([len(it.label_ids) == 2 for it in soft_items])
+    held_out["soft_two_slot_mean_abs_error"] = (
+        (soft_p - soft_t).abs()[pair_soft].mean().item())
+    q_report = q_at_label_slots(model, world, eval_set[::37], pad_id)
+    print(json.dumps({"held_out": held_out, "q_at_label_slots": q_report}, indent=1))
+    print("every word of the synthetic datasets' sentences (seen in training):")
+    print(json.dumps(ds_metrics, indent=1))
+    return held_out, ds_metrics, q_report
+
+
+@torch.no_grad()
+def q_at_label_slots(model, world: World, items: list[Item], pad_id: int) -> dict:
+    """The next-token distribution (the labeler's q) before the first label slot, and after the
+    first piece of the two-token label: how much mass goes where the labeler wants it."""
+    items = [Item(it.sentence, it.word, world.pair, 0, "q") for it in items]
+    tokens, label_pos, _ = make_batch(world, items, pad_id, crop=False, rng=world.rng)
+    q1, q2 = (torch.softmax(x.float(), -1)
+              for x in gather_logits(model, tokens, [label_pos - 1, label_pos]))
+    first = sorted(world.first_ids)
+    tok = world.ev.tokenizer
+    return {
+        "n_prompts": len(items),
+        "slot1_mass_on_label_first_tokens": q1[:, first].sum(-1).mean().item(),
+        "slot1_mean_q": {tok.decode([i]): q1[:, i].mean().item() for i in first},
+        "slot2_after_first_piece_q_of_second_piece": q2[:, world.pair[1]].mean().item(),
+        "slot2_after_first_piece_top1_is_second_piece": (
+            q2.argmax(-1) == world.pair[1]).float().mean().item(),
+    }
+
+
+def portable_tokenizer_config(directory: Path) -> None:
+    """Let older transformers (4.x) load the tokenizer too.
+
+    transformers 5 writes ``tokenizer_class: TokenizersBackend`` (unknown to 4.x) and the chat
+    template only to ``chat_template.jinja`` (read since 4.47 or so). Name the class by its
+    portable alias and keep a copy of the template in ``tokenizer_config.json``.
+    """
+    path = directory / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg.setdefault("chat_template", CHAT_TEMPLATE)
+    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 
 # ----------------------------------------------------------------------------- main
@@ -489,10 +699,17 @@ def main() -> None:
     ap.add_argument("--lm-weight", type=float, default=0.3)
     ap.add_argument("--soft-fraction", type=float, default=0.5,
                     help="share of rows with a soft label (a token mixture) at the label slot")
+    ap.add_argument("--pair-fraction", type=float, default=0.25,
+                    help="share of rows with two label slots (the two-token concept)")
+    ap.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure the trained model (--no-eval: train and save only, e.g. to "
+                         "check that two runs give the same bytes)")
     ap.add_argument("--init-from", type=Path, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--vocab-size", type=int, default=1000)
+    ap.add_argument("--vocab-size", type=int, default=1100)
     ap.add_argument("--out", type=Path, default=OUT_DIR)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; the committed weights were made with 1 (other counts "
+                         "change the floating-point summation order, hence the weights)")
     args = ap.parse_args()
 
     t_start = time.time()
@@ -534,7 +751,7 @@ def main() -> None:
     ev = Evaluator(model)
     model.requires_grad_(True)
     pad_id = tokenizer.pad_token_id
-    world = World(ev, train_sentences, rng)
+    world = World(ev, train_sentences, rng, args.pair_fraction)
     # where the user turn starts in the prompt: cropping never cuts into it
     probe = list(ev.encode("x", "x").prefix_ids)
     sys_only = tokenizer.apply_chat_template(
@@ -544,7 +761,8 @@ def main() -> None:
     print(f"vocab {len(tokenizer)}, params {sum(p.numel() for p in model.parameters())}, "
           f"prefix tokens (sentence 'x') {len(probe)}, tail {len(ev.suffix_tail_ids)}, "
           f"yes/no ids {ev.yes_id}/{ev.no_id} {ev.answer_strings}")
-    print(f"label ids {world.label_id}; distractors {len(world.all_distractors)} "
+    print(f"label ids {world.label_id}, pair {PAIR_LABEL!r} {world.pair}; "
+          f"distractors {len(world.all_distractors)} "
           f"(hard {len(world.hard_distractors)})")
 
     eval_set = eval_items(world, test_sentences, random.Random(args.seed + 2))
@@ -573,17 +791,26 @@ def main() -> None:
                  for _ in range(args.batch_size)]
         tokens, label_pos, last = make_batch(world, items, pad_id, crop=True, rng=rng)
         with model.hooks(fwd_hooks=soft_label_hook(items, label_pos, model.W_E)):
-            lm_logits, ans_logits = gather_logits(model, tokens, [label_pos - 1, last])
+            lm_logits, lm2_logits, ans_logits = gather_logits(
+                model, tokens, [label_pos - 1, label_pos, last])
         t = torch.tensor([it.target for it in items])  # wanted P(yes)
         logp = torch.log_softmax(ans_logits[:, yes_no].float(), -1)
         bce = -(t * logp[:, 0] + (1 - t) * logp[:, 1])
         # class-balanced weights: yes and no carry equal total weight
         w = 0.5 * t / t.sum().clamp_min(1e-6) + 0.5 * (1 - t) / (1 - t).sum().clamp_min(1e-6)
         ce = (bce * w).sum()
-        is_concept = torch.tensor([it.mix is None and it.label_id in world.concept_ids
-                                   for it in items])
-        lm = F.cross_entropy(lm_logits[is_concept].float(),
-                             torch.tensor([it.label_id for it in items])[is_concept])
+        # q: before the label, the first token of a concept label (a whole single-token label,
+        # or the first piece of the two-token one); after that first piece, the second piece
+        is_concept = torch.tensor([
+            it.mix is None and (it.label_ids == world.pair or (
+                len(it.label_ids) == 1 and it.label_ids[0] in world.concept_ids))
+            for it in items])
+        after_first = torch.tensor([it.mix is None and len(it.label_ids) == 2
+                                    and it.label_ids[0] == world.pair[0] for it in items])
+        lm_in = torch.cat([lm_logits[is_concept], lm2_logits[after_first]]).float()
+        lm_t = torch.cat([torch.tensor([it.label_ids[0] for it in items])[is_concept],
+                          torch.full((int(after_first.sum()),), world.pair[1])])
+        lm = F.cross_entropy(lm_in, lm_t)
         # a little loss on the full-vocabulary answer keeps " 1"/" 0" the top tokens too
         full_t = torch.zeros(ans_logits.shape, dtype=torch.float32)
         full_t[:, ev.yes_id] = t
@@ -604,28 +831,16 @@ def main() -> None:
             log.append({"step": step, "loss": loss.item(), "batch_acc": acc})
     train_seconds = time.time() - t_train
 
-    # --- evaluation on held-out full prompts
     model.eval()
     model.requires_grad_(False)
-    probs = predict(model, world, eval_set, pad_id)
-    held_out = metrics(world, eval_set, probs)
-    ds_items = eval_items(world, dataset_sentences, random.Random(args.seed + 3), n_per=3)
-    ds_metrics = metrics(world, ds_items, predict(model, world, ds_items, pad_id))
-    soft_rng_state = world.rng.getstate()
-    world.rng.seed(args.seed + 4)
-    soft_items = [world.sample_soft(torch.Generator().manual_seed(args.seed + 4 + i))
-                  for i in range(600)]
-    world.rng.setstate(soft_rng_state)
-    soft_p = predict(model, world, soft_items, pad_id)
-    soft_t = torch.tensor([it.target for it in soft_items])
-    held_out["soft_label_mean_abs_error"] = (soft_p - soft_t).abs().mean().item()
-    held_out["soft_label_max_abs_error"] = (soft_p - soft_t).abs().max().item()
-    print(json.dumps({"held_out": held_out}, indent=1))
-    print("on the synthetic dataset sentences (seen in training):")
-    print(json.dumps({k: v for k, v in ds_metrics.items() if k != "per_concept"}, indent=1))
+    held_out = ds_metrics = q_report = None
+    if args.eval:
+        held_out, ds_metrics, q_report = evaluate(model, world, eval_set, dataset_sentences,
+                                                  pad_id, args.seed)
 
     # --- save
     save_local_model(model, args.out)
+    portable_tokenizer_config(args.out)
     reloaded = Evaluator(load_local_model(args.out, device="cpu", dtype=torch.float32))
     assert reloaded.yes_id == ev.yes_id and reloaded.suffix_tail_ids == ev.suffix_tail_ids
     report = {
@@ -636,6 +851,8 @@ def main() -> None:
         "warmup": args.warmup,
         "lm_weight": args.lm_weight,
         "soft_fraction": args.soft_fraction,
+        "pair_fraction": args.pair_fraction,
+        "threads": args.threads,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - t_start, 1),
         "torch": torch.__version__,
@@ -646,6 +863,9 @@ def main() -> None:
         "no_id": ev.no_id,
         "label_token_ids": {c: world.label_id[c] for c in LABELS},
         "label_token_ids_with_space": {c: single[" " + c] for c in LABELS},
+        "two_token_label_ids": {PAIR_LABEL: list(world.pair)},
+        "two_token_label_pieces": {PAIR_LABEL: list(VEHICLE_PIECES)},
+        "q_at_label_slots": q_report,
         "held_out_full_prompts": held_out,
         "synthetic_dataset_sentences": ds_metrics,
         "log": log,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -10,7 +11,8 @@ from saelens_tokenlabel import Evaluator
 from .builders import tiny_llama, train_tokenizer
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
-torch.set_num_threads(2)
+# Two threads (the CI machine's cores), fewer when OMP_NUM_THREADS asks for fewer.
+torch.set_num_threads(max(1, min(2, int(os.environ.get("OMP_NUM_THREADS", "2")))))
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,10 @@ def test_preset_overrides_and_unknown():
     ({"lr": 0}, "lr"), ({"batch_size": 1}, "batch_size"), ({"lambda_kl": -1}, "lambda_kl"),
     ({"prediction": "softmax"}, "prediction"), ({"threshold_fraction": 1.0}, "threshold"),
     ({"convergence_mass": 0}, "convergence_mass"), ({"steps": 0}, "steps"),
+    ({"sampler": "stratified"}, "sampler"), ({"entropy_warmup": 2}, "entropy_warmup"),
+    ({"restarts": ({"threshold": 0.1},)}, r"restarts may only override .*\['threshold'\]"),
+    ({"restarts": ({"lr": -1},)}, "lr must be > 0"),
+    ({"label_length": 3, "max_label_length": 2}, "max_label_length"),
 ])
 def test_bad_config_is_a_clear_error(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -46,4 +50,36 @@ def test_total_steps_and_roundtrip():
     c = LabelConfig(batch_size=10, epochs=2)
     assert c.total_steps(95) == 20
     assert LabelConfig(steps=7).total_steps(1000) == 7
+    assert LabelConfig(epochs=50).total_steps(1000) == 500  # max_attempt_steps
+    assert LabelConfig(steps=5000).total_steps(1000) == 5000  # explicit steps are exact
+    assert LabelConfig.preset("animals").total_steps(1000) == 5000
     assert LabelConfig.from_dict(c.to_dict()) == c
+
+
+def test_presets_are_the_paper_method_and_the_default_adds_restarts():
+    p = LabelConfig.preset("mammals")
+    assert p.sampler == "balanced" and p.restarts == () and p.temperature_final == 1.0
+    assert p.max_attempt_steps is None
+    d = LabelConfig()
+    assert d.temperature_final < 1 and len(d.restarts) >= 1
+    assert any(r.get("sampler") == "confusion" for r in d.restarts)
+    attempts = d.attempt_configs()
+    assert attempts[0] == ({}, dataclasses_replace(d, restarts=()))
+    for (overrides, cfg), r in zip(attempts[1:], d.restarts, strict=True):
+        assert overrides == r and cfg.restarts == ()
+        assert all(getattr(cfg, k) == v for k, v in r.items())
+    c = LabelConfig(restarts=({"lr": 0.5, "seed": 4},))
+    assert LabelConfig.from_dict(c.to_dict()) == c
+    assert c.to_dict()["restarts"] == [{"lr": 0.5, "seed": 4}]  # JSON-ready
+
+
+def test_entropy_warmup_ramp():
+    c = LabelConfig(lambda_ent=0.4, entropy_warmup=0.5)
+    assert [round(c.lambda_ent_at(s, 8), 6) for s in range(6)] == [0.1, 0.2, 0.3, 0.4, 0.4, 0.4]
+    assert LabelConfig(lambda_ent=0.4).lambda_ent_at(0, 8) == 0.4
+
+
+def dataclasses_replace(c, **kw):
+    import dataclasses
+
+    return dataclasses.replace(c, **kw)

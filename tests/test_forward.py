@@ -7,6 +7,7 @@ import torch
 from saelens_tokenlabel.forward import (
     PrefixCache,
     cached_logits,
+    conditional_log_q,
     full_prompt_logits,
     hard_prompt_logits,
 )
@@ -109,3 +110,23 @@ def test_memory_budget_evicts_and_recomputes_exactly(tiny_evaluator):
     e3 = e[[0, 1, 0]]
     torch.testing.assert_close(cached_logits(ev, small, r, e3), cached_logits(ev, full, r, e3),
                                rtol=0, atol=1e-12)
+
+
+def test_conditional_q_is_the_next_token_distribution_after_hard_label_tokens(tiny_evaluator):
+    ev = tiny_evaluator
+    exs = _encoded(ev)
+    rows = torch.tensor([0, 1, 2, 3, 1])
+    label_ids = torch.tensor([[5, 9], [7, 7], [100, 3], [11, 12], [5, 6]])
+    ref = torch.stack([
+        torch.stack([
+            torch.log_softmax(ev.model(torch.tensor([list(exs[r].prefix_ids)
+                                                     + ids[: j + 1]]))[0, -1], -1)
+            for j in range(2)
+        ])
+        for r, ids in zip(rows.tolist(), label_ids.tolist(), strict=True)
+    ])
+    cache = PrefixCache.build(ev, exs)
+    torch.testing.assert_close(conditional_log_q(ev, exs, cache, rows, label_ids), ref,
+                               rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(conditional_log_q(ev, exs, None, rows, label_ids), ref,
+                               rtol=1e-9, atol=1e-10)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -15,39 +17,77 @@ from saelens_tokenlabel import (
     label_features_data,
 )
 from saelens_tokenlabel.labeler import split_holdout
-from saelens_tokenlabel.toy.lexicon import CONCEPTS, OBJECTS
-
-TEMPLATES = ("The {w} was here.", "I saw the {w} today.", "A {w} and a {o} stood there.")
-
-
-def planted_feature(concept: str) -> FeatureData:
-    """Toy-world sentences; the feature fires on exactly the words of `concept`."""
-    members = set(CONCEPTS[concept])
-    words = sorted({w for ws in CONCEPTS.values() for w in ws} | set(OBJECTS))
-    sentences = []
-    for i, w in enumerate(words):
-        tpl = TEMPLATES[i % len(TEMPLATES)]
-        o = OBJECTS[i % len(OBJECTS)]
-        text = tpl.format(w=w, o=o)
-        # Whitespace-led word tokens, punctuation on its own.
-        toks = text.replace(".", " .").split(" ")
-        sent = []
-        for j, t in enumerate(toks):
-            piece = t if j == 0 or t == "." else " " + t
-            sent.append((piece, 1.0 if t in members else 0.0))
-        sentences.append(sent)
-    return FeatureData.from_sentences(sentences, name=concept)
+from saelens_tokenlabel.toy.features import concept_feature
+from saelens_tokenlabel.toy.lexicon import (
+    COLORS,
+    CONCEPTS,
+    FOODS,
+    MAMMALS,
+    NON_MAMMAL_ANIMALS,
+    OBJECTS,
+)
 
 
-@pytest.mark.parametrize("concept", sorted(CONCEPTS))
-def test_recovers_planted_concept(toy_evaluator, concept):
-    # mammal ⊂ animal: with the default λ_ent a mammal/animal mixture also predicts perfectly,
-    # so the paper's mammal preset (higher lr and λ_ent, Table 1) is needed to converge.
-    config = LabelConfig.preset("mammals") if concept == "mammal" else LabelConfig()
-    result = label_feature(planted_feature(concept), toy_evaluator, config)
-    assert result.label == concept, result.trajectory.tokens
+@pytest.mark.parametrize("data", [*sorted(CONCEPTS), "animals", "mammals", "numbers",
+                                  "mammal_text"])
+def test_default_config_labels_every_concept_without_tuning(toy_evaluator, data):
+    # One config for all: the planted concepts (mammal ⊂ animal included) and the paper's
+    # synthetic datasets, including mammal_text, where the paper's method answers "animal".
+    feature = (concept_feature(data) if data in CONCEPTS else FeatureData.synthetic(data))
+    concept = data if data in CONCEPTS else {"animals": "animal", "mammals": "mammal",
+                                             "numbers": "number", "mammal_text": "mammal"}[data]
+    result = label_feature(feature, toy_evaluator, LabelConfig())
+    assert result.label == concept, result.attempts
     assert result.converged and result.probability >= 0.9
     assert result.metrics["heldout_balanced_accuracy"] >= 0.9
+    assert sum(a["selected"] for a in result.attempts) == 1
+
+
+
+
+HIERARCHY_TEMPLATES = ("A {w} saw a {o}.", "A {w} and a {o}.")
+# Objects the toy evaluator rates "0" under both labels: the test is about the hierarchy, not
+# about the evaluator's few mistakes on other words.
+HIERARCHY_OBJECTS = tuple(o for o in OBJECTS if o not in ("pen", "stone", "river"))
+
+
+def hierarchy_feature(n_rare: int = 1) -> FeatureData:
+    """A mammal feature (A) in text where animals that are not mammals (B outside A) are rare:
+    every mammal twice, every object, color and food once, and `n_rare` other animals."""
+    rng = random.Random(0)
+
+    def sentence(word, tpl, active):
+        text = tpl.format(w=word, o=rng.choice(HIERARCHY_OBJECTS))
+        pieces = text.replace(".", " .").split(" ")
+        return [(p if j == 0 or p == "." else " " + p, 1.0 if p == word and active else 0.0)
+                for j, p in enumerate(pieces)]
+
+    n = len(HIERARCHY_TEMPLATES)
+    sents = [sentence(m, HIERARCHY_TEMPLATES[(i + k) % n], True)
+             for i, m in enumerate(MAMMALS) for k in range(2)]
+    sents += [sentence(w, HIERARCHY_TEMPLATES[i % n], False)
+              for i, w in enumerate(HIERARCHY_OBJECTS + COLORS + FOODS)]
+    sents += [sentence(w, HIERARCHY_TEMPLATES[0], False) for w in NON_MAMMAL_ANIMALS[:n_rare]]
+    return FeatureData.from_sentences(sents, name="mammal-only")
+
+
+def test_hierarchy_balanced_finds_the_superset_confusion_the_concept(toy_evaluator):
+    data = hierarchy_feature(n_rare=3)
+    # The paper's mammal_text preset with temperature annealing and a prior (KL) weight of
+    # 0.4 that favours the evaluator's likelier label, "animal" (with this toy evaluator the
+    # paper's 0.2 lets both samplers find "mammal"). Everything is trained on: the three
+    # non-mammal animals must be seen. Only the sampler differs.
+    common = dict(holdout_fraction=0.0, temperature_final=0.1, lambda_kl=0.4)
+    balanced = label_feature(data, toy_evaluator, LabelConfig.preset("mammal_text", **common))
+    confusion = label_feature(data, toy_evaluator,
+                              LabelConfig.preset("mammal_text", sampler="confusion", **common))
+    # Balanced batches hold a non-mammal animal once in ~30 steps; "animal" predicts the
+    # rest as well as "mammal" does, and the prior prefers it.
+    assert balanced.label == "animal" and balanced.converged
+    # A quarter of every confusion batch is the current label's false positives.
+    assert confusion.label == "mammal" and confusion.converged
+    assert confusion.metrics["train_balanced_accuracy"] == 1.0
+    assert balanced.metrics["train_precision"] < 1.0
 
 
 @pytest.mark.parametrize("name, concept", [("animals", "animal"), ("mammals", "mammal"),
@@ -59,7 +99,7 @@ def test_paper_synthetic_features_with_their_presets(toy_evaluator, name, concep
 
 
 def test_batched_concepts_match(toy_evaluator):
-    datas = [planted_feature(c) for c in ("number", "color")]
+    datas = [concept_feature(c) for c in ("number", "color")]
     results = label_features_data(datas, toy_evaluator, LabelConfig(seed=0))
     assert [r.label for r in results] == ["number", "color"]
 
@@ -87,3 +127,32 @@ def test_label_feature_errors(tiny_evaluator):
     with pytest.raises(TypeError, match="stl.Evaluator"):
         label_feature(dead, tiny_evaluator.model)  # a bare model, not an Evaluator
     assert isinstance(tiny_evaluator, Evaluator)
+
+
+def test_two_token_concept_is_recovered_with_label_length_2(toy_evaluator):
+    from saelens_tokenlabel.toy.features import concept_feature, label_token_ids
+
+    ve, hicle = label_token_ids(toy_evaluator, "vehicle")
+    result = label_feature(concept_feature("vehicle"), toy_evaluator,
+                           LabelConfig(label_length=2, restarts=()))
+    assert result.label_token_ids == [ve, hicle] and result.label == "vehicle"
+    assert result.converged and result.metrics["heldout_balanced_accuracy"] >= 0.9
+    # It came from the evaluator's own proposals: the plain first attempt finds no pair.
+    chosen = next(a for a in result.attempts if a["selected"])
+    assert "prior_rank" in chosen["overrides"]
+    assert result.attempts[0]["metrics"]["heldout_balanced_accuracy"] < 0.9
+    # Each token alone, or the two swapped, tells vehicles from the rest no better than chance.
+    from saelens_tokenlabel.forward import PrefixCache
+    from saelens_tokenlabel.optimize import score_hard_label
+
+    ex = concept_feature("vehicle").examples()
+    encoded = [toy_evaluator.encode(i.sentence, i.word) for i in ex.items]
+    cache = PrefixCache.build(toy_evaluator, encoded)
+    ids = torch.arange(len(encoded))
+    targets = torch.tensor([float(i.active) for i in ex.items])
+    for label in ([ve], [hicle], [hicle, ve]):
+        s = score_hard_label(toy_evaluator, encoded, cache, ids, targets, label, LabelConfig())
+        assert s["train_balanced_accuracy"] < 0.6, (label, s)
+    both = score_hard_label(toy_evaluator, encoded, cache, ids, targets, [ve, hicle],
+                            LabelConfig())
+    assert both["train_balanced_accuracy"] >= 0.95

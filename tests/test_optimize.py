@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from saelens_tokenlabel import FeatureData, LabelConfig, label_feature, label_features_data
@@ -84,7 +85,8 @@ def _same_losses(a, b):
 
 
 def _cfg(**kw):
-    base = dict(steps=12, batch_size=4, lr=0.1, stop_early=False, trajectory_top_k=5)
+    base = dict(steps=12, batch_size=4, lr=0.1, stop_early=False, trajectory_top_k=5,
+                restarts=(), confusion_every=3)
     base.update(kw)
     return LabelConfig(**base)
 
@@ -165,3 +167,81 @@ def test_out_of_memory_halves_the_pass_and_carries_on(tiny_evaluator, monkeypatc
     assert got.label_token_ids == ref.label_token_ids
     assert got.trajectory.top_ids == ref.trajectory.top_ids
     _same_losses(got, ref)
+
+
+def test_balanced_and_confusion_samplers_both_run_exactly(tiny_evaluator):
+    data = FeatureData.from_sentences(SENTS)
+    for sampler in ("balanced", "confusion"):
+        a = label_feature(data, tiny_evaluator, _cfg(sampler=sampler, use_cache=True))
+        b = label_feature(data, tiny_evaluator, _cfg(sampler=sampler, use_cache=False))
+        assert a.trajectory.top_ids == b.trajectory.top_ids
+        _same_losses(a, b)
+
+
+def test_restarts_run_until_success_and_keep_the_best(tiny_evaluator):
+    data = FeatureData.from_sentences(SENTS)
+    restarts = ({"lr": 0.3, "seed": 1}, {"lambda_ent": 2.0, "seed": 2})
+    # Unreachable success: every attempt runs, the best by held-out score is kept.
+    r = label_feature(data, tiny_evaluator, _cfg(restarts=restarts, success_score=1.0,
+                                                  holdout_fraction=0.0))
+    assert [a["attempt"] for a in r.attempts] == [0, 1, 2]
+    assert [a["overrides"] for a in r.attempts] == [{}, *restarts]
+    chosen = [a for a in r.attempts if a["selected"]]
+    assert len(chosen) == 1 and chosen[0]["label_token_ids"] == r.label_token_ids
+    best = max(a["metrics"]["train_balanced_accuracy"] for a in r.attempts)
+    assert r.metrics["train_balanced_accuracy"] == best
+    assert r.metrics["steps_total"] == sum(a["steps"] for a in r.attempts) == 36
+    assert r.config["lr"] == {**{"lr": 0.1}, **chosen[0]["overrides"]}["lr"]
+    assert "trajectory" not in r.attempts[0]
+    # A feature that succeeds at once runs no restart.
+    quick = label_feature(data, tiny_evaluator, _cfg(
+        restarts=restarts, success_score=0.01, steps=300, lambda_ent=50.0, lr=0.5,
+        stop_early=True, convergence_patience=5, holdout_fraction=0.0))
+    assert quick.converged and len(quick.attempts) == 1 and quick.attempts[0]["selected"]
+
+
+def test_restarts_of_batched_features_equal_solo_runs(tiny_evaluator):
+    d1 = FeatureData.from_sentences(SENTS, name="f1")
+    flipped = [[(t, 1.0 - min(a, 1.0)) for t, a in s] for s in SENTS]
+    d2 = FeatureData.from_sentences(flipped, name="f2")
+    cfg = _cfg(restarts=({"lr": 0.3, "seed": 1},), success_score=1.0)
+    together = label_features_data([d1, d2], tiny_evaluator, cfg)
+    for data, res in zip((d1, d2), together, strict=True):
+        solo = label_feature(data, tiny_evaluator, cfg)
+        assert [a["label_token_ids"] for a in res.attempts] == \
+            [a["label_token_ids"] for a in solo.attempts]
+        _same_losses(res, solo)
+
+
+def test_init_logits_warm_start(tiny_evaluator):
+    data = FeatureData.from_sentences(SENTS)
+    mask = tiny_evaluator.vocab_mask()
+    token = int(torch.nonzero(mask).flatten()[7])
+    init = torch.zeros(tiny_evaluator.d_vocab, dtype=torch.float64)
+    init[token] = 30.0  # p(token) ~ 1 from the first step
+    cfg = _cfg(steps=100, stop_early=True, convergence_patience=4, lr=1e-3)
+    r = label_features_data([data], tiny_evaluator, cfg, init_logits=[init])[0]
+    assert r.label_token_ids == [token] and r.converged and r.steps == 4
+    with pytest.raises(ValueError, match="one .or None. per feature"):
+        label_features_data([data], tiny_evaluator, cfg, init_logits=[init, init])
+    with pytest.raises(ValueError, match="d_vocab"):
+        label_features_data([data], tiny_evaluator, cfg, init_logits=[init[:5]])
+
+
+def test_two_slot_labels_and_growing(tiny_evaluator):
+    data = FeatureData.from_sentences(SENTS)
+    r = label_feature(data, tiny_evaluator, _cfg(label_length=2))
+    assert len(r.label_token_ids) == 2 and len(r.trajectory.top_ids[0]) == 2
+    assert r.metrics["loss_kl"] > 0
+    grown = label_feature(data, tiny_evaluator, _cfg(grow_label=True, max_label_length=3,
+                                                      grow_min_gain=-1.0))
+    # A gain of at least -1 is always met: the label grows to the maximum.
+    assert [a["label_length"] for a in grown.attempts] == [1, 2, 3]
+    assert len(grown.label_token_ids) == 3 and grown.attempts[-1]["selected"]
+    # The grown attempt starts from the shorter label's v: its first slot starts where the
+    # one-slot attempt ended.
+    assert grown.trajectory.top_ids[0][0][0] == grown.attempts[1]["label_token_ids"][0]
+    kept = label_feature(data, tiny_evaluator, _cfg(grow_label=True, grow_min_gain=2.0))
+    assert [a["label_length"] for a in kept.attempts] == [1, 2]
+    assert kept.attempts[0]["selected"] and "rejected" in kept.attempts[1]
+    assert len(kept.label_token_ids) == 1

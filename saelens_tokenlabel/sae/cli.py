@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .names import SIDECAR_FILENAME
 
 LABELS_TSV = "labels.tsv"
 NEURONPEDIA_JSONL = "neuronpedia.jsonl"
+log = logging.getLogger(__name__)
 
 
 def parse_features(spec: str | None, d_sae: int) -> list[int] | None:
@@ -40,7 +42,11 @@ def parse_features(spec: str | None, d_sae: int) -> list[int] | None:
                          f"d_sae={d_sae} features (0..{d_sae - 1}).")
     if not out:
         raise ValueError(f"--features {spec!r} selects no feature.")
-    return list(dict.fromkeys(out))
+    unique = list(dict.fromkeys(out))
+    if len(unique) < len(out):
+        log.warning("--features %r lists %d features more than once; each is labeled once",
+                    spec, len(out) - len(unique))
+    return unique
 
 
 _CACHE_FLAGS = {"cache_dir": "--cache-dir", "context_size": "--context-size",
@@ -74,8 +80,10 @@ def add_label_parser(sub: Any, config_args: Any) -> None:
         "label", help="label features of an SAE on a corpus",
         description="Label SAE features: run the subject model and the SAE over a corpus "
                     "(cached), draw examples per feature, and find each label by token-space "
-                    "gradient descent. Writes labels.tsv, tokenlabel_labels.json (full results; "
-                    "also the resume checkpoint) and neuronpedia.jsonl into --out.")
+                    "gradient descent. Every result goes into OUT/run.sqlite as soon as its "
+                    "batch is done, so rerunning the same command resumes; at the end "
+                    "labels.tsv, tokenlabel_labels.json (full results) and neuronpedia.jsonl "
+                    "are written into --out. See tokenlabel status / export.")
     src = p.add_argument_group("SAE and subject model")
     src.add_argument("--sae-release", help="SAELens pretrained release (e.g. gpt2-small-res-jb)")
     src.add_argument("--sae-id", help="SAE id within the release (e.g. blocks.8.hook_resid_pre)")
@@ -96,6 +104,24 @@ def add_label_parser(sub: Any, config_args: Any) -> None:
                    "metadata has none")
     p.add_argument("--features-per-batch", type=int, default=8,
                    help="features sharing one optimisation")
+    sc = p.add_argument_group("SAE-side scores")
+    sc.add_argument("--coherence", action=argparse.BooleanOptionalAction, default=True,
+                    help="reflective coherence of each label (greedy generation on the subject "
+                         "model; default on)")
+    sc.add_argument("--output-side", action=argparse.BooleanOptionalAction, default=True,
+                    help="store the decoder direction's promoted/suppressed tokens (default on)")
+    sc.add_argument("--output-k", type=int, default=10, metavar="K",
+                    help="tokens in each output-side list")
+    p.add_argument("--order", choices=["index", "attribution"], default="index",
+                   help="labeling order: feature index, or largest attribution score first")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="label on Ray actors, one per GPU: 'auto' joins the cluster started "
+                        "with `ray start`, ray://HOST:10001 a remote one; without ADDRESS a "
+                        "local instance (pip install 'saelens-tokenlabel[ray]')")
+    p.add_argument("--ray-workers", type=int, metavar="N",
+                   help="Ray actors (default: one per GPU; one on CPU)")
+    p.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
+                   help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--save-sae", action="store_true",
                    help="also save the SAE, labels attached, into OUT/sae")
     p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
@@ -152,37 +178,81 @@ def _write_tsv(labels: Any, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+class EvaluatorLoader:
+    """Loads the named evaluator inside a Ray actor, on the GPU Ray gave it (else the CPU),
+    so the model is read from disk on its node instead of pickled from the driver."""
+
+    def __init__(self, name: str, dtype: str | None) -> None:
+        self.name, self.dtype = name, dtype
+
+    def __call__(self) -> Any:
+        import torch
+
+        from ..cli import _load_evaluator
+
+        return _load_evaluator(self.name, "cuda" if torch.cuda.is_available() else "cpu",
+                               self.dtype)
+
+
+def _ray_config(args: argparse.Namespace) -> Any:
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_gpus_per_worker is not None:
+            raise ValueError("--ray-workers and --ray-gpus-per-worker need --ray [ADDRESS].")
+        return None
+    from ..run.ray_backend import RayConfig
+
+    return RayConfig(address=args.ray, num_workers=args.ray_workers,
+                     num_gpus=args.ray_gpus_per_worker,
+                     evaluator_loader=EvaluatorLoader(args.evaluator, args.dtype))
+
+
 def cmd_label(args: argparse.Namespace) -> int:
+    from ..run.cli import store_errors
+
+    return store_errors(_cmd_label)(args)
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
     from ..cli import _load_evaluator, _overrides
     from ..config import LabelConfig
     from ..loading import default_device
+    from ..run.store import STORE_FILENAME
     from .corpus import Corpus
     from .label import label_sae_features
+    from .scoring import ScoreConfig
 
     config = LabelConfig(**_overrides(args))
     cache = _from_args(CacheConfig, args, "cache_")
     examples = _from_args(ExampleConfig, args, "examples_")
+    ray = _ray_config(args)
     device = args.device or default_device()
     sae = _load_sae(args, device)
     features = parse_features(args.features, int(sae.cfg.d_sae))
     corpus = Corpus.of(args.corpus, text_field=args.text_field, split=args.split)
     model = _load_model(args, sae, device)
-    evaluator = _load_evaluator(args.evaluator, device, args.dtype)
+    # With Ray the actors label; the driver's evaluator only renders prompts, on the CPU.
+    evaluator = _load_evaluator(args.evaluator, "cpu" if ray is not None else device,
+                                args.dtype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sidecar = out / SIDECAR_FILENAME
+    # A folder from before the run store: its sidecar seeds the store once.
+    legacy = sidecar if sidecar.is_file() and not (out / STORE_FILENAME).exists() else None
     labels = label_sae_features(sae, model, evaluator, corpus, features, config, cache=cache,
                                 examples=examples, features_per_batch=args.features_per_batch,
-                                checkpoint=sidecar)
+                                run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
+                                scores=ScoreConfig(output_side=args.output_side,
+                                                   output_k=args.output_k,
+                                                   coherence=args.coherence))
     labels.save(sidecar)
     _write_tsv(labels, out / LABELS_TSV)
-    print(f"labeled:      {len(labels)} features {labels.by_status()}")
+    print(f"labeled:      {len(labels)} features {_counts(labels)}")
     for f in labels:
         r = labels[f]
         if r.status == "ok":
             print(f"  {f:>6}  {r.label!r:20}  p={r.probability:.3f}"
                   f"{'' if r.converged else '  (not converged)'}")
-    print(f"written:      {out / LABELS_TSV}, {sidecar}")
+    print(f"written:      {out / LABELS_TSV}, {sidecar}, {out / STORE_FILENAME}")
     try:
         n = labels.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)
         print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
@@ -195,3 +265,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         sae.save_model(out / "sae")
         print(f"sae:          {out / 'sae'} (labels in cfg.json metadata and the sidecar)")
     return 0
+
+
+def _counts(labels: Any) -> dict[str, int]:
+    return {k: len(v) for k, v in labels.by_status().items()}

@@ -71,6 +71,9 @@ class Corpus:
             )
         if not texts:
             raise CorpusError("The corpus is empty. Pass at least one document.")
+        if not any(texts):
+            raise CorpusError(f"The corpus has no tokens: all {len(texts)} documents are empty "
+                              "strings. Pass at least one non-empty document.")
         return cls("texts", tuple(texts))
 
     @classmethod

@@ -43,10 +43,27 @@ class Selection:
     """Activating tokens spread evenly over the activation quantiles (lowest bin first)."""
     context_acts: dict[int, dict[int, float]] = field(default_factory=dict)
     """The feature's nonzero activations (position -> value) in each chosen context."""
+    n_nonfinite: int = 0
+    """Tokens where `sae.encode` gave NaN or inf for this feature (kept out of the cache)."""
 
     @property
     def dead(self) -> bool:
-        return self.n_active == 0
+        """Never fires, and never gave NaN/inf (which is no evidence of silence)."""
+        return self.n_active == 0 and self.n_nonfinite == 0
+
+    def status(self, n_tokens: int) -> tuple[str, str] | None:
+        """``(status, message)`` when the feature cannot be labeled from its activations:
+        ``nonfinite`` (some were NaN/inf: labeling from the rest could mislead) or ``dead``;
+        None when it can."""
+        if self.n_nonfinite:
+            return "nonfinite", (
+                f"Feature {self.feature}: sae.encode gave NaN/inf on {self.n_nonfinite} of "
+                f"{n_tokens} tokens, so its activations cannot be trusted. Check the SAE's "
+                f"weights for this feature (W_enc[:, {self.feature}], b_enc, threshold) and "
+                "its input dtype.")
+        if self.n_active == 0:
+            return "dead", f"Feature {self.feature} never fires on the corpus ({n_tokens} tokens)."
+        return None
 
 
 @dataclass
@@ -78,6 +95,7 @@ class _State:
     res_pos: torch.Tensor
     count: int = 0
     peak: float = 0.0
+    nonfinite: int = 0
 
 
 def _empty_state() -> _State:
@@ -158,7 +176,13 @@ class _Pass1:
         loc = shard.locations.long()
         val = shard.activations
         flat = shard.offsets[loc[:, 0]] + loc[:, 1]
-        m = (val > 0) & ~special[flat] & torch.isin(loc[:, 2], self.feat_t)
+        wanted = ~special[flat] & torch.isin(loc[:, 2], self.feat_t)
+        # Caches from before non-finite values were kept out may still hold some.
+        bad = wanted & ~torch.isfinite(val)
+        if bool(bad.any()):
+            for f, n in zip(*torch.unique(loc[bad, 2], return_counts=True), strict=True):
+                self.states[int(f)].nonfinite += int(n)
+        m = wanted & torch.isfinite(val) & (val > 0)
         loc, val = loc[m], val[m]
         order = torch.argsort(loc[:, 2], stable=True)
         loc, val = loc[order], val[order]
@@ -224,11 +248,13 @@ def select_examples(
         p1.update(shard)
 
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    nonfinite = {int(f): int(n) for f, n in cache.meta.get("nonfinite", {}).items()}
     sels: dict[int, Selection] = {}
     for f, s in p1.states.items():
         order = torch.argsort(s.top_val, descending=True, stable=True)
         top = [(int(s.top_ctx[i]), int(s.top_pos[i]), float(s.top_val[i])) for i in order]
-        sels[f] = Selection(f, s.count, s.peak, top, _quantile_picks(s, top, cfg, gen))
+        sels[f] = Selection(f, s.count, s.peak, top, _quantile_picks(s, top, cfg, gen),
+                            n_nonfinite=nonfinite.get(f, 0) + s.nonfinite)
     pool_order = torch.argsort(p1.pool[0], stable=True)
     pool = RandomPool([(int(p1.pool[1][i]), int(p1.pool[2][i])) for i in pool_order],
                       n_tokens=p1.n_tokens)

@@ -6,7 +6,9 @@ The hook, head index and position slice come from `sae.cfg.metadata`, as SAELens
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +57,14 @@ class HookSpec:
 
     def check(self, model: HookedTransformer) -> None:
         if self.hook_name not in model.hook_dict:
+            near = similar_hooks(self.hook_name, model.hook_dict)
+            hint = f" Similar hooks it has: {', '.join(near)}." if near else ""
             raise HookError(
                 f"The SAE reads hook {self.hook_name!r}, which model "
-                f"{model.cfg.model_name!r} does not have. Is this the model the SAE was "
-                "trained on (sae.cfg.metadata.model_name)?"
+                f"{model.cfg.model_name!r} (n_layers={model.cfg.n_layers}) does not have."
+                f"{hint} Is this the model the SAE was trained on "
+                "(sae.cfg.metadata.model_name)? If the name is wrong, set "
+                "sae.cfg.metadata.hook_name to the hook it was trained on."
             )
 
     def position_mask(self, length: int) -> torch.Tensor:
@@ -66,6 +72,17 @@ class HookSpec:
         keep = torch.zeros(length, dtype=torch.bool)
         keep[slice(*self.seqpos_slice)] = True
         return keep
+
+
+def similar_hooks(name: str, hook_names: Iterable[str], n: int = 5) -> list[str]:
+    """Up to `n` hook names close to `name` (a typo, another layer, a TL version's renaming)."""
+    names = sorted(hook_names)
+    near = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    if len(near) < n:
+        # Same hook kind in other layers: ``blocks.12.hook_resid_pre`` on a 6-layer model.
+        kind = name.rsplit(".", 1)[-1]
+        near += [h for h in names if h.endswith("." + kind) and h not in near][: n - len(near)]
+    return near
 
 
 @torch.no_grad()
@@ -97,6 +114,12 @@ def run_to_hook(
             raise HookError(
                 f"The SAE asks for head {spec.head_index} of {spec.hook_name!r}, but that hook "
                 f"has shape {tuple(act.shape)} (no head dimension)."
+            )
+        if not -act.shape[2] <= spec.head_index < act.shape[2]:
+            raise HookError(
+                f"The SAE asks for head {spec.head_index} of {spec.hook_name!r}, but that hook "
+                f"has {act.shape[2]} heads (0..{act.shape[2] - 1}). Check "
+                "sae.cfg.metadata.hook_head_index."
             )
         act = act[:, :, spec.head_index]
     return act

@@ -3,17 +3,22 @@ out. This is what ``sae.label_features(...)`` runs.
 
 Stages: activation cache (`activations.py`) -> examples (`examples.py`, `render.py`, with
 words crossing tokenizers by `words.py`) -> token-space gradient descent (the core
-`label_features_data`, several features per optimisation) -> `LabelSet`.
+`label_features_data`, several features per optimisation, in `label_batch`) -> `LabelSet`.
+
+Where results go while the run goes on: a `RunStore` (``run_dir``, SQLite; a rerun resumes
+from it), or the legacy JSON ``checkpoint``, or only memory. With ``ray=`` the batches are
+labeled by Ray actors (`saelens_tokenlabel.run.ray_backend`) and come back to the same store.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from tqdm.auto import tqdm
 
 from ..config import LabelConfig
@@ -29,10 +34,21 @@ from .examples import RandomPool, Selection, select_examples
 from .labelset import LabelSet, status_result
 from .names import METHOD, PAPER
 from .render import RenderedFeature, contexts_needed, render_feature
+from .scoring import ScoreConfig, add_sae_scores
 from .words import WordDecoder
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
+
+    from ..run.ray_backend import RayConfig
+    from ..run.store import RunStore
+
+Order = Literal["index", "attribution"]
+ORDERS = ("index", "attribution")
+PERFORMANCE_KEYS = ("eval_batch_size", "max_rows_per_pass", "max_resident_examples",
+                    "use_cache")
+"""LabelConfig fields that change speed and memory, not results (each is tested exact), so a
+run may be resumed with other values, e.g. fewer rows per pass after running out of memory."""
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +70,19 @@ def resolve_features(features: int | Iterable[int] | None, d_sae: int) -> list[i
         out.append(f)
     if not out:
         raise ValueError("features is empty; pass None for all features.")
-    return list(dict.fromkeys(out))
+    unique = list(dict.fromkeys(out))
+    if len(unique) < len(out):
+        # A repeated index is most often overlapping ranges ("0:10,5"): label it once, say so.
+        dup = sorted(f for f, n in Counter(out).items() if n > 1)
+        log.warning("features %s are listed more than once; each is labeled once", dup[:10])
+    return unique
 
 
 def _check_inputs(sae: Any, model: Any, evaluator: Any) -> Evaluator:
-    from sae_lens.saes.sae import SAE
+    # Types, hook, d_in and chat template, before any expensive work (see validate.py).
+    from .validate import validate_inputs
 
-    if not isinstance(sae, SAE):
-        raise TypeError(f"sae must be a sae_lens SAE, got {type(sae).__name__}.")
-    if not hasattr(model, "run_with_hooks") or getattr(model, "tokenizer", None) is None:
-        raise TypeError(
-            "model must be the subject HookedTransformer (with its tokenizer) the SAE was "
-            f"trained on, got {type(model).__name__}."
-        )
-    if isinstance(evaluator, Evaluator):
-        return evaluator
-    if hasattr(evaluator, "run_with_hooks"):
-        return Evaluator(evaluator)
-    raise TypeError(f"evaluator must be an stl.Evaluator (or a HookedTransformer with a chat "
-                    f"template), got {type(evaluator).__name__}.")
+    return validate_inputs(sae, model, evaluator)
 
 
 def _identity(sae: Any, model: Any, evaluator: Evaluator, corpus: Corpus) -> dict[str, Any]:
@@ -137,17 +147,17 @@ def _prepare(sel: Selection, pool: RandomPool, contexts: dict[int, list[int]],
              evaluator: Evaluator, n_tokens: int) -> tuple[FeatureData | None, LabelResult | None,
                                                            RenderedFeature | None]:
     """The feature's data, or the result saying why it cannot be labeled."""
-    if sel.dead:
-        return None, status_result(sel.feature, "dead", f"Feature {sel.feature} never fires on "
-                                   f"the corpus ({n_tokens} tokens).",
-                                   **_extra(sel, pool, None, ex)), None
-    rendered = render_feature(sel, pool, contexts, decoder, ex, special, evaluator.placeholder)
+    bad = sel.status(n_tokens)  # dead, or activations that were NaN/inf
+    if bad is not None:
+        return None, status_result(sel.feature, *bad, **_extra(sel, pool, None, ex)), None
+    rendered = render_feature(sel, pool, contexts, decoder, ex, special, evaluator.placeholder,
+                              spellable=evaluator.can_spell)
     try:
         data = FeatureData.from_examples(rendered.examples, name=sel.feature)
         data.check_labelable(data.examples(config.threshold, config.threshold_fraction,
                                            config.strip_word))
     except FeatureDataError as err:
-        return None, status_result(sel.feature, "unlabelable", str(err),
+        return None, status_result(sel.feature, "unlabelable", str(err) + rendered.drop_note(),
                                    **_extra(sel, pool, rendered, ex)), rendered
     return data, None, rendered
 
@@ -180,93 +190,314 @@ def label_sae_features(
     cache: CacheConfig | None = None,
     examples: ExampleConfig | None = None,
     features_per_batch: int = 8,
+    run_dir: str | Path | RunStore | None = None,
     checkpoint: str | Path | None = None,
+    order: Order = "index",
+    ray: RayConfig | str | bool | None = None,
+    scores: ScoreConfig | None = None,
     progress: bool | None = None,
 ) -> LabelSet:
     """Label features of `sae` (None: all) from the subject `model`'s activations on `corpus`.
 
     `config` drives the optimisation (the core `LabelConfig`); `cache` the activation cache;
     `examples` which tokens are rated. `features_per_batch` features share each optimisation
-    (their rows share every forward pass). With `checkpoint` (a file), results are saved after
-    every batch and features already there are not labeled again. Features that never fire,
-    or have nothing to tell apart, get a result whose `status` says so (`dead`,
-    `unlabelable`) instead of an error.
+    (their rows share every forward pass).
+
+    `run_dir` (a folder; the store is ``run_dir/run.sqlite``) keeps every result as soon as its
+    batch is done; a rerun with the same inputs and settings skips finished features, and one
+    with others is an error. `checkpoint` (a JSON file, the older format) does the same by
+    rewriting the file after every batch; with `run_dir` too it is only read, to seed the
+    store. `order`: ``"index"``, or ``"attribution"`` (largest attribution score first, see
+    `saelens_tokenlabel.sae.attribution`). `ray`: a `RayConfig`, an address (``"auto"``,
+    ``"ray://..."``, ``"local"``) or True: label the batches on Ray actors (one per GPU).
+
+    `scores` (default `ScoreConfig()`): the SAE-side scores added to every result on the
+    driver: the decoder direction's promoted/suppressed subject tokens
+    (``extra["output_side"]``) and reflective coherence (``metrics["coherence_*"]``).
+    With ``config.warm_start``, v starts from the decoder direction's logit lens
+    (`sae.logit_lens.warm_start_logits`) in the first attempt.
+
+    Features that never fire, whose activations are not finite, or have nothing to tell
+    apart, get a result whose `status` says so (`dead`, `nonfinite`, `unlabelable`) instead of
+    an error.
     """
     evaluator = _check_inputs(sae, model, evaluator)
     config = config or LabelConfig()
     ex = examples or ExampleConfig()
     if features_per_batch < 1:
         raise ValueError(f"features_per_batch must be >= 1, got {features_per_batch}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     feats = resolve_features(features, int(sae.cfg.d_sae))
     corpus = Corpus.of(corpus)
+    ray_config = _ray_config(ray)
     if sae.cfg.metadata.model_name and sae.cfg.metadata.model_name != model.cfg.model_name:
         log.warning("the SAE was trained on %r but the subject model is %r",
                     sae.cfg.metadata.model_name, model.cfg.model_name)
 
+    identity = _identity(sae, model, evaluator, corpus)
     labels = LabelSet()
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None:
-        labels = _load_checkpoint(ckpt, config, ex, _identity(sae, model, evaluator, corpus))
-    todo = [f for f in feats if f not in labels]
-    if not todo:
+        labels = _load_checkpoint(ckpt, config, ex, identity)
+    store, own_store = _open_store(run_dir, identity, config, ex)
+    try:
+        if store is not None:
+            stored = store.finished()
+            seeded = [r for f, r in labels.items() if f not in stored]
+            if seeded:
+                store.put(seeded)
+                log.info("imported %d results from the checkpoint %s", len(seeded), ckpt)
+            if labels.info and store.get_meta("info") is None:
+                store.set_meta(info=labels.info)
+            store.add_features(feats)
+            labels = store.labelset()
+            # The store (not the JSON file) is the record now; the file is written at the end.
+            ckpt = None
+        todo = [f for f in feats if f not in labels]
+        if not todo:
+            return _subset(labels, feats)
+        todo = _ordered(todo, order, model, sae, corpus, cache)
+
+        act_cache = build_activation_cache(model, sae, corpus,
+                                           None if features is None else feats, cache, progress)
+        labels.info = _info(sae, model, evaluator, corpus, act_cache, config, ex)
+        if store is not None:
+            store.set_meta(info=labels.info)
+        # Select for every requested feature, in index order, not only for `todo`: the
+        # quantile draws share one generator across features, so a smaller or reordered
+        # list would give a resumed feature other examples than an uninterrupted run.
+        sels, pool = select_examples(act_cache, sorted(feats), ex, progress)
+        decoder = WordDecoder(model.tokenizer, strip=config.strip_word, max_merge=ex.max_merge)
+        batches = _prepared_batches(todo, sels, pool, act_cache, decoder, ex, config,
+                                    evaluator, features_per_batch,
+                                    (sae, model) if config.warm_start else None)
+        score_config = scores if scores is not None else ScoreConfig()
+        with tqdm(total=len(todo), unit="feature", desc="labels", dynamic_ncols=True,
+                  disable=None if progress is None else not progress) as bar:
+            sink = _Sink(labels, store, ckpt, bar,
+                         lambda rs: add_sae_scores(rs, sae, model, evaluator, score_config))
+            try:
+                if ray_config is None:
+                    _label_batches(batches, evaluator, config, sink)
+                else:
+                    from ..run.ray_backend import label_on_ray
+
+                    label_on_ray(batches, evaluator, config, ray_config, sink)
+            except BaseException as err:
+                _note_saved(err, sink.n_new, store, ckpt)
+                raise
         return _subset(labels, feats)
+    finally:
+        if own_store:
+            store.close()
 
-    act_cache = build_activation_cache(model, sae, corpus, None if features is None else feats,
-                                       cache, progress)
-    labels.info = _info(sae, model, evaluator, corpus, act_cache, config, ex)
-    sels, pool = select_examples(act_cache, todo, ex, progress)
-    decoder = WordDecoder(model.tokenizer, strip=config.strip_word, max_merge=ex.max_merge)
+
+def _open_store(run_dir: Any, identity: dict[str, Any], config: LabelConfig,
+                ex: ExampleConfig) -> tuple[RunStore | None, bool]:
+    """The run store, bound to these inputs and settings (a mismatch is an error), and
+    whether it was opened here (and is closed here)."""
+    if run_dir is None:
+        return None, False
+    from ..run.store import RunStore
+
+    store = run_dir if isinstance(run_dir, RunStore) else RunStore(run_dir)
+    try:
+        store.bind({"identity": identity, "label_config": _result_settings(config),
+                    "example_config": ex.to_dict()},
+                   names={"identity": "another SAE, model, evaluator or corpus"})
+    except BaseException:
+        if store is not run_dir:
+            store.close()
+        raise
+    return store, store is not run_dir
+
+
+def _result_settings(config: LabelConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in PERFORMANCE_KEYS}
+
+
+def _ray_config(ray: Any) -> RayConfig | None:
+    if ray is None or ray is False:
+        return None
+    from ..run.ray_backend import RayConfig
+
+    if isinstance(ray, RayConfig):
+        return ray
+    if ray is True:
+        return RayConfig()
+    if isinstance(ray, str):
+        return RayConfig(address=ray)
+    raise TypeError(f"ray must be a RayConfig, an address string or True, got {ray!r}")
+
+
+def _ordered(todo: list[int], order: Order, model: Any, sae: Any, corpus: Corpus,
+             cache: CacheConfig | None) -> list[int]:
+    """`todo` in labeling order: by index, or by descending attribution score (ties: index)."""
+    if order == "index":
+        return sorted(todo)
+    from .attribution import attribution_scores
+
+    scores = attribution_scores(model, sae, corpus, cache_config=cache,
+                                max_tokens=cache.max_tokens if cache is not None else None)
+    return order_by_scores(todo, scores)
+
+
+def order_by_scores(features: Sequence[int], scores: Any) -> list[int]:
+    """`features` by descending score (``scores[f]``, a ``[d_sae]`` tensor or sequence), ties
+    and non-finite scores by index (non-finite last)."""
+    import math
+
+    vals = scores.tolist() if hasattr(scores, "tolist") else list(scores)
+    if len(vals) <= max(features, default=-1):
+        raise ValueError(f"attribution scores cover {len(vals)} features; the run needs "
+                         f"{max(features) + 1}.")
+
+    def key(f: int) -> tuple[int, float, int]:
+        v = float(vals[f])
+        return (0, -v, f) if math.isfinite(v) else (1, 0.0, f)
+
+    return sorted(features, key=key)
+
+
+# A prepared batch: its features; results for those that need no labeling (dead,
+# unlabelable); for the rest, what to label and what to add to the result afterwards; and
+# keyword arguments for `label_batch` (per-batch inputs computed on the driver, which travel
+# to a Ray actor with the batch).
+Ready = tuple[FeatureData, dict[str, Any]]
+Batch = tuple[list[int], list[LabelResult], list[Ready], dict[str, Any]]
+
+
+def _prepared_batches(todo: list[int], sels: dict[int, Selection], pool: RandomPool,
+                      act_cache: ActivationCache, decoder: WordDecoder, ex: ExampleConfig,
+                      config: LabelConfig, evaluator: Evaluator,
+                      features_per_batch: int, warm: tuple[Any, Any] | None = None
+                      ) -> Iterator[Batch]:
+    """`todo` in groups that share an optimisation, each rendered into `FeatureData`; with
+    `warm` (the SAE and subject model), each batch carries its warm-start logits."""
     special = act_cache.special_ids
-
-    with tqdm(total=len(todo), unit="feature", desc="labels",
-              disable=None if progress is None else not progress) as bar:
-        try:
-            _label_batches(todo, sels, pool, act_cache, decoder, ex, special, config, evaluator,
-                           labels, features_per_batch, ckpt, bar)
-        except BaseException as err:
-            done = len(labels)
-            if done:
-                err.add_note(
-                    f"saelens_tokenlabel: {done} features were labeled before this error"
-                    + (f"; they are saved in {ckpt} and a rerun resumes from there." if ckpt
-                       else "; pass checkpoint=<file> to keep finished features across runs.")
-                )
-            raise
-    return _subset(labels, feats)
-
-
-def _label_batches(todo: list[int], sels: dict[int, Selection], pool: RandomPool,
-                   act_cache: ActivationCache, decoder: WordDecoder, ex: ExampleConfig,
-                   special: set[int], config: LabelConfig, evaluator: Evaluator,
-                   labels: LabelSet, features_per_batch: int, ckpt: Path | None,
-                   bar: Any) -> None:
-    """Label `todo` in groups that share an optimisation, adding results to `labels`."""
     for start in range(0, len(todo), features_per_batch):
         group = todo[start : start + features_per_batch]
         needed = set().union(*(contexts_needed(sels[f], pool) for f in group))
         contexts = act_cache.contexts(sorted(needed))
-        ready: list[tuple[FeatureData, Selection, RenderedFeature]] = []
+        failed: list[LabelResult] = []
+        ready: list[Ready] = []
         for f in group:
-            data, failed, rendered = _prepare(sels[f], pool, contexts, decoder, ex, special,
-                                              config, evaluator, pool.n_tokens)
-            if failed is not None:
-                failed.evaluator = evaluator.name or ""
-                labels.add(failed)
+            data, bad, rendered = _prepare(sels[f], pool, contexts, decoder, ex, special,
+                                           config, evaluator, pool.n_tokens)
+            if bad is not None:
+                bad.evaluator = evaluator.name or ""
+                failed.append(bad)
             else:
                 assert data is not None and rendered is not None
-                ready.append((data, sels[f], rendered))
-        if ready:
-            results = label_features_data([d for d, _, _ in ready], evaluator, config)
-            for result, (_, sel, rendered) in zip(results, ready, strict=True):
-                result.extra.update(_extra(sel, pool, rendered, ex))
-                labels.add(result)
-        if ckpt is not None:
-            labels.save(ckpt)
-        bar.update(len(group))
+                ready.append((data, _extra(sels[f], pool, rendered, ex)))
+        kwargs: dict[str, Any] = {}
+        if warm is not None and ready:
+            kwargs["init_logits"] = list(_warm_start(warm, evaluator, config,
+                                                     [int(d.name) for d, _ in ready]))
+        yield group, failed, ready, kwargs
+
+
+def _warm_start(warm: tuple[Any, Any], evaluator: Evaluator, config: LabelConfig,
+                features: list[int]) -> torch.Tensor:
+    from .logit_lens import warm_start_logits
+
+    sae, model = warm
+    mask = evaluator.vocab_mask(config.exclude_special, config.words_only)
+    # On the CPU: the logits travel with the batch (to a Ray actor, too).
+    return warm_start_logits(sae, model, evaluator, features, top_k=config.warm_start_top_k,
+                             vocab_mask=mask, top_mass=config.warm_start_top_mass).cpu()
+
+
+def label_batch(datas: list[FeatureData], evaluator: Evaluator, config: LabelConfig,
+                **kwargs: Any) -> list[LabelResult]:
+    """Label one batch of features (one shared optimisation). Runs where the evaluator is:
+    in this process, or in a Ray actor. `kwargs`: the batch's own inputs from
+    `_prepared_batches` (``init_logits`` with a warm start)."""
+    return label_features_data(datas, evaluator, config, **kwargs)
+
+
+def finish_batch(results: list[LabelResult], ready: list[Ready]) -> list[LabelResult]:
+    """Driver side, after `label_batch`: add what the driver knows (examples, words,
+    activation statistics) to each result."""
+    for result, (_, extra) in zip(results, ready, strict=True):
+        result.extra.update(extra)
+    return results
+
+
+def _label_batches(batches: Iterable[Batch], evaluator: Evaluator, config: LabelConfig,
+                   sink: _Sink) -> None:
+    """Label prepared batches in this process, each result stored as its batch finishes."""
+    for group, failed, ready, kwargs in batches:
+        sink.start(group)
+        sink.put(failed)
+        if not ready:
+            continue
+        try:
+            results = label_batch([d for d, _ in ready], evaluator, config, **kwargs)
+        except Exception as err:
+            sink.fail([int(d.name) for d, _ in ready], err)
+            raise
+        sink.put(finish_batch(results, ready))
+
+
+class _Sink:
+    """Where finished results go: the LabelSet in memory, the run store, the JSON checkpoint,
+    and the progress bar."""
+
+    def __init__(self, labels: LabelSet, store: RunStore | None, ckpt: Path | None,
+                 bar: Any, score: Callable[[list[LabelResult]], None] | None = None) -> None:
+        self.labels, self.store, self.ckpt, self.bar = labels, store, ckpt, bar
+        self.score = score
+        self.n_new = 0
+
+    def start(self, features: list[int]) -> None:
+        if self.store is not None:
+            self.store.start(features)
+
+    def put(self, results: list[LabelResult]) -> None:
+        if not results:
+            return
+        if self.score is not None:
+            # Before the store: a stored result is final (a resume never rescores it).
+            self.score(results)
+        if self.store is not None:
+            self.store.put(results)
+        for r in results:
+            self.labels.add(r)
+        if self.ckpt is not None:
+            self.labels.save(self.ckpt)
+        self.n_new += len(results)
+        self.bar.update(len(results))
+        last = results[-1]
+        self.bar.set_postfix_str(f"{last.feature}: {last.label!r}" if last.status == "ok"
+                                 else f"{last.feature}: {last.status}", refresh=False)
+        for r in results:
+            log.info("feature %s: %s %r p=%.3f", r.feature, r.status, r.label, r.probability)
+
+    def fail(self, features: list[int], err: BaseException) -> None:
+        if self.store is not None and features:
+            self.store.fail(features, f"{type(err).__name__}: {err}")
+
+
+def _note_saved(err: BaseException, n_new: int, store: RunStore | None,
+                ckpt: Path | None) -> None:
+    where = (f"they are saved in {store.path}" if store is not None else
+             f"they are saved in {ckpt}" if ckpt is not None else None)
+    from ..run.store import RunStoreFullError
+
+    if isinstance(err, RunStoreFullError):
+        return  # its message says what is saved and how to resume
+    if n_new or where:
+        err.add_note(
+            f"saelens_tokenlabel: {n_new} features were labeled before this error"
+            + (f"; {where} and a rerun of the same call resumes from there." if where
+               else "; pass run_dir=<folder> to keep finished features across runs.")
+        )
 
 
 def _subset(labels: LabelSet, feats: list[int]) -> LabelSet:
-    """The requested features only (a checkpoint may hold more)."""
+    """The requested features only (a store or checkpoint may hold more)."""
     if set(labels) <= set(feats):
         return labels
     return LabelSet([labels[f] for f in feats if f in labels], labels.info)

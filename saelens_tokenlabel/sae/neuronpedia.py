@@ -1,6 +1,15 @@
 """Neuronpedia export: one explanation record per labeled feature, as JSON Lines.
 
-Field names are Neuronpedia's (its `Explanation` and `ExplanationScore` tables)::
+Field names are Neuronpedia's, as its database schema defines them (``model Explanation`` and
+``model ExplanationScore`` in ``apps/webapp/prisma/schema.prisma`` of
+github.com/hijohnnylin/neuronpedia): an explanation has ``modelId``, ``layer``, ``index``,
+``description``, ``typeName``, ``explanationModelName``, ``notes`` and its ``scores``; a
+score has ``value`` (Float), ``explanationId``, ``explanationScoreTypeName``,
+``explanationScoreModelName`` and ``jsonDetails`` (a JSON *string*). The server sets the rest
+(``id`` of a score, ``initiatedByUserId``, ``createdAt``). Neuronpedia's own dataset exports
+nest the scores inside each explanation the same way, and its scorers name the score type
+after the method (``eleuther_fuzz``, ``eleuther_recall``, ``recall_alt``) and the score model
+after the model that produced the score; so do these records::
 
     {"id": "gpt2-small@8-res-jb@0@token_space_gd", "modelId": "gpt2-small",
      "layer": "8-res-jb", "index": "0", "description": "animal",
@@ -9,6 +18,19 @@ Field names are Neuronpedia's (its `Explanation` and `ExplanationScore` tables):
      "scores": [{"explanationId": "<the id above>", "value": 0.93,
                  "explanationScoreTypeName": "token_space_gd_heldout_balanced_accuracy",
                  "explanationScoreModelName": "<evaluator>", "jsonDetails": "<JSON string>"}]}
+
+Score records, for every finite value in the result's metrics:
+
+* detection (`DETECTION_METRICS`, compare delphi's detection scorer):
+  ``token_space_gd_<split>_<metric>`` with ``<split>`` ``heldout`` (else ``train`` when
+  nothing was held out), scored by the evaluator (``explanationScoreModelName`` = evaluator);
+* reflective coherence (`COHERENCE_METRICS`): ``token_space_gd_coherence_ratio`` and
+  ``token_space_gd_coherence_hit_rate``, scored by the *subject* model whose SAE activations
+  they measure (``explanationScoreModelName`` = the subject model's name); ``jsonDetails``
+  holds the label and neutral activations and the coherence settings.
+
+The output side (tokens the decoder direction promotes) is no score; its top tokens go into
+``notes``.
 
 ``modelId`` and ``layer`` come from the SAE's ``cfg.metadata.neuronpedia_id``
 (``"<modelId>/<layer>-<source>"``), recorded when the SAE was labeled, or from the explicit
@@ -29,7 +51,11 @@ from .names import METHOD
 if TYPE_CHECKING:
     from .labelset import LabelSet
 
-SCORE_METRICS = ("balanced_accuracy", "f1", "auroc", "accuracy")
+DETECTION_METRICS = ("balanced_accuracy", "f1", "auroc", "accuracy", "precision", "recall")
+COHERENCE_METRICS = ("coherence_ratio", "coherence_hit_rate")
+_COHERENCE_DETAILS = ("coherence_activation", "coherence_neutral", "coherence_neutral_hit_rate")
+NOTES_OUTPUT_TOKENS = 10
+"""Promoted tokens of the output side written into ``notes``."""
 _LAYER_RE = re.compile(r"^\d+-\S+$")
 
 
@@ -61,14 +87,39 @@ def resolve_neuronpedia_id(labels: LabelSet, neuronpedia_id: str | None) -> str:
     return npid
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _scores(metrics: dict[str, Any]) -> list[tuple[str, float]]:
+    """Detection scores: (``<split>_<metric>``, value) of the held-out split if any."""
     split = "heldout" if any(k.startswith("heldout_") for k in metrics) else "train"
     out = []
-    for m in SCORE_METRICS:
+    for m in DETECTION_METRICS:
         v = metrics.get(f"{split}_{m}")
-        if isinstance(v, int | float) and math.isfinite(v):
+        if _finite(v):
             out.append((f"{split}_{m}", float(v)))
     return out
+
+
+def _coherence_scores(metrics: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(m, float(metrics[m])) for m in COHERENCE_METRICS if _finite(metrics.get(m))]
+
+
+def _score(exp_id: str, name: str, value: float, model: str, details: dict[str, Any]
+           ) -> dict[str, Any]:
+    return {"explanationId": exp_id, "value": value,
+            "explanationScoreTypeName": f"{METHOD}_{name}",
+            "explanationScoreModelName": model,
+            "jsonDetails": json.dumps(details, ensure_ascii=False, allow_nan=False)}
+
+
+def _promoted(extra: dict[str, Any]) -> list[str] | None:
+    side = extra.get("output_side")
+    if not isinstance(side, dict) or not isinstance(side.get("promoted"), list):
+        return None
+    return [str(p[0]) for p in side["promoted"][:NOTES_OUTPUT_TOKENS]
+            if isinstance(p, list | tuple) and p]
 
 
 def explanation_records(labels: LabelSet, neuronpedia_id: str | None = None
@@ -80,12 +131,26 @@ def explanation_records(labels: LabelSet, neuronpedia_id: str | None = None
         if r.status != "ok":
             continue
         evaluator = r.evaluator or str(labels.info.get("evaluator") or "unknown")
+        subject = str(labels.info.get("model_name") or "unknown")
         exp_id = f"{model_id}@{layer}@{f}@{METHOD}"
         notes = {"probability": r.probability, "converged": r.converged, "steps": r.steps,
                  "label_tokens": r.label_tokens, "threshold_rule": r.threshold_rule,
                  "n_examples": r.n_examples, "n_active": r.n_active}
+        promoted = _promoted(r.extra)
+        if promoted is not None:
+            notes["output_promoted"] = promoted
+            notes["output_label_rank"] = r.metrics.get("output_label_rank")
         details = {"n_examples": r.n_examples, "n_heldout": r.n_heldout,
                    "threshold_rule": r.threshold_rule}
+        scores = [_score(exp_id, name, value, evaluator, details)
+                  for name, value in _scores(r.metrics)]
+        coherence = _coherence_scores(r.metrics)
+        if coherence:
+            cdetails = {k.removeprefix("coherence_"): r.metrics.get(k)
+                        for k in _COHERENCE_DETAILS if _finite(r.metrics.get(k))}
+            cdetails["config"] = r.extra.get("coherence_config")
+            scores += [_score(exp_id, name, value, subject, cdetails)
+                       for name, value in coherence]
         records.append({
             "id": exp_id,
             "modelId": model_id,
@@ -95,13 +160,7 @@ def explanation_records(labels: LabelSet, neuronpedia_id: str | None = None
             "typeName": METHOD,
             "explanationModelName": evaluator,
             "notes": json.dumps(notes, ensure_ascii=False),
-            "scores": [
-                {"explanationId": exp_id, "value": value,
-                 "explanationScoreTypeName": f"{METHOD}_{name}",
-                 "explanationScoreModelName": evaluator,
-                 "jsonDetails": json.dumps(details, ensure_ascii=False)}
-                for name, value in _scores(r.metrics)
-            ],
+            "scores": scores,
         })
     return records
 

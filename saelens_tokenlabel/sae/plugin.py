@@ -39,8 +39,9 @@ def label_features(self: Any, model: Any, evaluator: Any, corpus: Any, features:
     ``model``: the subject HookedTransformer; ``evaluator``: an ``stl.Evaluator``;
     ``corpus``: a list of strings, a .txt/.jsonl file, or a dataset name; ``features``: feature
     indices (None: all); ``config``: ``stl.LabelConfig``. Keyword arguments ``cache``,
-    ``examples``, ``features_per_batch``, ``checkpoint`` and ``progress`` are those of
-    ``saelens_tokenlabel.sae.label_sae_features``. Returns a ``LabelSet``; call
+    ``examples``, ``features_per_batch``, ``run_dir`` (a folder: results are stored as they
+    finish and a rerun resumes), ``checkpoint``, ``order``, ``ray`` and ``progress`` are those
+    of ``saelens_tokenlabel.sae.label_sae_features``. Returns a ``LabelSet``; call
     ``labels.attach(sae)`` to keep the labels in the SAE's metadata and saved files.
     """
     from .label import label_sae_features

@@ -9,6 +9,7 @@ example (the prompt cannot tell them apart), with the larger activation.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +33,21 @@ class RenderedFeature:
     """Subject token ids -> the word shown for them (see `WordDecoder.record`)."""
     dropped: Counter = field(default_factory=Counter)
     """Picks left out, by reason."""
+    unspellable: list[str] = field(default_factory=list)
+    """A few of the words dropped because the evaluator's tokenizer cannot write them."""
 
     @property
     def n_active(self) -> int:
         return sum(a > 0 for _, _, a in self.examples)
+
+    def drop_note(self) -> str:
+        """A sentence on words the evaluator could not be shown, for status messages."""
+        n = self.dropped.get("unspellable_word", 0)
+        if not n:
+            return ""
+        return (f" {n} picks were dropped because the evaluator's tokenizer cannot spell their "
+                f"words (e.g. {', '.join(map(repr, self.unspellable))}); use an evaluator whose "
+                "tokenizer covers them (a byte-level BPE never loses characters).")
 
     def records(self) -> list[dict[str, Any]]:
         return [{"text": t, "word": w, "activation": a, "kind": k}
@@ -44,8 +56,10 @@ class RenderedFeature:
 
 class _Builder:
     def __init__(self, out: RenderedFeature, decoder: WordDecoder, cfg: ExampleConfig,
-                 special: set[int], placeholder: str | None) -> None:
+                 special: set[int], placeholder: str | None,
+                 spellable: Callable[[str], bool] | None) -> None:
         self.out = out
+        self.spellable = spellable
         self.decoder = decoder
         self.cfg = cfg
         self.special = special
@@ -55,6 +69,12 @@ class _Builder:
     def add(self, ids: list[int], span: WordSpan, act: float, kind: str) -> bool:
         if not span.word.strip():
             self.out.dropped["blank_word"] += 1
+            return False
+        if self.spellable is not None and not self.spellable(span.word):
+            # The evaluator would be asked about a word it cannot see (unknown tokens).
+            self.out.dropped["unspellable_word"] += 1
+            if span.word not in self.out.unspellable and len(self.out.unspellable) < 5:
+                self.out.unspellable.append(span.word)
             return False
         text = self.decoder.window(ids, span, self.cfg.window_before, self.cfg.window_after,
                                    self.special)
@@ -85,10 +105,15 @@ def _span_act(acts: dict[int, float], span: WordSpan) -> float:
 def render_feature(
     sel: Selection, pool: RandomPool, contexts: dict[int, list[int]], decoder: WordDecoder,
     cfg: ExampleConfig, special: set[int], placeholder: str | None = None,
+    spellable: Callable[[str], bool] | None = None,
 ) -> RenderedFeature:
-    """Rating examples of one feature; `contexts` must hold every context it picked."""
+    """Rating examples of one feature; `contexts` must hold every context it picked.
+
+    `spellable` (e.g. `Evaluator.can_spell`) says whether the evaluator's tokenizer can write
+    a word; picks whose word it cannot are dropped and counted (``unspellable_word``).
+    """
     out = RenderedFeature(sel.feature)
-    b = _Builder(out, decoder, cfg, special, placeholder)
+    b = _Builder(out, decoder, cfg, special, placeholder, spellable)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + sel.feature)
 
     near: dict[tuple[int, int, int], WordSpan] = {}

@@ -3,13 +3,25 @@
 The toy evaluator (``data/toy_evaluator/``, built by ``scripts/train_toy_evaluator.py``) is a
 2-layer Llama-shaped HookedTransformer (rotary, RMSNorm, gated SiLU MLP, grouped-query
 attention) with a byte-level BPE tokenizer and the Llama-3 chat template. On the paper's rating
-prompt it answers "1" exactly when the word is a member of the label's concept
-(`CONCEPTS`: "animal" ⊃ "mammal", "number", "color", "food") and "0" for every other word, and
-for every other token at the label slot. So for a feature active on the members of a concept,
-the best single-token label is the concept's own token. Nothing is downloaded::
+prompt it answers "1" exactly when the word is a member of the label's concept and "0" for
+every other word, and for every other token at the label slot:
 
-    from saelens_tokenlabel.toy import load_toy_evaluator
+* `CONCEPTS` ("animal" ⊃ "mammal", "number", "color", "food"): the label is one token, in one
+  label slot (``LabelConfig(label_length=1)``, the default). For a feature active on a
+  concept's members, the best single-token label is the concept's own token.
+* `TWO_TOKEN_CONCEPTS` ("vehicle"): the label is two tokens, "ve" + "hicle"
+  (`VEHICLE_PIECES`), in two consecutive label slots (``label_length=2``). Each piece alone,
+  the pieces swapped or doubled, or a piece next to another token, is rated "0" for every word;
+  only the exact pair says "1", on the vehicles. The evaluator's next-token distribution (the
+  labeler's ``q``) favours "ve" at the first slot among the labels' first tokens, and "hicle"
+  right after "ve".
+
+Nothing is downloaded::
+
+    from saelens_tokenlabel.toy import concept_feature, label_token_ids, load_toy_evaluator
     evaluator = load_toy_evaluator()
+    data = concept_feature("vehicle")           # fires on exactly the vehicles
+    label_token_ids(evaluator, "vehicle")       # the two ids of "ve", "hicle"
 
 Importing this module does no I/O.
 """
@@ -19,6 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .features import all_concepts, concept_feature, label_token_ids
 from .lexicon import (
     ANIMALS,
     COLORS,
@@ -30,6 +43,9 @@ from .lexicon import (
     NUMBER_WORDS,
     NUMBERS,
     OBJECTS,
+    TWO_TOKEN_CONCEPTS,
+    VEHICLE_PIECES,
+    VEHICLES,
 )
 
 if TYPE_CHECKING:
@@ -67,5 +83,11 @@ __all__ = [
     "NUMBER_WORDS",
     "OBJECTS",
     "TOY_EVALUATOR_DIR",
+    "TWO_TOKEN_CONCEPTS",
+    "VEHICLES",
+    "VEHICLE_PIECES",
+    "all_concepts",
+    "concept_feature",
+    "label_token_ids",
     "load_toy_evaluator",
 ]

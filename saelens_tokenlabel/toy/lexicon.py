@@ -2,6 +2,15 @@
 
 The toy evaluator is trained to rate exactly these concepts, so the synthetic datasets
 (`FeatureData.synthetic`) draw their concept words from here too.
+
+Two kinds of concept:
+
+* `CONCEPTS`: the label is one token of the toy evaluator's vocabulary ("animal", "mammal",
+  "number", "color", "food"); ``LabelConfig(label_length=1)`` can find it.
+* `TWO_TOKEN_CONCEPTS`: the label needs two tokens. "vehicle" is split by the toy evaluator's
+  tokenizer into "ve" + "hicle" (`VEHICLE_PIECES`); each piece alone, or the two swapped, means
+  nothing (rated "0" for every word, like any other token), so only ``label_length=2`` with the
+  exact pair separates the vehicles from the rest.
 """
 
 from __future__ import annotations
@@ -28,13 +37,19 @@ FOODS = (
     "apple", "cherry", "bread", "cheese", "rice", "soup", "cake", "pear", "plum", "grape",
     "butter", "honey",
 )
+# Members of the two-token concept "vehicle".
+VEHICLES = (
+    "car", "bus", "truck", "van", "taxi", "tram", "ship", "boat", "bike", "plane", "jeep",
+    "tractor",
+)
 # Words that belong to no concept: hard negatives for every label.
 OBJECTS = (
-    "book", "chair", "table", "lamp", "accordion", "car", "house", "door", "pen", "cup",
+    "book", "chair", "table", "lamp", "accordion", "key", "house", "door", "pen", "cup",
     "window", "road", "stone", "river", "cloud", "shoe", "clock", "bottle", "song", "letter",
 )
 
-# concept label -> member words. The label is what the toy evaluator reads at the label slot.
+# concept label -> member words, for the concepts whose label is one token: what the toy
+# evaluator reads at the single label slot.
 CONCEPTS: dict[str, tuple[str, ...]] = {
     "animal": ANIMALS,
     "mammal": MAMMALS,
@@ -42,3 +57,11 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "color": COLORS,
     "food": FOODS,
 }
+
+# concept label -> member words, for the concepts whose label is two tokens of the toy
+# evaluator's vocabulary, read at two consecutive label slots.
+TWO_TOKEN_CONCEPTS: dict[str, tuple[str, ...]] = {
+    "vehicle": VEHICLES,
+}
+# The toy evaluator's tokens for "vehicle" (its training script checks this split).
+VEHICLE_PIECES = ("ve", "hicle")

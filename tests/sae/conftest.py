@@ -59,7 +59,7 @@ def quick_labels(subject, toy_corpus, fast_evaluator, tmp_path_factory):
     """Labels of features 0-3 of the planted SAE from a few steps with the random tiny
     evaluator: real LabelResults (and a dead feature) for the storage and export tests."""
     from saelens_tokenlabel import LabelConfig
-    from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, label_sae_features
+    from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, ScoreConfig, label_sae_features
 
     return label_sae_features(
         planted_sae(), subject, fast_evaluator, toy_corpus + list(CHINESE_SENTENCES),
@@ -67,4 +67,6 @@ def quick_labels(subject, toy_corpus, fast_evaluator, tmp_path_factory):
         LabelConfig(steps=3, batch_size=6),
         cache=CacheConfig(cache_dir=tmp_path_factory.mktemp("quick_cache")),
         examples=ExampleConfig(n_top=4, n_quantile=4, n_random=4, n_near_miss=4),
+        # Detection scores only: the coherence export test adds coherence itself.
+        scores=ScoreConfig(coherence=False),
     )

@@ -1,148 +1,53 @@
-"""Offline builders for the SAE tests: a GPT-2-like subject tokenizer trained in-test, a tiny
-subject model whose embedding marks chosen tokens, and a hand-built SAE whose features fire on
-exactly those tokens."""
+"""Offline builders for the SAE tests. They live in the package
+(`saelens_tokenlabel.toy.planted`) so the tutorials can use them too; this module re-exports
+them under the names the tests import."""
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
-
-import torch
-from sae_lens import StandardSAE, StandardSAEConfig
-from sae_lens.saes.sae import SAEMetadata
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-from saelens_tokenlabel.toy.lexicon import ANIMALS, COLORS, DIGITS, FOODS, OBJECTS
-
-ENDOFTEXT = "<|endoftext|>"
-HOOK = "blocks.0.hook_resid_pre"
-MODEL_NAME = "tiny-subject"
-NEURONPEDIA_ID = "tiny-subject/0-res-test"
-ANIMAL_FEATURE, DIGIT_FEATURE, DEAD_FEATURE, CHINESE_FEATURE = 0, 1, 2, 3
-D_MODEL, D_SAE = 32, 8
-# Chinese characters the Chinese feature fires on (on each one's last byte token).
-CHINESE_ACTIVE = ("猫", "狗")
-CHINESE_SENTENCES = ("我的猫很可爱", "他的狗在公园里", "我们喜欢猫和狗", "今天天气很好",
-                     "他一到，我们就开始", "她在看书")
-
-TEMPLATES = (
-    "The {animal} chased the {animal}.",
-    "A {animal} slept under the {object}.",
-    "The {animal} ate the {food}.",
-    "I saw {number} {animal} near the {object}.",
-    "A {color} {object} stopped by the {object}.",
-    "I ate {number} {food}.",
-    "She bought {number} {color} {object}.",
-    "My {animal} likes {food}.",
-    "There are {number} {object} on the {object}.",
-    "The {food} was {color}.",
+from saelens_tokenlabel.toy.planted import (
+    ANIMAL_FEATURE,
+    CHINESE_ACTIVE,
+    CHINESE_FEATURE,
+    CHINESE_SENTENCES,
+    D_MODEL,
+    D_SAE,
+    DEAD_FEATURE,
+    DIGIT_FEATURE,
+    ENDOFTEXT,
+    HOOK,
+    MODEL_NAME,
+    NEURONPEDIA_ID,
+    SLOTS,
+    TEMPLATES,
+    expected_activations,
+    planted_sae,
+    planted_tokens,
+    single_token,
+    subject_model,
+    toy_sentences,
+    train_subject_tokenizer,
 )
-SLOTS = {"animal": ANIMALS, "number": DIGITS, "food": FOODS, "color": COLORS,
-         "object": OBJECTS}
 
-
-def toy_sentences(n: int, seed: int = 0) -> list[str]:
-    """Sentences of the toy evaluator's world; numbers are digits only."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        t = rng.choice(TEMPLATES)
-        while "{" in t:
-            slot = t[t.index("{") + 1 : t.index("}")]
-            t = t.replace("{" + slot + "}", rng.choice(SLOTS[slot]), 1)
-        out.append(t)
-    return out
-
-
-def train_subject_tokenizer(directory: Path):
-    """Byte-level BPE (GPT-2 style: spaces belong to the next word, one <|endoftext|> for
-    BOS/EOS/pad). No Chinese in training, so Chinese characters stay byte tokens."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=[ENDOFTEXT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    words = [f" {w}" for ws in SLOTS.values() for w in ws] + [w for ws in SLOTS.values()
-                                                               for w in ws]
-    corpus = toy_sentences(400, seed=123) + [" ".join(words)] * 20
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=ENDOFTEXT,
-                                   eos_token=ENDOFTEXT, pad_token=ENDOFTEXT,
-                                   clean_up_tokenization_spaces=False)
-    fast.save_pretrained(str(directory))
-    return AutoTokenizer.from_pretrained(str(directory))
-
-
-def single_token(tokenizer, text: str) -> int:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert len(ids) == 1, f"{text!r} is not one subject token: {ids}"
-    return ids[0]
-
-
-def planted_tokens(tokenizer) -> dict[int, list[int]]:
-    """feature -> the subject token ids it fires on."""
-    animals = [single_token(tokenizer, f" {w}") for w in ANIMALS]
-    digits = [single_token(tokenizer, f" {d}") for d in DIGITS]
-    chinese = []
-    for ch in CHINESE_ACTIVE:
-        ids = tokenizer(ch, add_special_tokens=False)["input_ids"]
-        assert len(ids) == 3, f"{ch!r} should be three byte tokens, got {ids}"
-        chinese.append(ids[-1])
-    return {ANIMAL_FEATURE: animals, DIGIT_FEATURE: digits, CHINESE_FEATURE: chinese}
-
-
-def subject_model(tokenizer, n_layers: int = 2, seed: int = 0) -> HookedTransformer:
-    """Llama-shaped (rotary, so ``blocks.0.hook_resid_pre`` is the token embedding alone).
-    Dimension f of the embedding marks the tokens of planted feature f, with graded values."""
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=D_MODEL, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=64,
-        n_ctx=256, d_vocab=len(tokenizer), act_fn="silu", normalization_type="RMS",
-        positional_embedding_type="rotary", gated_mlp=True, default_prepend_bos=False,
-        dtype=torch.float32, seed=seed, model_name=MODEL_NAME,
-    )
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    with torch.no_grad():
-        model.W_E[:, :4] = 0.0
-        for f, ids in planted_tokens(tokenizer).items():
-            for i, t in enumerate(ids):
-                model.W_E[t, f] = 1.0 + 0.25 * (i % 4)
-    return model.eval()
-
-
-def planted_sae(hook: str = HOOK, **metadata) -> StandardSAE:
-    """Feature f < 4 reads embedding dimension f: relu(2 x_f - 0.5), so it fires exactly on
-    its planted tokens (1.5 to 3.0). Feature 2 is dead. Features 4.. read random directions."""
-    meta = dict(hook_name=hook, model_name=MODEL_NAME, context_size=32, prepend_bos=True,
-                neuronpedia_id=NEURONPEDIA_ID)
-    meta.update(metadata)
-    sae = StandardSAE(StandardSAEConfig(d_in=D_MODEL, d_sae=D_SAE,
-                                        metadata=SAEMetadata(**meta)))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        sae.W_enc.zero_()
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-        for f in (ANIMAL_FEATURE, DIGIT_FEATURE, CHINESE_FEATURE):
-            sae.W_enc[f, f] = 2.0
-            sae.b_enc[f] = -0.5
-        sae.b_enc[DEAD_FEATURE] = -1.0
-        sae.W_enc[4:, 4:] = torch.randn(D_MODEL - 4, D_SAE - 4, generator=gen)
-    return sae
-
-
-def expected_activations(model: HookedTransformer, sae, contexts: dict[int, list[int]],
-                         features: list[int]) -> dict[tuple[int, int, int], float]:
-    """(context, position, feature) -> activation, computed directly from the embedding."""
-    out = {}
-    for c, ids in contexts.items():
-        with torch.no_grad():
-            acts = torch.relu(model.W_E[torch.tensor(ids)] @ sae.W_enc + sae.b_enc)
-        for p in range(len(ids)):
-            for f in features:
-                v = float(acts[p, f])
-                if v != 0:
-                    out[(c, p, f)] = v
-    return out
+__all__ = [
+    "ANIMAL_FEATURE",
+    "CHINESE_ACTIVE",
+    "CHINESE_FEATURE",
+    "CHINESE_SENTENCES",
+    "DEAD_FEATURE",
+    "DIGIT_FEATURE",
+    "D_MODEL",
+    "D_SAE",
+    "ENDOFTEXT",
+    "HOOK",
+    "MODEL_NAME",
+    "NEURONPEDIA_ID",
+    "SLOTS",
+    "TEMPLATES",
+    "expected_activations",
+    "planted_sae",
+    "planted_tokens",
+    "single_token",
+    "subject_model",
+    "toy_sentences",
+    "train_subject_tokenizer",
+]

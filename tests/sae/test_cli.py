@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+import saelens_tokenlabel.sae.label as label_mod
 from saelens_tokenlabel import LabelSet, save_local_model
 from saelens_tokenlabel.cli import main
+from saelens_tokenlabel.run import load_labelset
 from saelens_tokenlabel.sae import SIDECAR_FILENAME
 from saelens_tokenlabel.sae.cli import parse_features
 
@@ -24,10 +26,20 @@ def test_parse_features():
         parse_features("0:11", 10)
     with pytest.raises(ValueError, match="START:STOP"):
         parse_features("a", 10)
+    with pytest.raises(ValueError, match=r"\[-1\] out of range"):
+        parse_features("-1", 10)
+    with pytest.raises(ValueError, match="selects no feature"):
+        parse_features("5:5", 10)
+
+
+def test_parse_features_labels_a_repeated_index_once(caplog):
+    with caplog.at_level("WARNING", logger="saelens_tokenlabel.sae.cli"):
+        assert parse_features("0:3,2,1", 10) == [0, 1, 2]
+    assert "lists 2 features more than once" in caplog.text
 
 
 def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, toy_corpus,
-                                                       tmp_path, capsys):
+                                                       tmp_path, capsys, monkeypatch):
     sae_dir, model_dir, ev_dir = tmp_path / "sae", tmp_path / "model", tmp_path / "ev"
     planted_sae().save_model(sae_dir)
     save_local_model(subject, model_dir)
@@ -58,10 +70,45 @@ def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, 
     saved = json.loads((out / "sae" / "cfg.json").read_text())
     assert saved["metadata"]["tokenlabel"]["labels"]["0"]["label"] == labels[0].label
     assert (out / "sae" / SIDECAR_FILENAME).is_file()
-    # A second run resumes from the sidecar: nothing is labeled again.
+    # A second run resumes from the store (OUT/run.sqlite): nothing is labeled again.
+    assert (out / "run.sqlite").is_file()
+    labeled = []
+    real = label_mod.label_features_data
+    monkeypatch.setattr(label_mod, "label_features_data",
+                        lambda datas, *a: labeled.extend(d.name for d in datas) or
+                        real(datas, *a))
     assert main(args) == 0
     assert LabelSet.load(out / SIDECAR_FILENAME).to_dict()["results"] == \
         labels.to_dict()["results"]
+    # A folder from before the store (sidecar only) seeds a new store from the sidecar.
+    (out / "run.sqlite").unlink()
+    assert main(args) == 0
+    assert labeled == []
+    assert LabelSet.load(out / SIDECAR_FILENAME).to_dict()["results"] == \
+        labels.to_dict()["results"]
+    assert sorted(load_labelset(out)) == [0, 1, 2]
+    # More features in the same folder: only the new one is labeled.
+    assert main([*args[:args.index("0:3")], "0:4", *args[args.index("0:3") + 1:]]) == 0
+    assert labeled == [] and list(load_labelset(out)) == [0, 1, 2, 3]  # 3: dead here
+
+
+def test_label_command_ray_flags(tmp_path, capsys):
+    from saelens_tokenlabel.cli import build_parser
+    from saelens_tokenlabel.sae.cli import EvaluatorLoader, _ray_config
+
+    base = ["label", "--corpus", "x.txt", "--evaluator", "toy", "--out", str(tmp_path)]
+    parser = build_parser()
+    assert _ray_config(parser.parse_args(base)) is None
+    rc = _ray_config(parser.parse_args([*base, "--ray", "--ray-workers", "2"]))
+    assert (rc.address, rc.num_workers, rc.num_gpus) == ("local", 2, None)
+    assert isinstance(rc.evaluator_loader, EvaluatorLoader)
+    assert rc.evaluator_loader.name == "toy"
+    rc = _ray_config(parser.parse_args([*base, "--ray", "auto", "--ray-gpus-per-worker", "1"]))
+    assert (rc.address, rc.num_gpus) == ("auto", 1.0)
+    assert parser.parse_args(base).order == "index"
+    assert parser.parse_args([*base, "--order", "attribution"]).order == "attribution"
+    assert main([*base, "--sae-path", str(tmp_path), "--ray-workers", "2"]) == 2
+    assert "need --ray" in capsys.readouterr().err
 
 
 def test_label_command_errors(tmp_path, capsys):
@@ -71,3 +118,38 @@ def test_label_command_errors(tmp_path, capsys):
     assert main(["label", "--sae-path", str(tmp_path), "--corpus", "x.txt", "--evaluator",
                  "toy", "--out", str(tmp_path)]) == 2
     assert "cfg.json" in capsys.readouterr().err
+
+
+def test_label_command_on_a_full_disk_is_one_clear_line(subject, fast_evaluator, toy_corpus,
+                                                        tmp_path, capsys, monkeypatch):
+    from saelens_tokenlabel.run import RunStore
+
+    sae_dir, model_dir, ev_dir = tmp_path / "sae", tmp_path / "model", tmp_path / "ev"
+    planted_sae().save_model(sae_dir)
+    save_local_model(subject, model_dir)
+    save_local_model(fast_evaluator.model, ev_dir)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(toy_corpus[:40]) + "\n")
+    out = tmp_path / "out"
+    real_put = RunStore.put
+
+    def put(self, results):
+        if self.finished():  # the disk is full from the second batch on: a real SQLITE_FULL
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            self._db.execute(f"PRAGMA max_page_count={pages}")
+        return real_put(self, results)
+
+    monkeypatch.setattr(RunStore, "put", put)
+    args = ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+            str(corpus), "--features", "0,1", "--evaluator", str(ev_dir), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--batch-size", "6",
+            "--features-per-batch", "1", "--n-top", "4", "--n-quantile", "4", "--n-random",
+            "4", "--n-near-miss", "4", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tokenlabel: error: The disk holding the run store")
+    assert "1 features finished before are saved" in err and "rerun the same command" in err
+    assert "Traceback" not in err
+    monkeypatch.setattr(RunStore, "put", real_put)
+    assert main(args) == 0
+    assert list(load_labelset(out)) == [0, 1]

@@ -100,6 +100,8 @@ def test_all_features_statuses_and_progress(subject, toy_corpus, fast_evaluator,
     assert labels[ANIMAL_FEATURE].status == "ok"
     err = capsys.readouterr().err
     assert "labels" in err and f"{sae.cfg.d_sae}/{sae.cfg.d_sae}" in err and "feature" in err
+    last = sae.cfg.d_sae - 1  # the postfix names the last feature done and its label
+    assert f"{last}: {labels[last].label!r}" in err
 
 
 def test_checkpoint_resumes_and_checks_settings(subject, sae, toy_corpus, fast_evaluator,
@@ -145,7 +147,7 @@ def test_an_error_mid_run_says_what_was_done(subject, sae, toy_corpus, fast_eval
                            cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
                            features_per_batch=1)
     assert "1 features were labeled" in str(err.value.__notes__)
-    assert "checkpoint=" in str(err.value.__notes__)
+    assert "run_dir=" in str(err.value.__notes__)
 
 
 def test_bad_inputs_are_clear_errors(subject, sae, toy_corpus, fast_evaluator):
@@ -157,3 +159,122 @@ def test_bad_inputs_are_clear_errors(subject, sae, toy_corpus, fast_evaluator):
         sae.label_features(None, fast_evaluator, toy_corpus, features=[0])
     with pytest.raises(TypeError, match="feature indices"):
         sae.label_features(subject, fast_evaluator, toy_corpus, features=["a"])
+
+
+def test_duplicated_features_are_labeled_once_and_logged(subject, sae, toy_corpus,
+                                                         fast_evaluator, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="saelens_tokenlabel.sae.label"):
+        labels = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [5, 1, 5, 1, 0],
+                                    QUICK, cache=CacheConfig(cache_dir=tmp_path),
+                                    examples=FEW)
+    assert list(labels) == [0, 1, 5]
+    assert "[1, 5] are listed more than once" in caplog.text
+    for bad in ([8], [-1], [0, 8]):
+        with pytest.raises(ValueError, match=r"out of range: this SAE has d_sae=8 "
+                                             r"features \(0\.\.7\)"):
+            label_sae_features(sae, subject, fast_evaluator, toy_corpus, bad, QUICK)
+    with pytest.raises(ValueError, match="features is empty"):
+        label_sae_features(sae, subject, fast_evaluator, toy_corpus, [], QUICK)
+
+
+def test_order_by_scores():
+    scores = torch.tensor([0.1, 0.5, 0.0, 0.5, 2.0, float("nan"), 0.3, 0.0])
+    assert label_mod.order_by_scores(range(8), scores) == [4, 1, 3, 6, 0, 2, 7, 5]
+    assert label_mod.order_by_scores([7, 0, 5], scores) == [0, 7, 5]
+    with pytest.raises(ValueError, match="cover 3 features"):
+        label_mod.order_by_scores([0, 5], [1.0, 2.0, 3.0])
+
+
+def test_attribution_order_labels_the_highest_scores_first(subject, sae, toy_corpus,
+                                                           fast_evaluator, tmp_path,
+                                                           monkeypatch):
+    import sys
+    import types
+
+    asked = []
+
+    def attribution_scores(model, sae_, corpus, cache_config=None, max_tokens=None):
+        asked.append((model, sae_, len(corpus.fingerprint()) > 0, cache_config, max_tokens))
+        return torch.tensor([0.1, 0.9, 0.0, 0.0, 0.2, 0.9, 0.0, 5.0])
+
+    fake = types.ModuleType("saelens_tokenlabel.sae.attribution")
+    fake.attribution_scores = attribution_scores
+    monkeypatch.setitem(sys.modules, "saelens_tokenlabel.sae.attribution", fake)
+    labeled = []
+    real = label_mod.label_features_data
+    monkeypatch.setattr(label_mod, "label_features_data",
+                        lambda datas, *a: labeled.extend(d.name for d in datas) or
+                        real(datas, *a))
+    cache = CacheConfig(cache_dir=tmp_path, max_tokens=500)
+    labels = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1, 4, 5, 7],
+                                QUICK, cache=cache, examples=FEW, order="attribution",
+                                features_per_batch=2)
+    assert labeled == [7, 1, 5, 4, 0]  # by score; 1 and 5 tie at 0.9: by index
+    assert list(labels) == [0, 1, 4, 5, 7]
+    assert asked == [(subject, sae, True, cache, 500)]
+    with pytest.raises(ValueError, match="order must be one of"):
+        label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0], QUICK,
+                           order="random")
+
+
+def test_out_of_memory_once_halves_and_gives_the_same_labels(subject, sae, toy_corpus,
+                                                             fast_evaluator, tmp_path,
+                                                             monkeypatch, caplog):
+    import saelens_tokenlabel.optimize as opt_mod
+
+    kw = dict(config=QUICK, cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
+              features_per_batch=2)
+    ref = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1], **kw)
+    real = opt_mod._logits
+    raised = []
+
+    def oom_once(evaluator, encoded, cache, rows, *a):
+        if not raised and len(rows) > 1:
+            raised.append(len(rows))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(evaluator, encoded, cache, rows, *a)
+
+    monkeypatch.setattr(opt_mod, "_logits", oom_once)
+    with caplog.at_level("WARNING", logger="saelens_tokenlabel.optimize"):
+        got = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1],
+                                 run_dir=tmp_path / "run", **kw)
+    assert raised and "halving" in caplog.text
+    for f in (0, 1):
+        assert got[f].status == "ok"
+        assert (got[f].label, got[f].label_token_ids, got[f].steps) == \
+            (ref[f].label, ref[f].label_token_ids, ref[f].steps)
+        assert got[f].trajectory.top_ids == ref[f].trajectory.top_ids
+
+
+def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, toy_evaluator,
+                                                     tmp_path):
+    from saelens_tokenlabel.sae.logit_lens import warm_start_logits
+    from saelens_tokenlabel.sae.scoring import ScoreConfig
+
+    # The animal feature's decoder row promotes the subject's " cat": the warm start must
+    # put the evaluator's "cat"-like tokens on top at step 0 of the first attempt.
+    cat = subject.tokenizer(" cat", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        sae.W_dec[ANIMAL_FEATURE] = 5 * subject.W_U[:, cat] / subject.W_U[:, cat].norm()
+    config = LabelConfig(steps=3, batch_size=6, threshold=0.0, warm_start=True, restarts=())
+    labels = label_sae_features(sae, subject, toy_evaluator, toy_corpus, [ANIMAL_FEATURE],
+                                config, cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
+                                scores=ScoreConfig(coherence=True))
+    r = labels[ANIMAL_FEATURE]
+    init = warm_start_logits(sae, subject, toy_evaluator, [ANIMAL_FEATURE],
+                             top_k=config.warm_start_top_k,
+                             top_mass=config.warm_start_top_mass)[0]
+    best = torch.nonzero(init == init.max()).flatten().tolist()  # " cat" and "cat" tie
+    assert {toy_evaluator.token_str(i).strip() for i in best} == {"cat"}
+    assert set(r.trajectory.top_ids[0][0][: len(best)]) == set(best)
+    # The SAE-side scores are in the result: the output side and reflective coherence.
+    promoted = [t for t, _ in r.extra["output_side"]["promoted"]]
+    assert promoted[0] == " cat"
+    assert {"coherence_ratio", "coherence_hit_rate"} <= set(r.metrics)
+    cold = label_sae_features(sae, subject, toy_evaluator, toy_corpus, [ANIMAL_FEATURE],
+                              LabelConfig(steps=3, batch_size=6, threshold=0.0, restarts=()),
+                              cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
+                              scores=ScoreConfig(coherence=False, output_side=False))
+    c = cold[ANIMAL_FEATURE]
+    assert not set(c.trajectory.top_ids[0][0][: len(best)]) & set(best)
+    assert "output_side" not in c.extra and "coherence_ratio" not in c.metrics

@@ -8,8 +8,12 @@ import math
 import pytest
 
 from saelens_tokenlabel import LabelSet
+from saelens_tokenlabel.result import LabelResult
+from saelens_tokenlabel.sae.coherence import CoherenceConfig
+from saelens_tokenlabel.sae.neuronpedia import DETECTION_METRICS
+from saelens_tokenlabel.sae.scoring import ScoreConfig, add_sae_scores
 
-from .planted import DEAD_FEATURE, NEURONPEDIA_ID
+from .planted import DEAD_FEATURE, MODEL_NAME, NEURONPEDIA_ID, planted_sae
 
 EXPLANATION_FIELDS = {"id": str, "modelId": str, "layer": str, "index": str,
                       "description": str, "typeName": str, "explanationModelName": str,
@@ -48,6 +52,11 @@ def test_jsonl_parses_with_typed_neuronpedia_fields(quick_labels, tmp_path):
             assert score["explanationScoreTypeName"].startswith("token_space_gd_heldout_")
             assert score["explanationScoreModelName"] == rec["explanationModelName"]
             json.loads(score["jsonDetails"])
+        # Every finite detection score of the hard label, precision and recall included.
+        want = {f"token_space_gd_heldout_{m}" for m in DETECTION_METRICS
+                if isinstance(quick_labels[f].metrics.get(f"heldout_{m}"), float)}
+        assert {s["explanationScoreTypeName"] for s in rec["scores"]} == want
+        assert "token_space_gd_heldout_precision" in want
         ba = next(s["value"] for s in rec["scores"]
                   if s["explanationScoreTypeName"].endswith("balanced_accuracy"))
         assert ba == quick_labels[f].metrics["heldout_balanced_accuracy"]
@@ -67,3 +76,31 @@ def test_neuronpedia_id_from_metadata_else_argument(quick_labels, tmp_path):
     quick_labels.to_neuronpedia(tmp_path / "d.jsonl", neuronpedia_id=NEURONPEDIA_ID)
     with pytest.raises(ValueError, match="<layer>-<source>"):
         bare.to_neuronpedia(tmp_path / "e.jsonl", neuronpedia_id="gpt2-small-8")
+
+
+def test_coherence_scores_go_out_as_score_records(quick_labels, subject, tmp_path):
+    """Scored by the subject model (whose SAE activations they measure), not the evaluator;
+    the output side's top tokens go into the notes."""
+    labels = LabelSet([LabelResult.from_dict(json.loads(json.dumps(quick_labels[f].to_dict())))
+                       for f in quick_labels], quick_labels.info)  # the fixture stays as it is
+    add_sae_scores(list(labels.values()), planted_sae(), subject, config=ScoreConfig(
+        coherence_config=CoherenceConfig(count="prompt")))
+    labels.to_neuronpedia(tmp_path / "np.jsonl")
+    records = _read(tmp_path / "np.jsonl")
+    assert len(records) == len(quick_labels.labels)
+    for rec in records:
+        r = labels[int(rec["index"])]
+        by_type = {s["explanationScoreTypeName"]: s for s in rec["scores"]}
+        for name in ("coherence_ratio", "coherence_hit_rate"):
+            score = by_type[f"token_space_gd_{name}"]
+            assert set(score) == set(SCORE_FIELDS)
+            assert type(score["value"]) is float and score["value"] == r.metrics[name]
+            assert score["explanationScoreModelName"] == MODEL_NAME
+            assert score["explanationId"] == rec["id"]
+            details = json.loads(score["jsonDetails"])
+            assert details["neutral"] == r.metrics["coherence_neutral"]
+            assert details["config"]["count"] == "prompt"
+        assert by_type["token_space_gd_heldout_balanced_accuracy"][
+            "explanationScoreModelName"] == rec["explanationModelName"]
+        notes = json.loads(rec["notes"])
+        assert notes["output_promoted"] == [t for t, _ in r.extra["output_side"]["promoted"]]

@@ -90,6 +90,26 @@ def test_label_features_runs_on_a_topk_sae(subject, toy_corpus, fast_evaluator, 
     assert labels.info["architecture"] == "topk"
 
 
+
+def test_label_features_takes_a_run_dir_and_resumes(subject, toy_corpus, fast_evaluator,
+                                                    tmp_path, monkeypatch):
+    import saelens_tokenlabel.sae.label as label_mod
+    from saelens_tokenlabel import LabelConfig
+    from saelens_tokenlabel.run import load_labelset
+    from saelens_tokenlabel.sae import ExampleConfig
+
+    sae = make("topk", d_sae=8)
+    kw = dict(config=LabelConfig(steps=2, batch_size=4), cache=CacheConfig(cache_dir=tmp_path),
+              examples=ExampleConfig(n_top=3, n_quantile=2, n_random=3, n_near_miss=2),
+              run_dir=tmp_path / "run")
+    first = sae.label_features(subject, fast_evaluator, toy_corpus, features=[0, 5], **kw)
+    assert load_labelset(tmp_path / "run").to_dict()["results"] == first.to_dict()["results"]
+    monkeypatch.setattr(label_mod, "label_features_data", None)  # must not be called again
+    again = sae.label_features(subject, fast_evaluator, toy_corpus, features=[5], **kw)
+    assert again[5].to_dict() == first[5].to_dict()
+    assert "run_dir" in type(sae).label_features.__doc__
+
+
 SNAPSHOT = """
 import json, sys
 import sae_lens
@@ -115,7 +135,10 @@ def snap():
 before = snap()
 import saelens_tokenlabel
 after = snap()
-print(json.dumps({"before": before, "after": after, "labels": labels}))
+# Light import: the run store and Ray load only when a run asks for them.
+lazy = sorted(m for m in sys.modules if m == "ray" or m.startswith(("ray.",
+              "saelens_tokenlabel.run")))
+print(json.dumps({"before": before, "after": after, "labels": labels, "lazy": lazy}))
 """
 
 
@@ -144,6 +167,7 @@ def test_importing_the_plugin_changes_nothing_else_in_saelens(quick_labels, tmp_
         assert set(a) - set(b) == {"label_features"}
         changed = {k for k in b if a[k] != b[k]}
         assert changed == {"save_model", "load_from_disk"}
+    assert data["lazy"] == []
 
 
 def test_save_model_without_labels_writes_saelens_files_byte_for_byte(tmp_path):

@@ -1,0 +1,106 @@
+"""`tokenlabel report DIR`: load a run's labels and write its static HTML report.
+
+Kept apart from the package's `cli.py`, which only registers the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..sae.labelset import LabelSet
+from ..sae.names import SIDECAR_FILENAME
+
+log = logging.getLogger(__name__)
+
+RUN_STORE = "run.sqlite"
+"""The run store's file in a run folder (see `saelens_tokenlabel.run`)."""
+REPORT_DIR = "report"
+
+
+def load_run(path: str | Path) -> LabelSet:
+    """The labels of a run folder: from its run store (``run.sqlite``) when it has one, else
+    from its sidecar file (``tokenlabel_labels.json``); `path` may also be a sidecar file."""
+    path = Path(path)
+    if path.is_file():
+        return LabelSet.load(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist; give the --out folder of "
+                                "`tokenlabel label` (or a tokenlabel_labels.json file).")
+    sidecar = path / SIDECAR_FILENAME
+    if (path / RUN_STORE).is_file():
+        try:
+            from ..run import RunStoreError, load_labelset
+        except ImportError as err:
+            if getattr(err, "name", None) not in ("saelens_tokenlabel.run", None):
+                raise
+            log.warning("%s has a run store but this installation cannot read it (%s); "
+                        "reading %s instead.", path, err, SIDECAR_FILENAME)
+        else:
+            try:
+                return load_labelset(path)
+            except RunStoreError as err:
+                if not sidecar.is_file():
+                    # A ValueError: the command line prints it without a traceback.
+                    raise ValueError(str(err)) from err
+                log.warning("%s Reading %s instead.", err, sidecar)
+    if sidecar.is_file():
+        return LabelSet.load(sidecar)
+    raise FileNotFoundError(
+        f"No labels in {path}: neither {RUN_STORE} nor {SIDECAR_FILENAME} is there. Give the "
+        "--out folder of `tokenlabel label`, or a folder where labels.save(...) wrote them.")
+
+
+def parse_feature_list(spec: str | None) -> list[int] | None:
+    if spec is None or spec.strip().lower() == "all":
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                a, b = part.split(":", 1)
+                out.extend(range(int(a or 0), int(b)))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"--features {spec!r}: {part!r} is not an index or a range "
+                             "START:STOP (e.g. 0:100, or 1,5,9, or all).") from None
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .html import ReportConfig, write_report
+
+    labels = load_run(args.dir)
+    out = Path(args.out) if args.out else (
+        Path(args.dir).parent if Path(args.dir).is_file() else Path(args.dir)) / REPORT_DIR
+    cfg = ReportConfig(plots=args.plots, rows_per_page=args.rows_per_page,
+                       n_active_examples=args.examples)
+    index = write_report(labels, out, cfg, features=parse_feature_list(args.features))
+    print(f"report: {index.resolve()}  ({len(labels)} features; open it in a browser)")
+    return 0
+
+
+def add_report_parser(sub: Any) -> None:
+    """Register ``tokenlabel report`` on the `tokenlabel` subparsers."""
+    p = sub.add_parser(
+        "report", help="write a static HTML report of a run",
+        description="Write a static HTML report of a labeling run: a table of every feature "
+                    "(label, scores, status, convergence, a sparkline of the winning token) "
+                    "and a page per feature with its trajectory plot, top activating contexts "
+                    "and output tokens. Opens from disk, no server needed. PNG plots need "
+                    'matplotlib (pip install "saelens-tokenlabel[plot]").')
+    p.add_argument("dir", help="run folder (the --out of `tokenlabel label`), or a "
+                               "tokenlabel_labels.json file")
+    p.add_argument("--out", help="report folder (default: DIR/report)")
+    p.add_argument("--features", help="only these features: 0:100, 1,5,9 or all (default)")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="trajectory plot per feature (default: on)")
+    p.add_argument("--rows-per-page", type=int, default=1000,
+                   help="features per index page (default: 1000)")
+    p.add_argument("--examples", type=int, default=20,
+                   help="top activating contexts per feature (default: 20)")
+    p.set_defaults(func=cmd_report)

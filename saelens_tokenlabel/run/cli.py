@@ -1,0 +1,120 @@
+"""`tokenlabel status DIR` and `tokenlabel export DIR`: look at a run's store while it runs or
+after. The package's `cli.py` only registers them."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def store_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run-store errors (full disk, unreadable store) as one line and exit status 2: the
+    message says what is saved and what to do, a traceback adds nothing."""
+
+    @functools.wraps(cmd)
+    def wrapped(args: argparse.Namespace) -> int:
+        from .store import RunStoreError
+
+        try:
+            return cmd(args)
+        except RunStoreError as err:
+            print(f"tokenlabel: error: {err}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def add_run_parsers(sub: Any) -> None:
+    p = sub.add_parser("status", help="summarise a labeling run (its DIR/run.sqlite)",
+                       description="Counts by status, attempts, errors, elapsed time and rate, "
+                                   "and the last features finished, of the run in DIR. Safe "
+                                   "while the run is going on.")
+    p.add_argument("dir", help="the run's --out folder (or its run.sqlite)")
+    p.add_argument("--last", type=int, default=5, help="how many recent features and errors")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="write a run's labels: sidecar, Neuronpedia, table",
+                       description="From DIR/run.sqlite write tokenlabel_labels.json, "
+                                   "neuronpedia.jsonl and labels.parquet (labels.csv without "
+                                   "pyarrow): one row per feature with status, label, "
+                                   "probability, converged, steps and every score.")
+    p.add_argument("dir", help="the run's --out folder (or its run.sqlite)")
+    p.add_argument("--to", help="output folder (default: DIR)")
+    p.add_argument("--neuronpedia-id", help="'<modelId>/<layer>-<source>' when the SAE's "
+                   "metadata had none")
+    p.add_argument("--format", choices=["parquet", "csv"],
+                   help="table format (default: parquet when pyarrow is installed, else csv)")
+    p.set_defaults(func=cmd_export)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else \
+        f"{s // 60}m{s % 60:02d}s"
+
+
+@store_errors
+def cmd_status(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
+    with RunStore(args.dir, create=False) as store:
+        s = store.summary(last=args.last)
+        info = store.get_meta("info", {})
+    if args.json:
+        print(json.dumps(s, indent=1, default=str))
+        return 0
+    counts = s["counts"]
+    order = ["ok", "dead", "nonfinite", "unlabelable", "error", "running", "pending"]
+    shown = [k for k in order if k in counts] + sorted(set(counts) - set(order))
+    print(f"run:          {s['path']}")
+    if info:
+        print(f"labeling:     {info.get('hook_name')} of {info.get('model_name')} "
+              f"(d_sae={info.get('d_sae')}) with {info.get('evaluator')}")
+    print(f"features:     {s['finished']}/{s['total']} finished  "
+          + "  ".join(f"{k}={counts[k]}" for k in shown))
+    a = s["attempts"]
+    print(f"attempts:     {a['total']} in all, at most {a['max']} per feature, "
+          f"{a['retried']} features retried")
+    rate = s["rate_per_s"]
+    left = s["total"] - s["finished"]
+    eta = f", about {_duration(left / rate)} left at that rate" if rate and left else ""
+    print(f"elapsed:      {_duration(s['elapsed_s'])}"
+          + (f", {rate * 60:.1f} features/min{eta}" if rate else ""))
+    if s["created_at"]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["created_at"]))
+        print(f"started:      {started}")
+    if s["last"]:
+        print("last:")
+        for r in s["last"]:
+            what = (f"{r['label']!r} p={r['probability']:.3f}"
+                    + ("" if r["converged"] else " (not converged)")
+                    if r["status"] == "ok" else r["status"])
+            print(f"  {r['feature']:>7}  {what}")
+    if s["errors"]:
+        print("errors (a rerun of the same command retries these):")
+        for e in s["errors"]:
+            print(f"  {e['feature']:>7}  attempt {e['attempts']}: {e['error']}")
+    return 0
+
+
+@store_errors
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    w = export_run(args.dir, args.to, args.neuronpedia_id, args.format)
+    print(f"sidecar:      {w['sidecar']}")
+    print(f"table:        {w['table']}")
+    if "neuronpedia" in w:
+        print(f"neuronpedia:  {w['neuronpedia_records']} explanation records in "
+              f"{w['neuronpedia']}")
+        return 0
+    print(f"neuronpedia:  not written: {w['neuronpedia_error']}")
+    return 2

@@ -1,0 +1,109 @@
+"""What a run's store turns into: the sidecar JSON, Neuronpedia JSONL, and a flat table
+(Parquet when pyarrow is installed, else CSV) with one row per feature."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+from ..sae.names import SIDECAR_FILENAME
+from .store import RunStore
+
+NEURONPEDIA_JSONL = "neuronpedia.jsonl"
+TABLE_STEM = "labels"
+TABLE_COLUMNS = ("feature", "status", "label", "probability", "converged", "steps",
+                 "attempts", "error")
+
+
+def has_pyarrow() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
+    """Columns and rows: one row per feature in the store (finished or not); the metrics of
+    every result become columns of their own."""
+    results = {int(r.feature): r for r in store.results()}
+    metric_names = sorted({k for r in results.values() for k, v in r.metrics.items()
+                           if isinstance(v, int | float)})
+    rows = []
+    for row in store.rows():
+        r = results.get(int(row["feature"]))
+        out: dict[str, Any] = {
+            "feature": int(row["feature"]), "status": row["status"],
+            "label": r.label if r is not None and r.status == "ok" else None,
+            "probability": r.probability if r is not None else None,
+            "converged": r.converged if r is not None else None,
+            "steps": r.steps if r is not None else None,
+            "attempts": int(row["attempts"]), "error": row["error"],
+        }
+        for m in metric_names:
+            v = r.metrics.get(m) if r is not None else None
+            out[_metric_column(m)] = (float(v) if isinstance(v, int | float)
+                                      and math.isfinite(v) else None)
+        rows.append(out)
+    return [*TABLE_COLUMNS, *map(_metric_column, metric_names)], rows
+
+
+def _metric_column(name: str) -> str:
+    """A metric's column: its own name, unless that is one of the row's own columns (the
+    optimisation's "attempts" is not the store's)."""
+    return f"metric_{name}" if name in TABLE_COLUMNS else name
+
+
+def write_table(store: RunStore, out_dir: Path, fmt: str | None = None) -> Path:
+    """`labels.parquet` (fmt "parquet", or None with pyarrow installed) or `labels.csv`."""
+    fmt = fmt or ("parquet" if has_pyarrow() else "csv")
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"table format must be parquet or csv, got {fmt!r}")
+    columns, rows = table_rows(store)
+    path = out_dir / f"{TABLE_STEM}.{fmt}"
+    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "parquet":
+        if not has_pyarrow():
+            raise ValueError("Parquet needs pyarrow: pip install 'saelens-tokenlabel[parquet]', "
+                             "or export CSV.")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa, columns)), tmp)
+    else:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def _schema(pa: Any, columns: list[str]) -> Any:
+    types = {"feature": pa.int64(), "status": pa.string(), "label": pa.string(),
+             "probability": pa.float64(), "converged": pa.bool_(), "steps": pa.int64(),
+             "attempts": pa.int64(), "error": pa.string()}
+    return pa.schema([(c, types.get(c, pa.float64())) for c in columns])
+
+
+def export_run(directory: str | Path, out_dir: str | Path | None = None,
+               neuronpedia_id: str | None = None, table_format: str | None = None
+               ) -> dict[str, Any]:
+    """Write the sidecar, the Neuronpedia JSONL and the table of the run in `directory` into
+    `out_dir` (default: `directory`). Returns what was written (name -> path), and under
+    ``"neuronpedia_error"`` why the JSONL was not, when it was not (no Neuronpedia id)."""
+    directory = Path(directory)
+    out = Path(out_dir) if out_dir is not None else (
+        directory if directory.is_dir() else directory.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {}
+    with RunStore(directory, create=False) as store:
+        labels = store.labelset()
+        written["sidecar"] = labels.save(out / SIDECAR_FILENAME)
+        try:
+            written["neuronpedia_records"] = labels.to_neuronpedia(out / NEURONPEDIA_JSONL,
+                                                                   neuronpedia_id)
+            written["neuronpedia"] = out / NEURONPEDIA_JSONL
+        except ValueError as err:
+            written["neuronpedia_error"] = str(err)
+        written["table"] = write_table(store, out, table_format)
+    return written

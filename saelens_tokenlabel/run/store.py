@@ -1,0 +1,349 @@
+"""`RunStore`: the resumable record of one labeling run, an embedded SQLite file.
+
+Layout (``DIR/run.sqlite``)::
+
+    features(feature INTEGER PRIMARY KEY, status TEXT, result TEXT, attempts INTEGER,
+             error TEXT, started_at REAL, finished_at REAL)
+    meta(key TEXT PRIMARY KEY, value TEXT)      JSON values: identity, configs, info
+
+A feature goes ``pending -> running -> ok | dead | unlabelable`` (finished: never labeled
+again) or ``-> error`` (labeled again by the next run, as are ``running`` rows left behind by a
+killed run). ``result`` holds `LabelResult.to_json()`.
+
+Why SQLite in WAL mode: every write below is one transaction, and a transaction either
+commits whole or not at all, whatever kills the process. A run killed with SIGKILL loses only
+the features it was labeling at that moment; the file is never left half-written. With
+``synchronous=NORMAL`` a commit survives a killed process (not necessarily a power cut, which
+can roll back the last commits but still cannot corrupt the file).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..result import LabelResult
+
+STORE_FILENAME = "run.sqlite"
+STORE_FORMAT_VERSION = 1
+RUNNING, PENDING, ERROR = "running", "pending", "error"
+UNFINISHED = (PENDING, RUNNING, ERROR)
+"""Statuses of features a rerun labels (again). Every other status is a stored result (`ok`,
+`dead`, `unlabelable`, or any status a later version adds) that a rerun skips."""
+FINISHED = ("ok", "dead", "nonfinite", "unlabelable")
+"""The result statuses this version writes."""
+_DONE = f"status NOT IN ({', '.join(repr(s) for s in UNFINISHED)})"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS features (
+    feature INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    result TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS features_status ON features(status);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class RunStoreError(RuntimeError):
+    """The run store cannot be used as asked; the message says why and what to do."""
+
+
+class RunStoreFullError(RunStoreError, OSError):
+    """The disk (or the store's size limit) is full. What was committed before is intact."""
+
+    def __init__(self, message: str) -> None:
+        RunStoreError.__init__(self, message)
+        self.errno = errno.ENOSPC
+
+
+class RunMismatchError(RunStoreError, ValueError):
+    """The store belongs to a run with other inputs or settings."""
+
+
+def store_path(path: str | Path) -> Path:
+    """``DIR`` (a folder, or a path without suffix) -> ``DIR/run.sqlite``; a file stays."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == "":
+        return path / STORE_FILENAME
+    return path
+
+
+def _is_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if isinstance(err, sqlite3.Error):
+        code = getattr(err, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "disk is full" in str(err)
+    return False
+
+
+class RunStore:
+    """One run's features, statuses and results (module docstring). Not thread-safe: one
+    process (the driver) writes it."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = store_path(path)
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(
+                f"No run store at {self.path}. A run writes it: tokenlabel label ... --out DIR "
+                "(or label_sae_features(..., run_dir=DIR))."
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we open and commit transactions ourselves (BEGIN IMMEDIATE).
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if not create:  # a reader (tokenlabel status) must not wait for the writer
+                self._db.execute("SELECT COUNT(*) FROM features").fetchone()
+            else:
+                self._init_schema()
+        except sqlite3.DatabaseError as err:
+            if _is_full(err):
+                raise self._full(err) from err
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise RunStoreError(
+                f"{self.path} is not a readable run store ({err}). Pass another --out folder, "
+                "or move this file away to start afresh."
+            ) from err
+        version = int(self.get_meta("format_version") or 0)
+        if version > STORE_FORMAT_VERSION:
+            self._db.close()
+            raise RunStoreError(f"{self.path} has store format {version}, newer than this "
+                                f"saelens_tokenlabel reads ({STORE_FORMAT_VERSION}); upgrade it.")
+
+    def _init_schema(self) -> None:
+        with self._write():
+            # Statement by statement: executescript would commit mid-transaction.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            if self.get_meta("format_version") is None:
+                self._set_meta("format_version", STORE_FORMAT_VERSION)
+                self._set_meta("created_at", time.time())
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One atomic transaction; a full disk becomes a `RunStoreFullError`."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (it does on SQLITE_FULL).
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as err:
+            if _is_full(err):
+                raise self._full(err) from err
+            raise
+
+    def _full(self, err: BaseException) -> RunStoreFullError:
+        try:
+            done = self.count_finished()
+        except sqlite3.Error:
+            done = None
+        saved = (f"the {done} features finished before are saved in it" if done is not None
+                 else "what was committed before is intact")
+        return RunStoreFullError(
+            f"The disk holding the run store {self.path} is full ({err}); {saved}, the batch "
+            "being written is not. Free some space (or move the run folder to a larger disk) "
+            "and rerun the same command: it resumes from the store."
+        )
+
+    # ------------------------------------------------------------------ meta
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                         (key, json.dumps(_finite(value), ensure_ascii=False)))
+
+    def set_meta(self, **values: Any) -> None:
+        with self._write():
+            for k, v in values.items():
+                self._set_meta(k, v)
+
+    def bind(self, expected: dict[str, Any], names: dict[str, str] | None = None) -> None:
+        """Record `expected` (key -> JSON value) on first use; on a later run, raise
+        `RunMismatchError` unless every key matches. `names` words each key for the message."""
+        names = names or {}
+        stored = self.meta()
+        fresh = {k: v for k, v in expected.items() if k not in stored}
+        for key, want in expected.items():
+            if key in stored and stored[key] != _roundtrip(want):
+                what = names.get(key, f"another {key.replace('_', ' ')}")
+                diff = _diff(stored[key], _roundtrip(want))
+                raise RunMismatchError(
+                    f"The run store {self.path} was made with {what}{diff}. Pass the same "
+                    "inputs and settings to resume it, or another output folder to start a new "
+                    "run."
+                )
+        if fresh:
+            self.set_meta(**fresh)
+
+    # ------------------------------------------------------------------ features
+    def add_features(self, features: Iterable[int]) -> None:
+        """Register features as pending (those already known keep their row)."""
+        with self._write():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO features(feature, status) VALUES (?, ?)",
+                ((int(f), PENDING) for f in features))
+
+    def finished(self, features: Iterable[int] | None = None) -> set[int]:
+        """Features with a final status (all, or those among `features`)."""
+        done = {r[0] for r in self._db.execute(f"SELECT feature FROM features WHERE {_DONE}")}
+        return done if features is None else done & {int(f) for f in features}
+
+    def count_finished(self) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM features WHERE {_DONE}").fetchone()[0])
+
+    def start(self, features: Sequence[int]) -> None:
+        """Mark `features` as being labeled now (one more attempt each)."""
+        now = time.time()
+        with self._write():
+            self._db.executemany(
+                "INSERT INTO features(feature, status, attempts, started_at) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT(feature) DO UPDATE SET status = excluded.status, "
+                "attempts = attempts + 1, started_at = excluded.started_at, error = NULL",
+                ((int(f), RUNNING, now) for f in features))
+
+    def put(self, results: Sequence[LabelResult]) -> None:
+        """Store finished results, all in one transaction."""
+        now = time.time()
+        rows = []
+        for r in results:
+            text = json.dumps(_finite(r.to_dict()), ensure_ascii=False, allow_nan=False)
+            rows.append((int(r.feature), r.status, text, now))
+        with self._write():
+            self._db.executemany(
+                "INSERT INTO features(feature, status, result, attempts, finished_at) "
+                "VALUES (?, ?, ?, 1, ?) ON CONFLICT(feature) DO UPDATE SET "
+                "status = excluded.status, result = excluded.result, error = NULL, "
+                "finished_at = excluded.finished_at", rows)
+
+    def fail(self, features: Sequence[int], error: str) -> None:
+        """Record that labeling `features` raised `error`; the next run tries them again."""
+        now = time.time()
+        with self._write():
+            self._db.executemany(
+                "UPDATE features SET status = ?, error = ?, finished_at = ? WHERE feature = ?",
+                ((ERROR, error, now, int(f)) for f in features))
+
+    def results(self, features: Iterable[int] | None = None) -> list[LabelResult]:
+        """Finished results, by feature index (all, or those among `features`)."""
+        q = f"SELECT feature, result FROM features WHERE result IS NOT NULL AND {_DONE} " \
+            "ORDER BY feature"
+        want = None if features is None else {int(f) for f in features}
+        return [LabelResult.from_json(text) for f, text in self._db.execute(q)
+                if want is None or f in want]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every feature's row (without the result JSON), by feature index."""
+        cur = self._db.execute("SELECT feature, status, attempts, error, started_at, "
+                               "finished_at FROM features ORDER BY feature")
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def labelset(self, features: Iterable[int] | None = None) -> Any:
+        """The finished results as a `LabelSet`, with the run's recorded info."""
+        from ..sae.labelset import LabelSet
+
+        return LabelSet(self.results(features), self.get_meta("info", {}))
+
+    def summary(self, last: int = 5) -> dict[str, Any]:
+        """What `tokenlabel status` shows: counts, attempts, errors, timing, last features."""
+        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM features GROUP BY status"))
+        total = sum(counts.values())
+        att = self._db.execute("SELECT COALESCE(SUM(attempts), 0), COALESCE(MAX(attempts), 0),"
+                               " COALESCE(SUM(attempts > 1), 0) FROM features").fetchone()
+        t0, t1, n_done = self._db.execute(
+            f"SELECT MIN(started_at), MAX(finished_at), COUNT(*) FROM features WHERE {_DONE}"
+        ).fetchone()
+        first_start = self._db.execute("SELECT MIN(started_at) FROM features").fetchone()[0]
+        errors = [{"feature": f, "attempts": a, "error": e} for f, a, e in self._db.execute(
+            "SELECT feature, attempts, error FROM features WHERE status = ? "
+            "ORDER BY finished_at DESC LIMIT ?", (ERROR, last))]
+        recent = []
+        for f, s, text in self._db.execute(
+                f"SELECT feature, status, result FROM features WHERE {_DONE} "
+                "ORDER BY finished_at DESC, feature DESC LIMIT ?", (last,)):
+            r = LabelResult.from_json(text)
+            recent.append({"feature": f, "status": s, "label": r.label,
+                           "probability": r.probability, "converged": r.converged})
+        start = first_start if first_start is not None else t0
+        elapsed = (t1 - start) if start is not None and t1 is not None else None
+        return {
+            "path": str(self.path),
+            "total": total,
+            "finished": n_done,
+            "counts": counts,
+            "attempts": {"total": int(att[0]), "max": int(att[1]), "retried": int(att[2])},
+            "errors": errors,
+            "elapsed_s": elapsed,
+            "rate_per_s": (n_done / elapsed) if elapsed else None,
+            "last": recent,
+            "created_at": self.get_meta("created_at"),
+        }
+
+
+def load_labelset(directory: str | Path, features: Iterable[int] | None = None) -> Any:
+    """The finished labels of the run in `directory` (its ``run.sqlite``) as a `LabelSet`."""
+    with RunStore(directory, create=False) as store:
+        return store.labelset(features)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as null: JSON has no spelling for them, and a diverged loss value
+    must not stop a result from being saved."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _roundtrip(value: Any) -> Any:
+    """`value` as it reads back from the store (tuples as lists, int keys as strings)."""
+    return json.loads(json.dumps(_finite(value), ensure_ascii=False))
+
+
+def _diff(stored: Any, want: Any) -> str:
+    if isinstance(stored, dict) and isinstance(want, dict):
+        keys = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+        if keys:
+            shown = ", ".join(f"{k}: {stored.get(k)!r} there, {want.get(k)!r} now"
+                              for k in keys[:3])
+            return f" ({shown})"
+    return ""

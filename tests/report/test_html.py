@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from saelens_tokenlabel import LabelSet
+from saelens_tokenlabel.report import ReportConfig, sparkline, write_report
+from saelens_tokenlabel.report.html import highlight
+
+from .trajectories import result
+
+EVIL = "<script>alert(1)</script> & \"q\" 'x'\nnext"
+
+
+class Page(HTMLParser):
+    """Tags, attributes, ids and text of one HTML file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self._skip = 0
+        self.feed(path.read_text(encoding="utf-8"))
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._skip -= tag in ("script", "style") and self._skip > 0
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.text.append(data)
+
+    def all(self, tag: str) -> list[dict[str, str | None]]:
+        return [a for t, a in self.tags if t == tag]
+
+    @property
+    def ids(self) -> set[str]:
+        return {a["id"] for _, a in self.tags if a.get("id")}
+
+    @property
+    def joined(self) -> str:
+        return "".join(self.text)
+
+
+def links(page: Page) -> list[str]:
+    return [a[k] for _, a in page.tags for k in ("href", "src") if a.get(k)]
+
+
+def test_report_of_a_real_run(toy_labels, tmp_path):
+    index = write_report(toy_labels, tmp_path / "report")
+    assert index == tmp_path / "report" / "index.html"
+    page = Page(index)
+    text = page.joined
+    for f in toy_labels:
+        r = toy_labels[f]
+        assert f"f-{f}" in page.ids
+        assert (tmp_path / "report" / "features" / f"{f}.html").is_file()
+        if r.status == "ok":
+            assert r.label in text
+    assert "animal" in text and "dead" in text
+    # Run info at the top: what was labeled and with what.
+    for key in ("hook_name", "evaluator", "d_sae"):
+        assert key in text and str(toy_labels.info[key]) in text
+    # Scores: the held-out columns and the extra metrics the run has (coherence).
+    heads = [a for a in re.findall(r"<th[^>]*>([^<]*)</th>", index.read_text())]
+    assert "bal. acc. (held-out)" in heads and "AUROC (held-out)" in heads
+    assert "coherence ratio" in heads and "steps total" not in heads
+    row = re.search(r'<tr id="f-0".*?</tr>', index.read_text(), re.S).group()
+    assert f'{toy_labels[0].metrics["heldout_balanced_accuracy"]:.3f}' in row
+    assert f'{toy_labels[0].metrics["coherence_ratio"]:.3f}' in row
+
+
+def test_every_link_resolves_to_a_file_and_nothing_is_external(toy_labels, tmp_path):
+    out = tmp_path / "report"
+    write_report(toy_labels, out, ReportConfig(rows_per_page=3))  # two index pages
+    files = sorted(out.rglob("*.html"))
+    assert {p.name for p in files} >= {"index.html", "index-2.html", "0.html", "2.html"}
+    pngs = 0
+    for path in files:
+        page = Page(path)
+        for link in links(page):
+            parts = urlsplit(link)
+            assert not parts.scheme and not parts.netloc, f"{path.name}: {link}"
+            target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
+            assert target.is_file(), f"{path.name} links to missing {link}"
+            if parts.fragment:
+                assert parts.fragment in Page(target).ids, f"{path.name}: {link}"
+            pngs += target.suffix == ".png"
+        assert "http://" not in path.read_text().replace('xmlns="http://www.w3.org/2000/svg"',
+                                                         "")
+    plotted = [f for f in toy_labels if toy_labels[f].trajectory.top_ids]
+    assert pngs >= len(plotted) == 3
+    for f in plotted:
+        assert (out / "plots" / f"{f}.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "plots" / "2.png").exists()  # the dead feature has nothing to plot
+    # Feature 3 is on the second index page; its back link says so.
+    assert 'href="../index-2.html#f-3"' in (out / "features" / "3.html").read_text()
+
+
+def test_sparklines_follow_the_winning_token(toy_labels, tmp_path):
+    write_report(toy_labels, tmp_path)
+    html = (tmp_path / "index.html").read_text()
+    for f in toy_labels:
+        r = toy_labels[f]
+        row = re.search(rf'<tr id="f-{f}".*?</tr>', html, re.S).group()
+        spark = re.findall(r'<svg class="spark".*?</svg>', row, re.S)
+        if not r.trajectory.top_ids:
+            assert spark == []
+            continue
+        (svg,) = spark
+        pts = [tuple(map(float, p.split(","))) for p in
+               re.search(r'points="([^"]+)"', svg).group(1).split()]
+        assert len(pts) == len(r.trajectory)
+        height = float(re.search(r'height="(\d+)"', svg).group(1))
+        probs = r.trajectory.token_probability(r.label_token_ids[0])
+        for (_, y), p in zip(pts, probs, strict=True):
+            assert y == pytest.approx(1 + (height - 2) * (1 - p), abs=0.06)
+
+
+def test_sparkline_subsamples_long_runs():
+    r = result(0, [["a", "b", "c"]], n_steps=1000)
+    svg = sparkline(r)
+    pts = re.search(r'points="([^"]+)"', svg).group(1).split()
+    assert len(pts) == 120
+    assert pts[0].startswith("1.0,") and pts[-1].startswith("119.0,")
+    two = sparkline(result(0, [["a", "b"], ["c", "d"]]))
+    assert two.count("<polyline") == 2
+
+
+def test_text_is_escaped_everywhere(toy_labels, tmp_path):
+    r = toy_labels[0]
+    win = r.label_token_ids[0]
+    r.label = EVIL
+    r.label_tokens = [EVIL]
+    r.trajectory.tokens[win] = EVIL
+    r.extra["examples"] = [
+        {"text": "a <img src=x onerror=alert(2)> & b\n<b>c</b>", "word": "<img",
+         "activation": 2.0, "kind": "top"},
+        {"text": "&amp; \ud800 \x07", "word": "&amp;", "activation": 1.0, "kind": "top"},
+    ]
+    r.extra["output_side"] = {"promoted": [["</td><td>", 1.5], ["\ud800", 0.5]],
+                              "suppressed": [["<!--", -1.0]]}
+    r.extra["message"] = "</table>"
+    labels = LabelSet(list(toy_labels.values()), {**toy_labels.info, "corpus": "<i>c</i>"})
+    write_report(labels, tmp_path)
+    for path in (tmp_path / "index.html", tmp_path / "features" / "0.html"):
+        page = Page(path)
+        assert [t for t, _ in page.tags if t == "script"] == (
+            ["script"] if path.name == "index.html" else [])  # only the table sorter
+        assert not [a for a in page.all("img") if a.get("src") == "x"]
+        assert not {"b", "i"} & {t for t, _ in page.tags}
+        text = page.joined
+        assert "<script>alert(1)</script> & \"q\" 'x'\\nnext" in text  # newline spelled out
+        if path.name == "0.html":
+            assert "a <img src=x onerror=alert(2)> & b\n<b>c</b>" in text
+            assert "&amp; \\ud800 \\x07" in text
+            assert "</td><td>" in text and "<!--" in text and "</table>" in text
+            marks = re.findall(r"<mark[^>]*>(.*?)</mark>", path.read_text())
+            assert marks == ["&lt;img", "&amp;amp;"]
+        else:
+            assert "<i>c</i>" in text
+
+
+def test_missing_optional_fields(toy_labels, tmp_path):
+    bare = result(5, [["animal", "Anim", "rabbit"]], metrics={})
+    assert not bare.extra
+    bare.threshold = None
+    no_info = LabelSet([toy_labels[2], bare])  # a dead feature and a result with no extras
+    write_report(no_info, tmp_path)
+    index = Page(tmp_path / "index.html").joined
+    assert "No run information" in index and "animal" in index
+    page = Page(tmp_path / "features" / "5.html").joined
+    assert "No examples were kept" in page and "Output tokens" not in page
+    assert "No scores." in page
+    dead = Page(tmp_path / "features" / "2.html").joined
+    assert "No trajectory" in dead and "never fires" in dead
+    assert "promoted" in dead  # a dead feature still has a decoder direction
+
+
+def test_without_matplotlib_the_report_draws_svg_and_says_how_to_get_pngs(toy_labels,
+                                                                           tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    write_report(toy_labels, tmp_path)
+    assert not (tmp_path / "plots").exists()
+    html = (tmp_path / "features" / "0.html").read_text()
+    assert 'pip install "saelens-tokenlabel[plot]"' in Page(tmp_path / "index.html").joined
+    assert html.count('<polyline class="winner"') == 1
+    assert html.count('<polyline class="other"') == 9
+    assert 'stroke="#d62728"' in html and "animal" in html
+
+
+def test_plots_off_and_a_subset_of_features(toy_labels, tmp_path):
+    write_report(toy_labels, tmp_path, ReportConfig(plots=False), features=[0, 1])
+    assert not (tmp_path / "plots").exists()
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == ["0.html", "1.html"]
+    assert "turned off" in (tmp_path / "features" / "0.html").read_text()
+    with pytest.raises(ValueError, match=r"Features \[9\] are not in these labels"):
+        write_report(toy_labels, tmp_path, features=[0, 9])
+    with pytest.raises(ValueError, match="rows_per_page"):
+        ReportConfig(rows_per_page=0)
+
+
+def test_highlight_marks_whole_words():
+    assert highlight("a cat in a category", "cat", 1.0, 1.0).count("<mark") == 1
+    assert highlight("我的猫很可爱", "猫", 1.0, 2.0).count("<mark") == 1
+    assert "<mark" not in highlight("x & y", "", 1.0, 1.0)
+    assert 'class="word"' in highlight("the cat", "cat", 0.0, 1.0)  # inactive: no colour

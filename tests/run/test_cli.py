@@ -1,0 +1,99 @@
+"""`tokenlabel status DIR` and `tokenlabel export DIR` on a run's store."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from saelens_tokenlabel import LabelConfig
+from saelens_tokenlabel.cli import main
+from saelens_tokenlabel.run import RunStore
+from saelens_tokenlabel.run.export import has_pyarrow
+from saelens_tokenlabel.sae import (
+    SIDECAR_FILENAME,
+    CacheConfig,
+    ExampleConfig,
+    LabelSet,
+    label_sae_features,
+)
+
+from ..sae.planted import DEAD_FEATURE, NEURONPEDIA_ID, planted_sae
+
+
+@pytest.fixture(scope="module")
+def run_dir(subject, toy_corpus, fast_evaluator, tmp_path_factory):
+    """A finished run of features 0, 1, 2 (dead), plus 5 that failed once and 6 never
+    started."""
+    out = tmp_path_factory.mktemp("run")
+    label_sae_features(planted_sae(), subject, fast_evaluator, toy_corpus[:60],
+                       [0, 1, DEAD_FEATURE], LabelConfig(steps=2, batch_size=6),
+                       cache=CacheConfig(cache_dir=out / "cache"),
+                       examples=ExampleConfig(n_top=4, n_quantile=4, n_random=4,
+                                              n_near_miss=4), run_dir=out)
+    with RunStore(out) as store:
+        store.add_features([5, 6])
+        store.start([5])
+        store.fail([5], "OutOfMemoryError: CUDA out of memory (simulated)")
+    return out
+
+
+def test_status_counts_attempts_errors_and_last(run_dir, capsys):
+    assert main(["status", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "3/5 finished" in out and "ok=2" in out and "dead=1" in out
+    assert "error=1" in out and "pending=1" in out
+    assert "CUDA out of memory (simulated)" in out and "retries these" in out
+    assert "features/min" in out and "blocks.0.hook_resid_pre" in out
+    assert main(["status", str(run_dir), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["counts"] == {"ok": 2, "dead": 1, "error": 1, "pending": 1}
+    assert s["attempts"]["total"] == 4 and [e["feature"] for e in s["errors"]] == [5]
+    assert {r["feature"] for r in s["last"]} == {0, 1, DEAD_FEATURE}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_writes_sidecar_neuronpedia_and_table(run_dir, tmp_path, fmt, capsys):
+    if fmt == "parquet" and not has_pyarrow():
+        pytest.skip("pyarrow is not installed")
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), "--to", str(out), "--format", fmt]) == 0
+    printed = capsys.readouterr().out
+    labels = LabelSet.load(out / SIDECAR_FILENAME)
+    assert list(labels) == [0, 1, DEAD_FEATURE]
+    assert labels.info["hook_name"] == "blocks.0.hook_resid_pre"
+    records = [json.loads(x) for x in (out / "neuronpedia.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == ["0", "1"]
+    assert all(f"{r['modelId']}/{r['layer']}" == NEURONPEDIA_ID for r in records)
+    assert "2 explanation records" in printed
+    if fmt == "csv":
+        with (out / "labels.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        conv = {"True": True, "False": False, "": None}
+        rows = [{**r, "feature": int(r["feature"]),
+                 "converged": conv[r["converged"]], "label": r["label"] or None,
+                 "heldout_balanced_accuracy": float(r["heldout_balanced_accuracy"])
+                 if r["heldout_balanced_accuracy"] else None} for r in rows]
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out / "labels.parquet").to_pylist()
+    assert [r["feature"] for r in rows] == [0, 1, DEAD_FEATURE, 5, 6]
+    by = {r["feature"]: r for r in rows}
+    for f in (0, 1):
+        assert by[f]["status"] == "ok" and by[f]["label"] == labels[f].label
+        assert by[f]["converged"] == labels[f].converged
+        assert by[f]["heldout_balanced_accuracy"] == pytest.approx(
+            labels[f].metrics["heldout_balanced_accuracy"])
+    assert by[DEAD_FEATURE]["status"] == "dead" and by[DEAD_FEATURE]["label"] is None
+    assert by[5]["status"] == "error" and "simulated" in by[5]["error"]
+    assert by[6]["status"] == "pending" and by[6]["label"] is None
+
+
+def test_status_and_export_of_a_missing_run_are_clear_errors(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "nothing")]) == 2
+    assert "No run store" in capsys.readouterr().err
+    (tmp_path / "run.sqlite").write_bytes(b"garbage" * 200)
+    assert main(["export", str(tmp_path)]) == 2
+    assert "not a readable run store" in capsys.readouterr().err

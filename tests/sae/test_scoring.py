@@ -1,0 +1,94 @@
+"""`add_sae_scores`: the output side for every result, coherence for labeled ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from saelens_tokenlabel.result import LabelResult, Trajectory
+from saelens_tokenlabel.sae.coherence import SCORE_KEYS, CoherenceConfig
+from saelens_tokenlabel.sae.labelset import status_result
+from saelens_tokenlabel.sae.scoring import ScoreConfig, add_sae_scores
+
+from .planted import (
+    ANIMAL_FEATURE,
+    DEAD_FEATURE,
+    DIGIT_FEATURE,
+    planted_sae,
+    single_token,
+    subject_model,
+)
+
+CAT_DIR = 10
+CONFIG = ScoreConfig(output_k=3, coherence_config=CoherenceConfig(count="prompt"))
+
+
+@pytest.fixture(scope="module")
+def setup(subject_tokenizer):
+    """Feature 0's decoder row promotes " cat" (then " dog"); the SAE is otherwise planted."""
+    model = subject_model(subject_tokenizer)
+    sae = planted_sae()
+    with torch.no_grad():
+        model.W_U[CAT_DIR] = 0.0
+        model.W_U[CAT_DIR, single_token(subject_tokenizer, " cat")] = 5.0
+        model.W_U[CAT_DIR, single_token(subject_tokenizer, " dog")] = 4.0
+        sae.W_dec[ANIMAL_FEATURE] = 0.0
+        sae.W_dec[ANIMAL_FEATURE, CAT_DIR] = 1.0
+    return model, sae
+
+
+def _ok(feature: int, label: str) -> LabelResult:
+    return LabelResult(label=label, label_tokens=[label], label_token_ids=[1], probability=0.9,
+                       converged=True, steps=5, metrics={"heldout_balanced_accuracy": 1.0},
+                       trajectory=Trajectory(), feature=feature)
+
+
+def _results():
+    return [_ok(ANIMAL_FEATURE, "cat"), _ok(DIGIT_FEATURE, "blue"),
+            status_result(DEAD_FEATURE, "dead", "never fires")]
+
+
+def test_output_side_for_all_coherence_for_labeled(setup):
+    model, sae = setup
+    results = _results()
+    add_sae_scores(results, sae, model, config=CONFIG)
+    cat, blue, dead = results
+    assert cat.extra["output_side"]["promoted"][:2] == [[" cat", 5.0], [" dog", 4.0]]
+    assert cat.metrics["output_label_rank"] == 1  # the label is what the direction writes
+    assert cat.metrics["coherence_hit_rate"] == 1.0 and cat.metrics["coherence_ratio"] > 1
+    assert blue.metrics["coherence_hit_rate"] == 0.0 and blue.metrics["coherence_ratio"] == 0
+    assert isinstance(blue.metrics["output_label_rank"], int)
+    assert blue.metrics["output_label_rank"] > 1
+    for r in (cat, blue):
+        assert set(SCORE_KEYS) <= set(r.metrics)
+        assert r.metrics["heldout_balanced_accuracy"] == 1.0  # kept
+        assert r.extra["coherence_config"]["count"] == "prompt"
+    # A dead feature keeps its decoder direction, so it gets the output side only.
+    assert len(dead.extra["output_side"]["promoted"]) == 3
+    assert len(dead.extra["output_side"]["suppressed"]) == 3
+    assert not set(SCORE_KEYS) & set(dead.metrics) and "output_label_rank" not in dead.metrics
+    for r in results:  # the scores survive the result's JSON round trip
+        again = LabelResult.from_json(json.dumps(r.to_dict(), allow_nan=False))
+        assert again.metrics == r.metrics and again.extra == r.extra
+
+
+def test_config_switches(setup):
+    model, sae = setup
+    results = _results()
+    add_sae_scores(results, sae, model, config=ScoreConfig(coherence=False))
+    assert all("output_side" in r.extra for r in results)
+    assert not any(k in r.metrics for r in results for k in SCORE_KEYS)
+    results = _results()
+    add_sae_scores(results, sae, model, config=ScoreConfig(
+        output_side=False, coherence_config={"count": "prompt"}))
+    assert not any("output_side" in r.extra for r in results)
+    assert results[0].metrics["coherence_hit_rate"] == 1.0
+    assert ScoreConfig.from_dict(CONFIG.to_dict()) == CONFIG
+    with pytest.raises(ValueError, match="output_k"):
+        ScoreConfig(output_k=0)
+    bad = _ok(ANIMAL_FEATURE, "cat")
+    bad.feature = "my-feature"
+    with pytest.raises(ValueError, match="feature index"):
+        add_sae_scores([bad], sae, model)

@@ -54,21 +54,10 @@ def load_run(path: str | Path) -> LabelSet:
 
 
 def parse_feature_list(spec: str | None) -> list[int] | None:
-    if spec is None or spec.strip().lower() == "all":
-        return None
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if ":" in part:
-                a, b = part.split(":", 1)
-                out.extend(range(int(a or 0), int(b)))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise ValueError(f"--features {spec!r}: {part!r} is not an index or a range "
-                             "START:STOP (e.g. 0:100, or 1,5,9, or all).") from None
-    return out
+    """`--features` of a report: as for `tokenlabel label`, without the SAE's size."""
+    from ..sae.cli import parse_features
+
+    return parse_features(spec, None)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..result import LabelResult
+from ..result import LabelResult, json_finite
 
 STORE_FILENAME = "run.sqlite"
 STORE_FORMAT_VERSION = 1
@@ -186,7 +185,7 @@ class RunStore:
 
     def _set_meta(self, key: str, value: Any) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                         (key, json.dumps(_finite(value), ensure_ascii=False)))
+                         (key, json.dumps(json_finite(value), ensure_ascii=False)))
 
     def set_meta(self, **values: Any) -> None:
         with self._write():
@@ -242,7 +241,7 @@ class RunStore:
         now = time.time()
         rows = []
         for r in results:
-            text = json.dumps(_finite(r.to_dict()), ensure_ascii=False, allow_nan=False)
+            text = json.dumps(json_finite(r.to_dict()), ensure_ascii=False, allow_nan=False)
             rows.append((int(r.feature), r.status, text, now))
         with self._write():
             self._db.executemany(
@@ -322,21 +321,9 @@ def load_labelset(directory: str | Path, features: Iterable[int] | None = None) 
         return store.labelset(features)
 
 
-def _finite(obj: Any) -> Any:
-    """NaN and infinities as null: JSON has no spelling for them, and a diverged loss value
-    must not stop a result from being saved."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _roundtrip(value: Any) -> Any:
     """`value` as it reads back from the store (tuples as lists, int keys as strings)."""
-    return json.loads(json.dumps(_finite(value), ensure_ascii=False))
+    return json.loads(json.dumps(json_finite(value), ensure_ascii=False))
 
 
 def _diff(stored: Any, want: Any) -> str:

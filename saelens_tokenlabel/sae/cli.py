@@ -20,8 +20,9 @@ NEURONPEDIA_JSONL = "neuronpedia.jsonl"
 log = logging.getLogger(__name__)
 
 
-def parse_features(spec: str | None, d_sae: int) -> list[int] | None:
-    """``"all"``/None -> None; ``"0:100"``, ``"3,7,9"``, ``"0:10,42"`` -> indices."""
+def parse_features(spec: str | None, d_sae: int | None) -> list[int] | None:
+    """``"all"``/None -> None; ``"0:100"``, ``"3,7,9"``, ``"0:10,42"`` -> indices, checked
+    against `d_sae` when it is known (None: any index, and no open-ended ranges)."""
     if spec is None or spec.strip().lower() == "all":
         return None
     out: list[int] = []
@@ -30,16 +31,19 @@ def parse_features(spec: str | None, d_sae: int) -> list[int] | None:
         try:
             if ":" in part:
                 a, b = part.split(":", 1)
+                if not b and d_sae is None:
+                    raise ValueError
                 out.extend(range(int(a) if a else 0, int(b) if b else d_sae))
             else:
                 out.append(int(part))
         except ValueError:
             raise ValueError(f"--features {spec!r}: {part!r} is not an index or a range "
                              "START:STOP (e.g. 0:100, or 1,5,9, or all).") from None
-    bad = [f for f in out if not 0 <= f < d_sae]
+    bad = [f for f in out if f < 0 or d_sae is not None and f >= d_sae]
     if bad:
-        raise ValueError(f"--features {spec!r}: {bad[:5]} out of range; the SAE has "
-                         f"d_sae={d_sae} features (0..{d_sae - 1}).")
+        raise ValueError(f"--features {spec!r}: {bad[:5]} out of range; " + (
+            "indices are >= 0." if d_sae is None else
+            f"the SAE has d_sae={d_sae} features (0..{d_sae - 1})."))
     if not out:
         raise ValueError(f"--features {spec!r} selects no feature.")
     unique = list(dict.fromkeys(out))

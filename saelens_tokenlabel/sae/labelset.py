@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..result import LabelResult, Trajectory
+from ..result import LabelResult, Trajectory, json_finite
 from .names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME
 
 LABELSET_FORMAT = "saelens_tokenlabel.LabelSet"
@@ -178,7 +178,8 @@ class LabelSet(Mapping[int, LabelResult]):
             path = path / SIDECAR_FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(_finite(self.to_dict()), ensure_ascii=False, allow_nan=False),
+        tmp.write_text(json.dumps(json_finite(self.to_dict()), ensure_ascii=False,
+                                  allow_nan=False),
                        encoding="utf-8")
         tmp.replace(path)
         return path
@@ -202,18 +203,6 @@ class LabelSet(Mapping[int, LabelResult]):
         from .neuronpedia import write_neuronpedia
 
         return write_neuronpedia(self, path, neuronpedia_id)
-
-
-def _finite(obj: Any) -> Any:
-    """NaN and infinities as null: JSON has no spelling for them, and a diverged loss value
-    must not stop the results from being saved."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _span(features: list[int]) -> str:

@@ -502,8 +502,10 @@ def optimize_labels(
 ) -> list[LabelResult]:
     """Label every job's feature; returns results in job order.
 
-    Attempt 0 is `config`; while some features have not succeeded, the next of
-    `config.restarts` runs for those features only (batched together). With `grow_label`,
+    Attempt 0 is `config`; while some features have not succeeded, the next attempt runs for
+    those features only (batched together): for labels of two or more tokens first the
+    evaluator's proposals (`prior_labels`, `config.prior_beam`), then `config.restarts`. With
+    `grow_label`,
     each feature's best label then gains a slot while the held-out score improves. The
     result is each feature's best attempt, with every attempt in `LabelResult.attempts`.
     """

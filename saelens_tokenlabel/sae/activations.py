@@ -207,6 +207,17 @@ def run_key(model: HookedTransformer, sae: Any, corpus: Corpus, spec: HookSpec,
     }
 
 
+def checked_hook(model: HookedTransformer, sae: Any) -> HookSpec:
+    """The SAE's hook, checked against the subject model, which must have a tokenizer: what
+    every pass of the subject model over a corpus needs first."""
+    spec = HookSpec.from_sae(sae)
+    spec.check(model)
+    if model.tokenizer is None:
+        raise ValueError("The subject model has no tokenizer; load it with "
+                         "HookedTransformer.from_pretrained or pass tokenizer=...")
+    return spec
+
+
 def build_activation_cache(
     model: HookedTransformer,
     sae: Any,
@@ -218,11 +229,7 @@ def build_activation_cache(
     """Run (or reuse) the activation cache for `features` (None: all) of `sae` on `corpus`."""
     config = config or CacheConfig()
     corpus = Corpus.of(corpus)
-    spec = HookSpec.from_sae(sae)
-    spec.check(model)
-    if model.tokenizer is None:
-        raise ValueError("The subject model has no tokenizer; load it with "
-                         "HookedTransformer.from_pretrained or pass tokenizer=...")
+    spec = checked_hook(model, sae)
     feats = None if features is None else sorted({int(f) for f in features})
     context_size, bos, bos_id = resolve_context(model, sae, config)
     key = run_key(model, sae, corpus, spec, context_size, bos, config)

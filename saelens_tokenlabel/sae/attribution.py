@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
-from .activations import _batches, iter_contexts, resolve_context
+from .activations import _batches, checked_hook, iter_contexts, resolve_context
 from .config import CacheConfig
 from .corpus import Corpus
 from .hooks import HookError, HookSpec, to_sae_input
@@ -139,11 +139,7 @@ def attribution_scores(
     """
     config = cache_config or CacheConfig()
     corpus = Corpus.of(corpus)
-    spec = HookSpec.from_sae(sae)
-    spec.check(model)
-    if model.tokenizer is None:
-        raise ValueError("The subject model has no tokenizer; load it with "
-                         "HookedTransformer.from_pretrained or pass tokenizer=...")
+    spec = checked_hook(model, sae)
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
     context_size, bos, bos_id = resolve_context(model, sae, config)

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .files import json_finite  # noqa: F401  (re-exported: result.json_finite)
+
 RESULT_FORMAT_VERSION = 1
-
-
-def json_finite(obj: Any) -> Any:
-    """NaN and infinities as null: JSON has no spelling for them, and a diverged loss value
-    must not stop a result from being saved."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_finite(v) for v in obj]
-    return obj
 
 
 @dataclass

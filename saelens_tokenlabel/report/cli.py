@@ -10,12 +10,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..sae.labelset import LabelSet
-from ..sae.names import SIDECAR_FILENAME
+from ..features import parse_features
+from ..labelset import LabelSet
+from ..names import RUN_STORE_FILENAME, SIDECAR_FILENAME
 
 log = logging.getLogger(__name__)
 
-RUN_STORE = "run.sqlite"
 """The run store's file in a run folder (see `saelens_tokenlabel.run`)."""
 REPORT_DIR = "report"
 
@@ -30,7 +30,7 @@ def load_run(path: str | Path) -> LabelSet:
         raise FileNotFoundError(f"{path} does not exist; give the --out folder of "
                                 "`tokenlabel label` (or a tokenlabel_labels.json file).")
     sidecar = path / SIDECAR_FILENAME
-    if (path / RUN_STORE).is_file():
+    if (path / RUN_STORE_FILENAME).is_file():
         try:
             from ..run import RunStoreError, load_labelset
         except ImportError as err:
@@ -49,14 +49,13 @@ def load_run(path: str | Path) -> LabelSet:
     if sidecar.is_file():
         return LabelSet.load(sidecar)
     raise FileNotFoundError(
-        f"No labels in {path}: neither {RUN_STORE} nor {SIDECAR_FILENAME} is there. Give the "
+        f"No labels in {path}: neither {RUN_STORE_FILENAME} nor {SIDECAR_FILENAME} is there. "
+        "Give the "
         "--out folder of `tokenlabel label`, or a folder where labels.save(...) wrote them.")
 
 
 def parse_feature_list(spec: str | None) -> list[int] | None:
     """`--features` of a report: as for `tokenlabel label`, without the SAE's size."""
-    from ..sae.cli import parse_features
-
     return parse_features(spec, None)
 
 

@@ -20,8 +20,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..labelset import LabelSet
 from ..result import LabelResult
-from ..sae.labelset import LabelSet
 from .series import visible
 from .svg import sparkline, trajectory_svg
 

@@ -9,10 +9,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..sae.names import SIDECAR_FILENAME
+from ..files import atomic_write
+from ..names import NEURONPEDIA_JSONL, SIDECAR_FILENAME
 from .store import RunStore
 
-NEURONPEDIA_JSONL = "neuronpedia.jsonl"
 TABLE_STEM = "labels"
 TABLE_COLUMNS = ("feature", "status", "label", "probability", "converged", "steps",
                  "attempts", "error")
@@ -59,23 +59,23 @@ def write_table(store: RunStore, out_dir: Path, fmt: str | None = None) -> Path:
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"table format must be parquet or csv, got {fmt!r}")
     columns, rows = table_rows(store)
-    path = out_dir / f"{TABLE_STEM}.{fmt}"
-    tmp = path.with_name(f".{path.name}.tmp")
-    if fmt == "parquet":
-        if not has_pyarrow():
-            raise ValueError("Parquet needs pyarrow: pip install 'saelens-tokenlabel[parquet]', "
-                             "or export CSV.")
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    if fmt == "parquet" and not has_pyarrow():
+        raise ValueError("Parquet needs pyarrow: pip install 'saelens-tokenlabel[parquet]', "
+                         "or export CSV.")
 
-        pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa, columns)), tmp)
-    else:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=columns)
-            w.writeheader()
-            w.writerows(rows)
-    tmp.replace(path)
-    return path
+    def write(tmp: Path) -> None:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa, columns)), tmp)
+        else:
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=columns)
+                w.writeheader()
+                w.writerows(rows)
+
+    return atomic_write(out_dir / f"{TABLE_STEM}.{fmt}", write)
 
 
 def _schema(pa: Any, columns: list[str]) -> Any:

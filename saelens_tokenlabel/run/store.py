@@ -28,9 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..result import LabelResult, json_finite
+from ..files import json_finite
+from ..labelset import LabelSet
+from ..names import RUN_STORE_FILENAME
+from ..result import LabelResult
 
-STORE_FILENAME = "run.sqlite"
+STORE_FILENAME = RUN_STORE_FILENAME
 STORE_FORMAT_VERSION = 1
 RUNNING, PENDING, ERROR = "running", "pending", "error"
 UNFINISHED = (PENDING, RUNNING, ERROR)
@@ -273,10 +276,8 @@ class RunStore:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur]
 
-    def labelset(self, features: Iterable[int] | None = None) -> Any:
+    def labelset(self, features: Iterable[int] | None = None) -> LabelSet:
         """The finished results as a `LabelSet`, with the run's recorded info."""
-        from ..sae.labelset import LabelSet
-
         return LabelSet(self.results(features), self.get_meta("info", {}))
 
     def summary(self, last: int = 5) -> dict[str, Any]:

@@ -9,6 +9,8 @@ reflective coherence (`coherence.py`); `attribution.py` orders features by attri
 `plugin.py` puts `label_features` on every SAELens SAE class.
 """
 
+from ..labelset import LabelSet
+from ..names import METADATA_KEY, SIDECAR_FILENAME
 from .activations import NonFiniteActivationError, build_activation_cache
 from .attribution import attribution_scores
 from .cache import ActivationCache
@@ -18,9 +20,7 @@ from .corpus import Corpus, CorpusError
 from .examples import select_examples
 from .hooks import HookError, HookSpec
 from .label import label_sae_features
-from .labelset import LabelSet
 from .logit_lens import output_side, warm_start_logits
-from .names import METADATA_KEY, SIDECAR_FILENAME
 from .scoring import ScoreConfig, add_sae_scores
 from .validate import validate_inputs
 from .words import WordDecoder, WordSpan

@@ -12,45 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..features import parse_features
+from ..names import LABELS_TSV, NEURONPEDIA_JSONL, SIDECAR_FILENAME
 from .config import CacheConfig, ExampleConfig
-from .names import SIDECAR_FILENAME
 
-LABELS_TSV = "labels.tsv"
-NEURONPEDIA_JSONL = "neuronpedia.jsonl"
 log = logging.getLogger(__name__)
-
-
-def parse_features(spec: str | None, d_sae: int | None) -> list[int] | None:
-    """``"all"``/None -> None; ``"0:100"``, ``"3,7,9"``, ``"0:10,42"`` -> indices, checked
-    against `d_sae` when it is known (None: any index, and no open-ended ranges)."""
-    if spec is None or spec.strip().lower() == "all":
-        return None
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if ":" in part:
-                a, b = part.split(":", 1)
-                if not b and d_sae is None:
-                    raise ValueError
-                out.extend(range(int(a) if a else 0, int(b) if b else d_sae))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise ValueError(f"--features {spec!r}: {part!r} is not an index or a range "
-                             "START:STOP (e.g. 0:100, or 1,5,9, or all).") from None
-    bad = [f for f in out if f < 0 or d_sae is not None and f >= d_sae]
-    if bad:
-        raise ValueError(f"--features {spec!r}: {bad[:5]} out of range; " + (
-            "indices are >= 0." if d_sae is None else
-            f"the SAE has d_sae={d_sae} features (0..{d_sae - 1})."))
-    if not out:
-        raise ValueError(f"--features {spec!r} selects no feature.")
-    unique = list(dict.fromkeys(out))
-    if len(unique) < len(out):
-        log.warning("--features %r lists %d features more than once; each is labeled once",
-                    spec, len(out) - len(unique))
-    return unique
 
 
 _CACHE_FLAGS = {"cache_dir": "--cache-dir", "context_size": "--context-size",
@@ -170,7 +136,7 @@ def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
 
 
 def _write_tsv(labels: Any, path: Path) -> None:
-    from .labelset import result_score
+    from ..labelset import result_score
 
     lines = ["feature\tstatus\tlabel\tprobability\tscore"]
     for f in labels:

@@ -24,15 +24,16 @@ from tqdm.auto import tqdm
 from ..config import LabelConfig
 from ..data import FeatureData, FeatureDataError
 from ..evaluator import Evaluator
+from ..features import resolve_features
 from ..labeler import label_features_data
+from ..labelset import LabelSet, status_result
+from ..names import METHOD, PAPER
 from ..result import LabelResult
 from .activations import build_activation_cache
 from .cache import ActivationCache
 from .config import CacheConfig, ExampleConfig
 from .corpus import Corpus
 from .examples import RandomPool, Selection, select_examples
-from .labelset import LabelSet, status_result
-from .names import METHOD, PAPER
 from .render import RenderedFeature, contexts_needed, render_feature
 from .scoring import ScoreConfig, add_sae_scores
 from .words import WordDecoder
@@ -51,31 +52,6 @@ PERFORMANCE_KEYS = ("eval_batch_size", "max_rows_per_pass", "max_resident_exampl
 run may be resumed with other values, e.g. fewer rows per pass after running out of memory."""
 
 log = logging.getLogger(__name__)
-
-
-def resolve_features(features: int | Iterable[int] | None, d_sae: int) -> list[int]:
-    """`None` -> all features; an int or an iterable of ints, each in ``[0, d_sae)``."""
-    if features is None:
-        return list(range(d_sae))
-    if isinstance(features, int):
-        features = [features]
-    out: list[int] = []
-    for f in features:
-        if isinstance(f, bool) or not isinstance(f, int) and not hasattr(f, "__index__"):
-            raise TypeError(f"features must be ints (feature indices), got {f!r}")
-        f = int(f)
-        if not 0 <= f < d_sae:
-            raise ValueError(f"feature {f} is out of range: this SAE has d_sae={d_sae} "
-                             f"features (0..{d_sae - 1}).")
-        out.append(f)
-    if not out:
-        raise ValueError("features is empty; pass None for all features.")
-    unique = list(dict.fromkeys(out))
-    if len(unique) < len(out):
-        # A repeated index is most often overlapping ranges ("0:10,5"): label it once, say so.
-        dup = sorted(f for f, n in Counter(out).items() if n > 1)
-        log.warning("features %s are listed more than once; each is labeled once", dup[:10])
-    return unique
 
 
 def _check_inputs(sae: Any, model: Any, evaluator: Any) -> Evaluator:

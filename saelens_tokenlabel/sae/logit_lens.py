@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Bool, Float
 
+from ..features import check_feature_indices
+
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
@@ -44,15 +46,7 @@ class LogitLensError(ValueError):
 
 def check_features(features: Sequence[int], d_sae: int) -> list[int]:
     """Features as a list of ints in ``[0, d_sae)``, or a clear error."""
-    out = []
-    for f in features:
-        if isinstance(f, bool) or not hasattr(f, "__index__"):
-            raise TypeError(f"features must be ints (feature indices), got {f!r}")
-        f = int(f)
-        if not 0 <= f < d_sae:
-            raise ValueError(f"feature {f} is out of range: this SAE has d_sae={d_sae}.")
-        out.append(f)
-    return out
+    return check_feature_indices(features, d_sae)
 
 
 def residual_directions(

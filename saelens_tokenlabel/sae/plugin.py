@@ -23,8 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .labelset import ATTACHED_ATTR, LabelSet
-from .names import METADATA_KEY, SIDECAR_FILENAME
+from ..labelset import ATTACHED_ATTR, LabelSet
+from ..names import METADATA_KEY, SIDECAR_FILENAME
 
 log = logging.getLogger(__name__)
 _ORIGINALS: dict[str, Any] = {}

@@ -10,6 +10,7 @@ import pytest
 
 import saelens_tokenlabel.sae.label as label_mod
 from saelens_tokenlabel import LabelConfig
+from saelens_tokenlabel.labelset import status_result
 from saelens_tokenlabel.run import (
     STORE_FILENAME,
     RunMismatchError,
@@ -19,7 +20,6 @@ from saelens_tokenlabel.run import (
     load_labelset,
 )
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, label_sae_features
-from saelens_tokenlabel.sae.labelset import status_result
 
 from ..sae.planted import planted_sae
 

@@ -10,9 +10,9 @@ import pytest
 import saelens_tokenlabel.sae.label as label_mod
 from saelens_tokenlabel import LabelSet, save_local_model
 from saelens_tokenlabel.cli import main
+from saelens_tokenlabel.features import parse_features
 from saelens_tokenlabel.run import load_labelset
 from saelens_tokenlabel.sae import SIDECAR_FILENAME
-from saelens_tokenlabel.sae.cli import parse_features
 
 from .planted import NEURONPEDIA_ID, planted_sae
 

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from saelens_tokenlabel import LabelSet
+from saelens_tokenlabel.neuronpedia import DETECTION_METRICS
 from saelens_tokenlabel.result import LabelResult
 from saelens_tokenlabel.sae.coherence import CoherenceConfig
-from saelens_tokenlabel.sae.neuronpedia import DETECTION_METRICS
 from saelens_tokenlabel.sae.scoring import ScoreConfig, add_sae_scores
 
 from .planted import DEAD_FEATURE, MODEL_NAME, NEURONPEDIA_ID, planted_sae

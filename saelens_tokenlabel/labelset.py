@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..result import LabelResult, Trajectory, json_finite
-from .names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME
+from .files import atomic_write_text, dumps_json
+from .names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
+from .neuronpedia import write_neuronpedia
+from .result import LabelResult, Trajectory
 
 LABELSET_FORMAT = "saelens_tokenlabel.LabelSet"
 LABELSET_VERSION = 1
@@ -101,8 +102,6 @@ class LabelSet(Mapping[int, LabelResult]):
     # ------------------------------------------------------------------ metadata
     def summary(self) -> dict[str, Any]:
         """The compact form kept in ``sae.cfg.metadata`` (JSON-ready)."""
-        from .. import __version__
-
         feats: dict[str, dict[str, Any]] = {}
         score_names = set()
         for f in self:
@@ -176,13 +175,7 @@ class LabelSet(Mapping[int, LabelResult]):
         path = Path(path)
         if path.is_dir() or path.suffix == "":
             path = path / SIDECAR_FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(json_finite(self.to_dict()), ensure_ascii=False,
-                                  allow_nan=False),
-                       encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, dumps_json(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> LabelSet:
@@ -200,8 +193,6 @@ class LabelSet(Mapping[int, LabelResult]):
     def to_neuronpedia(self, path: str | Path, neuronpedia_id: str | None = None) -> int:
         """Write Neuronpedia explanation records (JSONL); see `neuronpedia.py`. Returns the
         number of records."""
-        from .neuronpedia import write_neuronpedia
-
         return write_neuronpedia(self, path, neuronpedia_id)
 
 

@@ -41,15 +41,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .files import atomic_write_lines
 from .names import METHOD
+from .result import LabelResult
 
-if TYPE_CHECKING:
-    from .labelset import LabelSet
+
+class Labels(Protocol):
+    """What an export reads: feature index -> result, and the run's info (a `LabelSet`)."""
+
+    info: dict[str, Any]
+
+    def __iter__(self) -> Iterator[int]: ...
+
+    def __getitem__(self, feature: int) -> LabelResult: ...
 
 DETECTION_METRICS = ("balanced_accuracy", "f1", "auroc", "accuracy", "precision", "recall")
 COHERENCE_METRICS = ("coherence_ratio", "coherence_hit_rate")
@@ -70,7 +79,7 @@ def parse_neuronpedia_id(neuronpedia_id: str) -> tuple[str, str]:
     return model_id, layer
 
 
-def resolve_neuronpedia_id(labels: LabelSet, neuronpedia_id: str | None) -> str:
+def resolve_neuronpedia_id(labels: Labels, neuronpedia_id: str | None) -> str:
     recorded = labels.info.get("neuronpedia_id")
     if recorded and neuronpedia_id and recorded != neuronpedia_id:
         raise ValueError(
@@ -122,7 +131,7 @@ def _promoted(extra: dict[str, Any]) -> list[str] | None:
             if isinstance(p, list | tuple) and p]
 
 
-def explanation_records(labels: LabelSet, neuronpedia_id: str | None = None
+def explanation_records(labels: Labels, neuronpedia_id: str | None = None
                         ) -> list[dict[str, Any]]:
     model_id, layer = parse_neuronpedia_id(resolve_neuronpedia_id(labels, neuronpedia_id))
     records = []
@@ -165,14 +174,9 @@ def explanation_records(labels: LabelSet, neuronpedia_id: str | None = None
     return records
 
 
-def write_neuronpedia(labels: LabelSet, path: str | Path,
+def write_neuronpedia(labels: Labels, path: str | Path,
                       neuronpedia_id: str | None = None) -> int:
     records = explanation_records(labels, neuronpedia_id)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
-    tmp.replace(path)
+    atomic_write_lines(path, (json.dumps(rec, ensure_ascii=False, allow_nan=False)
+                              for rec in records))
     return len(records)

@@ -1,0 +1,67 @@
+"""Writing files safely: one atomic write, one JSON spelling for results.
+
+Layer 1 (results and configs): imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+
+def json_finite(obj: Any) -> Any:
+    """NaN and infinities as null: JSON has no spelling for them, and a diverged loss value
+    must not stop a result from being saved."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_finite(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    """Strict JSON (non-finite floats as null), UTF-8 text kept readable."""
+    return json.dumps(json_finite(obj), ensure_ascii=False, allow_nan=False)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside `path`, then rename it over `path`.
+
+    A crash (or a full disk) never leaves half a file where a reader expects a whole one; the
+    temporary file is removed when `write` fails. The parent folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write` of a whole text (UTF-8)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
+    """`atomic_write` of lines (each gets a newline), streamed: no whole text in memory."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            _write_lines(fh, lines)
+
+    return atomic_write(path, write)
+
+
+def _write_lines(fh: IO[str], lines: Iterable[str]) -> None:
+    for line in lines:
+        fh.write(line + "\n")

@@ -11,19 +11,19 @@ from .labeler import label_feature, label_features_data
 from .loading import load_evaluator_model, load_local_model, save_local_model
 from .prompts import PromptTemplate
 from .result import LabelResult, Trajectory
+from .run.pipeline import label_sae_features
+from .run.plugin import install as _install_sae_plugin
 from .sae import (
     CacheConfig,
     Corpus,
     ExampleConfig,
     LabelSet,
     build_activation_cache,
-    label_sae_features,
 )
-from .sae.plugin import install as _install_sae_plugin
 
 __version__ = "0.1.0"
 
-# The SAELens plugin: every SAE class gets `label_features` (see sae/plugin.py).
+# The SAELens plugin: every SAE class gets `label_features` (see run/plugin.py).
 _install_sae_plugin()
 
 __all__ = [

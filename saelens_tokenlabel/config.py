@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .serial import Config
+
 # Table 1 of Schulz & Fallows (2025): batch size, epochs, lr, λ_kl, λ_ent (λ_acc = 1).
 _PAPER_TABLE_1: dict[str, tuple[int, int, float, float, float]] = {
     "animals": (10, 50, 0.03, 0.2, 0.2),
@@ -33,8 +35,13 @@ RESTART_KEYS = frozenset({"lr", "lambda_acc", "lambda_ent", "lambda_kl", "seed",
                           "epochs", "steps", "prediction"})
 
 
+PERFORMANCE_KEYS = ("eval_batch_size", "max_rows_per_pass", "max_resident_examples",
+                    "use_cache")
+"""LabelConfig fields that change speed and memory, not results."""
+
+
 @dataclass
-class LabelConfig:
+class LabelConfig(Config):
     """Hyperparameters of token-space gradient descent.
 
     The defaults start from the paper's animal preset (Table 1, Fig. 3a) and add what the
@@ -162,11 +169,8 @@ class LabelConfig:
     eval_batch_size: int = 64
     """Batch size for the prefix pass and for scoring the final hard label."""
 
-    def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(f"LabelConfig: {msg}")
-
+    def check(self) -> None:
+        need = self.need
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.batch_size >= 2, f"batch_size must be >= 2 (one active, one inactive), got "
              f"{self.batch_size}")
@@ -176,8 +180,7 @@ class LabelConfig:
              "max_attempt_steps must be >= 1 or None")
         for name in ("lambda_acc", "lambda_ent", "lambda_kl"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        need(self.prediction in ("two_way", "full_vocab"),
-             f"prediction must be 'two_way' or 'full_vocab', got {self.prediction!r}")
+        self.choice("prediction", ("two_way", "full_vocab"))
         need(self.label_length >= 1, f"label_length must be >= 1, got {self.label_length}")
         need(0 <= self.holdout_fraction < 1,
              f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
@@ -193,8 +196,7 @@ class LabelConfig:
         need(self.max_resident_examples is None or self.max_resident_examples >= 1,
              "max_resident_examples must be >= 1 or None")
         need(self.init_std >= 0, "init_std must be >= 0")
-        need(self.sampler in ("balanced", "confusion"),
-             f"sampler must be 'balanced' or 'confusion', got {self.sampler!r}")
+        self.choice("sampler", ("balanced", "confusion"))
         need(self.confusion_every >= 1, "confusion_every must be >= 1")
         need(0 <= self.entropy_warmup <= 1,
              f"entropy_warmup must be in [0, 1], got {self.entropy_warmup}")
@@ -208,6 +210,8 @@ class LabelConfig:
         need(self.warm_start_top_k >= 1, "warm_start_top_k must be >= 1")
         need(self.prior_beam >= 0, "prior_beam must be >= 0")
         need(0 < self.warm_start_top_mass < 1, "warm_start_top_mass must be in (0, 1)")
+        if self.restarts is None:
+            self.restarts = ()
         if isinstance(self.restarts, dict):
             self.restarts = (self.restarts,)
         self.restarts = tuple(dict(r) for r in self.restarts)
@@ -259,15 +263,8 @@ class LabelConfig:
             return 1.0
         return self.temperature_final ** (min(step, horizon) / horizon)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["restarts"] = [dict(r) for r in self.restarts]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LabelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "restarts" in d:
-            d["restarts"] = tuple(d["restarts"] or ())
-        return cls(**d)
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that decide results: `to_dict` without the speed and memory knobs
+        (each tested exact), so a run may be resumed with other values of those, e.g. fewer
+        rows per pass after running out of memory."""
+        return {k: v for k, v in self.to_dict().items() if k not in PERFORMANCE_KEYS}

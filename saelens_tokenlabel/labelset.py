@@ -12,7 +12,6 @@ Where labels live:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,10 @@ from typing import Any
 from .files import atomic_write_text, dumps_json
 from .names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
 from .neuronpedia import write_neuronpedia
-from .result import LabelResult, Trajectory
+from .result import SCORE_KEYS, LabelResult, Trajectory, score_of  # noqa: F401
 
 LABELSET_FORMAT = "saelens_tokenlabel.LabelSet"
 LABELSET_VERSION = 1
-SCORE_KEYS = ("heldout_balanced_accuracy", "train_balanced_accuracy")
-"""The summary's score: held-out balanced accuracy of the hard label, else the training one."""
 ATTACHED_ATTR = "_tokenlabel_labels"
 """Attribute of an SAE holding its attached LabelSet (or the sidecar path it was loaded with)."""
 
@@ -39,11 +36,8 @@ def status_result(feature: int, status: str, message: str, **extra: Any) -> Labe
 
 
 def result_score(result: LabelResult) -> tuple[str | None, float | None]:
-    for key in SCORE_KEYS:
-        v = result.metrics.get(key)
-        if isinstance(v, int | float) and math.isfinite(v):
-            return key, float(v)
-    return None, None
+    """The metric that scores `result` and its value (`result.score_of`)."""
+    return score_of(result.metrics)
 
 
 class LabelSet(Mapping[int, LabelResult]):

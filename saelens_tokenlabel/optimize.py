@@ -30,6 +30,7 @@ from .evaluator import EncodedExample, Evaluator
 from .forward import PrefixCache, cached_logits, conditional_log_q, full_prompt_logits
 from .loss import LossTerms, accuracy_loss, answer_margin, label_loss
 from .result import LabelResult, Trajectory
+from .result import selection_score as metric_selection_score
 from .sampler import BalancedSampler, ConfusionSampler
 from .scores import detection_scores
 from .soft_label import init_logits, label_embeddings, label_log_probs
@@ -453,11 +454,7 @@ def _one_hot_init(ids: list[int], d_vocab: int, vocab_mask: torch.Tensor | None
 
 def selection_score(result: LabelResult) -> float:
     """Balanced accuracy of the hard label on held-out examples (training ones if none)."""
-    m = result.metrics
-    score = m.get("heldout_balanced_accuracy")
-    if score is None:
-        score = m.get("train_balanced_accuracy")
-    return float("-inf") if score is None else float(score)
+    return metric_selection_score(result.metrics)
 
 
 def succeeded(result: LabelResult, config: LabelConfig) -> bool:

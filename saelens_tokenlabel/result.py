@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .files import json_finite  # noqa: F401  (re-exported: result.json_finite)
 
 RESULT_FORMAT_VERSION = 1
+SCORE_KEYS = ("heldout_balanced_accuracy", "train_balanced_accuracy")
+"""A label's score: held-out balanced accuracy of the hard label, else the training one (when
+nothing was held out). The one rule for choosing among attempts, summaries and reports."""
+
+
+def score_of(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The metric that scores a label (`SCORE_KEYS`, the first finite one) and its value."""
+    for key in SCORE_KEYS:
+        v = metrics.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            return key, float(v)
+    return None, None
+
+
+def selection_score(metrics: dict[str, Any]) -> float:
+    """`score_of` as a number to rank by: -inf when the label has no score."""
+    value = score_of(metrics)[1]
+    return float("-inf") if value is None else value
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..labelset import LabelSet
 from ..result import LabelResult
+from ..serial import Config
 from .series import visible
 from .svg import sparkline, trajectory_svg
 
@@ -41,7 +42,7 @@ BOOKKEEPING_METRICS = frozenset({"steps_total", "attempts"})
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(Config):
     """What goes into the report."""
 
     plots: bool = True
@@ -58,12 +59,10 @@ class ReportConfig:
     dpi: int = 100
     """Resolution of the PNG plots."""
 
-    def __post_init__(self) -> None:
-        if self.rows_per_page < 1:
-            raise ValueError(f"rows_per_page must be >= 1, got {self.rows_per_page}")
+    def check(self) -> None:
+        self.need(self.rows_per_page >= 1, f"rows_per_page must be >= 1, got {self.rows_per_page}")
         for name in ("n_active_examples", "n_inactive_examples", "n_output_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            self.need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------------- text helpers

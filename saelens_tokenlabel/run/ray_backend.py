@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..serial import Config
+
 if TYPE_CHECKING:
     from ..config import LabelConfig
     from ..data import FeatureData
@@ -27,7 +29,7 @@ LOCAL = "local"
 
 
 @dataclass
-class RayConfig:
+class RayConfig(Config):
     """Where and how the batches are labeled on Ray."""
 
     address: str | None = None
@@ -50,15 +52,13 @@ class RayConfig:
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``ray.init`` arguments (e.g. ``num_cpus``, ``runtime_env``)."""
 
-    def __post_init__(self) -> None:
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ValueError(f"RayConfig: num_workers must be >= 1, got {self.num_workers}")
-        if self.num_gpus is not None and self.num_gpus < 0:
-            raise ValueError(f"RayConfig: num_gpus must be >= 0, got {self.num_gpus}")
-        if self.num_cpus <= 0:
-            raise ValueError(f"RayConfig: num_cpus must be > 0, got {self.num_cpus}")
-        if self.max_in_flight < 1:
-            raise ValueError(f"RayConfig: max_in_flight must be >= 1, got {self.max_in_flight}")
+    def check(self) -> None:
+        self.need(self.num_workers is None or self.num_workers >= 1,
+                  f"num_workers must be >= 1, got {self.num_workers}")
+        self.need(self.num_gpus is None or self.num_gpus >= 0,
+                  f"num_gpus must be >= 0, got {self.num_gpus}")
+        self.need(self.num_cpus > 0, f"num_cpus must be > 0, got {self.num_cpus}")
+        self.need(self.max_in_flight >= 1, f"max_in_flight must be >= 1, got {self.max_in_flight}")
 
 
 def is_ray_available() -> bool:
@@ -96,7 +96,7 @@ class LabelWorker:
             torch.set_num_threads(int(n))
 
     def label(self, datas: list[FeatureData], kwargs: dict[str, Any]) -> list[LabelResult]:
-        from ..sae.label import label_batch
+        from .pipeline import label_batch
 
         return label_batch(datas, self.evaluator, self.config, **kwargs)
 
@@ -122,11 +122,11 @@ def _resources(ray: Any, rc: RayConfig) -> tuple[int, float]:
 
 def label_on_ray(batches: Iterable[Any], evaluator: Evaluator, config: LabelConfig,
                  rc: RayConfig, sink: Any) -> None:
-    """Label prepared batches (see `sae.label._prepared_batches`) on Ray actors; every
+    """Label prepared batches (see `run.pipeline._prepared_batches`) on Ray actors; every
     result goes to `sink` (the run store) as its batch comes back. Stops sending batches at
     the first failed one, stores what the others finish, then raises that failure."""
     ray = _import_ray()
-    from ..sae.label import finish_batch
+    from .pipeline import finish_batch
 
     started_here = False
     if not ray.is_initialized():

@@ -19,7 +19,6 @@ from .config import CacheConfig, ExampleConfig
 from .corpus import Corpus, CorpusError
 from .examples import select_examples
 from .hooks import HookError, HookSpec
-from .label import label_sae_features
 from .logit_lens import output_side, warm_start_logits
 from .scoring import ScoreConfig, add_sae_scores
 from .validate import validate_inputs
@@ -48,6 +47,5 @@ __all__ = [
     "WordDecoder",
     "WordSpan",
     "build_activation_cache",
-    "label_sae_features",
     "select_examples",
 ]

@@ -186,9 +186,9 @@ def _cmd_label(args: argparse.Namespace) -> int:
     from ..cli import _load_evaluator, _overrides
     from ..config import LabelConfig
     from ..loading import default_device
+    from ..run.pipeline import label_sae_features
     from ..run.store import STORE_FILENAME
     from .corpus import Corpus
-    from .label import label_sae_features
     from .scoring import ScoreConfig
 
     config = LabelConfig(**_overrides(args))

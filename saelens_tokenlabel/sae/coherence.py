@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from jaxtyping import Float
 
+from ..serial import Config
 from .activations import encode_contexts
 from .hooks import HookSpec
 from .logit_lens import check_features
@@ -61,7 +62,7 @@ SCORE_KEYS = ("coherence_ratio", "coherence_hit_rate", "coherence_activation",
 
 
 @dataclass
-class CoherenceConfig:
+class CoherenceConfig(Config):
     """How reflective coherence renders, generates and measures."""
 
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
@@ -90,11 +91,8 @@ class CoherenceConfig:
     encode_batch_tokens: int = 2048
     """Tokens per `sae.encode` call."""
 
-    def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(f"CoherenceConfig: {msg}")
-
+    def check(self) -> None:
+        need = self.need
         self.templates = tuple(self.templates)
         self.neutral_texts = tuple(self.neutral_texts)
         need(len(self.templates) >= 1, "templates is empty; give at least one")
@@ -104,24 +102,13 @@ class CoherenceConfig:
         need(all(t.strip() for t in self.neutral_texts), "neutral_texts holds an empty text")
         need(self.max_new_tokens >= 0, f"max_new_tokens must be >= 0, got "
              f"{self.max_new_tokens}")
-        need(self.count in ("prompt", "generated", "both"),
-             f"count must be 'prompt', 'generated' or 'both', got {self.count!r}")
+        self.choice("count", ("prompt", "generated", "both"))
         need(self.count == "prompt" or self.max_new_tokens > 0,
              f"count={self.count!r} needs generated tokens: set max_new_tokens >= 1")
         need(self.ratio_cap >= 1, f"ratio_cap must be >= 1, got {self.ratio_cap}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.encode_batch_tokens >= 1, "encode_batch_tokens must be >= 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["templates"] = list(self.templates)
-        d["neutral_texts"] = list(self.neutral_texts)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CoherenceConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass

@@ -6,11 +6,11 @@ labeler sees. Each checks itself on construction, so a bad value fails before an
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from ..serial import Config
 
 CACHE_ENV = "SAELENS_TOKENLABEL_CACHE"
 
@@ -23,13 +23,8 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "saelens_tokenlabel" / "activations"
 
 
-def _need(cls: str, cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(f"{cls}: {msg}")
-
-
 @dataclass
-class CacheConfig:
+class CacheConfig(Config):
     """How the subject model and the SAE are run over the corpus, and where the sparse
     activations are kept."""
 
@@ -54,17 +49,16 @@ class CacheConfig:
     overwrite: bool = False
     """Recompute the cache even when a matching one exists."""
 
-    def __post_init__(self) -> None:
-        n = "CacheConfig"
-        _need(n, self.context_size is None or self.context_size >= 2,
+    def check(self) -> None:
+        self.need(self.context_size is None or self.context_size >= 2,
               f"context_size must be >= 2, got {self.context_size}")
-        _need(n, self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _need(n, self.encode_batch_tokens >= 1,
+        self.need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        self.need(self.encode_batch_tokens >= 1,
               f"encode_batch_tokens must be >= 1, got {self.encode_batch_tokens}")
-        _need(n, self.shard_tokens >= 1, f"shard_tokens must be >= 1, got {self.shard_tokens}")
-        _need(n, self.max_tokens is None or self.max_tokens >= 1,
+        self.need(self.shard_tokens >= 1, f"shard_tokens must be >= 1, got {self.shard_tokens}")
+        self.need(self.max_tokens is None or self.max_tokens >= 1,
               f"max_tokens must be >= 1 or None, got {self.max_tokens}")
-        _need(n, self.max_documents is None or self.max_documents >= 1,
+        self.need(self.max_documents is None or self.max_documents >= 1,
               f"max_documents must be >= 1 or None, got {self.max_documents}")
 
     def root(self) -> Path:
@@ -72,7 +66,7 @@ class CacheConfig:
 
 
 @dataclass
-class ExampleConfig:
+class ExampleConfig(Config):
     """Which (context, token) pairs become rating examples of a feature."""
 
     n_top: int = 20
@@ -99,26 +93,17 @@ class ExampleConfig:
     seed: int = 0
     """Seeds every random draw; the same seed and cache give the same examples."""
 
-    def __post_init__(self) -> None:
-        n = "ExampleConfig"
+    def check(self) -> None:
         for name in ("n_top", "n_quantile", "n_random", "n_near_miss", "window_before",
                      "window_after"):
-            _need(n, getattr(self, name) >= 0, f"{name} must be >= 0, got "
+            self.need(getattr(self, name) >= 0, f"{name} must be >= 0, got "
                   f"{getattr(self, name)}")
-        _need(n, self.n_top + self.n_quantile >= 1,
+        self.need(self.n_top + self.n_quantile >= 1,
               "n_top + n_quantile must be >= 1: a feature needs activating examples")
-        _need(n, self.n_random + self.n_near_miss >= 1,
+        self.need(self.n_random + self.n_near_miss >= 1,
               "n_random + n_near_miss must be >= 1: a feature needs inactive examples")
-        _need(n, self.n_quantile_bins >= 1,
+        self.need(self.n_quantile_bins >= 1,
               f"n_quantile_bins must be >= 1, got {self.n_quantile_bins}")
-        _need(n, self.reservoir_size >= 1,
+        self.need(self.reservoir_size >= 1,
               f"reservoir_size must be >= 1, got {self.reservoir_size}")
-        _need(n, self.max_merge >= 1, f"max_merge must be >= 1, got {self.max_merge}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExampleConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        self.need(self.max_merge >= 1, f"max_merge must be >= 1, got {self.max_merge}")

@@ -15,7 +15,6 @@ SAE and the subject model:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ import torch
 from jaxtyping import Float
 
 from ..result import LabelResult
+from ..serial import Config
 from .coherence import CoherenceConfig, reflective_coherence
 from .logit_lens import decoder_logits, normalise_token_text, output_side, token_text_index
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(Config):
     """Which SAE-side scores `add_sae_scores` computes."""
 
     output_side: bool = True
@@ -46,21 +46,8 @@ class ScoreConfig:
     coherence_config: CoherenceConfig = field(default_factory=CoherenceConfig)
     """Templates, neutral texts, generation length and threshold of reflective coherence."""
 
-    def __post_init__(self) -> None:
-        if isinstance(self.coherence_config, dict):
-            self.coherence_config = CoherenceConfig.from_dict(self.coherence_config)
-        if self.output_k < 1:
-            raise ValueError(f"ScoreConfig: output_k must be >= 1, got {self.output_k}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["coherence_config"] = self.coherence_config.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScoreConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def check(self) -> None:
+        self.need(self.output_k >= 1, f"output_k must be >= 1, got {self.output_k}")
 
 
 def _feature(result: LabelResult) -> int:

@@ -5,7 +5,8 @@ import copy
 import pytest
 
 from saelens_tokenlabel import LabelConfig, LabelSet
-from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, label_sae_features
+from saelens_tokenlabel.run.pipeline import label_sae_features
+from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 from saelens_tokenlabel.sae.scoring import add_sae_scores
 
 from ..sae.planted import (

@@ -11,13 +11,8 @@ from saelens_tokenlabel import LabelConfig
 from saelens_tokenlabel.cli import main
 from saelens_tokenlabel.run import RunStore
 from saelens_tokenlabel.run.export import has_pyarrow
-from saelens_tokenlabel.sae import (
-    SIDECAR_FILENAME,
-    CacheConfig,
-    ExampleConfig,
-    LabelSet,
-    label_sae_features,
-)
+from saelens_tokenlabel.run.pipeline import label_sae_features
+from saelens_tokenlabel.sae import SIDECAR_FILENAME, CacheConfig, ExampleConfig, LabelSet
 
 from ..sae.planted import DEAD_FEATURE, NEURONPEDIA_ID, planted_sae
 

@@ -9,8 +9,9 @@ import pytest
 
 from saelens_tokenlabel import LabelConfig
 from saelens_tokenlabel.run import RunStore
+from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.run.ray_backend import RayConfig
-from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, label_sae_features
+from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 from saelens_tokenlabel.toy import load_toy_evaluator
 
 from ..sae.planted import ANIMAL_FEATURE, DEAD_FEATURE, DIGIT_FEATURE, planted_sae

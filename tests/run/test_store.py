@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-import saelens_tokenlabel.sae.label as label_mod
+import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelConfig
 from saelens_tokenlabel.labelset import status_result
 from saelens_tokenlabel.run import (
@@ -19,7 +19,8 @@ from saelens_tokenlabel.run import (
     RunStoreFullError,
     load_labelset,
 )
-from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, label_sae_features
+from saelens_tokenlabel.run.pipeline import label_sae_features
+from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 
 from ..sae.planted import planted_sae
 

@@ -59,7 +59,8 @@ def quick_labels(subject, toy_corpus, fast_evaluator, tmp_path_factory):
     """Labels of features 0-3 of the planted SAE from a few steps with the random tiny
     evaluator: real LabelResults (and a dead feature) for the storage and export tests."""
     from saelens_tokenlabel import LabelConfig
-    from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, ScoreConfig, label_sae_features
+    from saelens_tokenlabel.run.pipeline import label_sae_features
+    from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, ScoreConfig
 
     return label_sae_features(
         planted_sae(), subject, fast_evaluator, toy_corpus + list(CHINESE_SENTENCES),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import saelens_tokenlabel.sae.label as label_mod
+import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelSet, save_local_model
 from saelens_tokenlabel.cli import main
 from saelens_tokenlabel.features import parse_features

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import saelens_tokenlabel.sae.label as label_mod
+import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelConfig, LabelSet
-from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, label_sae_features
+from saelens_tokenlabel.run.pipeline import label_sae_features
+from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 from saelens_tokenlabel.sae.words import REPLACEMENT
 from saelens_tokenlabel.toy.lexicon import ANIMALS, DIGITS
 
@@ -163,7 +164,7 @@ def test_bad_inputs_are_clear_errors(subject, sae, toy_corpus, fast_evaluator):
 
 def test_duplicated_features_are_labeled_once_and_logged(subject, sae, toy_corpus,
                                                          fast_evaluator, tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="saelens_tokenlabel.sae.label"):
+    with caplog.at_level("WARNING", logger="saelens_tokenlabel.features"):
         labels = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [5, 1, 5, 1, 0],
                                     QUICK, cache=CacheConfig(cache_dir=tmp_path),
                                     examples=FEW)

@@ -13,7 +13,8 @@ from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 from sae_lens.saes.sae import SAE, SAEMetadata
 
 import saelens_tokenlabel  # noqa: F401  (installs the plugin)
-from saelens_tokenlabel.sae import CacheConfig, build_activation_cache, plugin
+from saelens_tokenlabel.run import plugin
+from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
 
 from .planted import D_MODEL, HOOK, MODEL_NAME
 
@@ -93,7 +94,7 @@ def test_label_features_runs_on_a_topk_sae(subject, toy_corpus, fast_evaluator, 
 
 def test_label_features_takes_a_run_dir_and_resumes(subject, toy_corpus, fast_evaluator,
                                                     tmp_path, monkeypatch):
-    import saelens_tokenlabel.sae.label as label_mod
+    import saelens_tokenlabel.run.pipeline as label_mod
     from saelens_tokenlabel import LabelConfig
     from saelens_tokenlabel.run import load_labelset
     from saelens_tokenlabel.sae import ExampleConfig
@@ -135,9 +136,9 @@ def snap():
 before = snap()
 import saelens_tokenlabel
 after = snap()
-# Light import: the run store and Ray load only when a run asks for them.
+# Light import: Ray and its executor load only when a run asks for them.
 lazy = sorted(m for m in sys.modules if m == "ray" or m.startswith(("ray.",
-              "saelens_tokenlabel.run")))
+              "saelens_tokenlabel.run.ray_backend")))
 print(json.dumps({"before": before, "after": after, "labels": labels, "lazy": lazy}))
 """
 

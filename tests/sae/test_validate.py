@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from saelens_tokenlabel import Evaluator, EvaluatorError, LabelConfig, PromptTemplate
 from saelens_tokenlabel.evaluator import PLAIN_CHAT_TEMPLATE
+from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import (
     CacheConfig,
     CorpusError,
@@ -21,7 +22,6 @@ from saelens_tokenlabel.sae import (
     HookError,
     WordDecoder,
     build_activation_cache,
-    label_sae_features,
     select_examples,
 )
 from saelens_tokenlabel.sae.activations import NonFiniteActivationError, encode_contexts

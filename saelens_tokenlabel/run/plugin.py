@@ -41,10 +41,10 @@ def label_features(self: Any, model: Any, evaluator: Any, corpus: Any, features:
     indices (None: all); ``config``: ``stl.LabelConfig``. Keyword arguments ``cache``,
     ``examples``, ``features_per_batch``, ``run_dir`` (a folder: results are stored as they
     finish and a rerun resumes), ``checkpoint``, ``order``, ``ray`` and ``progress`` are those
-    of ``saelens_tokenlabel.sae.label_sae_features``. Returns a ``LabelSet``; call
+    of ``saelens_tokenlabel.run.label_sae_features``. Returns a ``LabelSet``; call
     ``labels.attach(sae)`` to keep the labels in the SAE's metadata and saved files.
     """
-    from .label import label_sae_features
+    from .pipeline import label_sae_features
 
     return label_sae_features(self, model, evaluator, corpus, features, config, **kwargs)
 

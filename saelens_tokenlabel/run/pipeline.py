@@ -13,7 +13,6 @@ labeled by Ray actors (`saelens_tokenlabel.run.ray_backend`) and come back to th
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,41 +28,38 @@ from ..labeler import label_features_data
 from ..labelset import LabelSet, status_result
 from ..names import METHOD, PAPER
 from ..result import LabelResult
-from .activations import build_activation_cache
-from .cache import ActivationCache
-from .config import CacheConfig, ExampleConfig
-from .corpus import Corpus
-from .examples import RandomPool, Selection, select_examples
-from .render import RenderedFeature, contexts_needed, render_feature
-from .scoring import ScoreConfig, add_sae_scores
-from .words import WordDecoder
+from ..sae.activations import build_activation_cache
+from ..sae.cache import ActivationCache
+from ..sae.config import CacheConfig, ExampleConfig
+from ..sae.corpus import Corpus
+from ..sae.examples import RandomPool, Selection, select_examples
+from ..sae.extras import feature_extra
+from ..sae.render import RenderedFeature, contexts_needed, render_feature
+from ..sae.scoring import ScoreConfig, add_sae_scores
+from ..sae.words import WordDecoder
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from ..run.ray_backend import RayConfig
-    from ..run.store import RunStore
+    from .ray_backend import RayConfig
+    from .store import RunStore
 
 Order = Literal["index", "attribution"]
 ORDERS = ("index", "attribution")
-PERFORMANCE_KEYS = ("eval_batch_size", "max_rows_per_pass", "max_resident_examples",
-                    "use_cache")
-"""LabelConfig fields that change speed and memory, not results (each is tested exact), so a
-run may be resumed with other values, e.g. fewer rows per pass after running out of memory."""
 
 log = logging.getLogger(__name__)
 
 
 def _check_inputs(sae: Any, model: Any, evaluator: Any) -> Evaluator:
     # Types, hook, d_in and chat template, before any expensive work (see validate.py).
-    from .validate import validate_inputs
+    from ..sae.validate import validate_inputs
 
     return validate_inputs(sae, model, evaluator)
 
 
 def _identity(sae: Any, model: Any, evaluator: Evaluator, corpus: Corpus) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the same SAE, models and corpus."""
-    from .fingerprint import digest
+    from ..sae.fingerprint import digest
 
     meta = sae.cfg.metadata
     return {"sae": digest([sae.cfg.architecture(), int(sae.cfg.d_in), int(sae.cfg.d_sae),
@@ -101,23 +97,6 @@ def _info(sae: Any, model: Any, evaluator: Evaluator, corpus: Corpus, cache: Act
     }
 
 
-def _extra(sel: Selection, pool: RandomPool, rendered: RenderedFeature | None,
-           ex: ExampleConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"activation": {
-        "max": sel.max_activation,
-        "n_active_tokens": sel.n_active,
-        "frequency": sel.n_active / pool.n_tokens if pool.n_tokens else 0.0,
-    }}
-    if rendered is not None:
-        out["example_counts"] = dict(Counter(rendered.kinds))
-        out["dropped"] = dict(rendered.dropped)
-        out["words"] = list(rendered.words.values())
-        out["merged_words"] = sum(w["merged"] for w in out["words"])
-        if ex.keep_examples:
-            out["examples"] = rendered.records()
-    return out
-
-
 def _prepare(sel: Selection, pool: RandomPool, contexts: dict[int, list[int]],
              decoder: WordDecoder, ex: ExampleConfig, special: set[int], config: LabelConfig,
              evaluator: Evaluator, n_tokens: int) -> tuple[FeatureData | None, LabelResult | None,
@@ -125,7 +104,7 @@ def _prepare(sel: Selection, pool: RandomPool, contexts: dict[int, list[int]],
     """The feature's data, or the result saying why it cannot be labeled."""
     bad = sel.status(n_tokens)  # dead, or activations that were NaN/inf
     if bad is not None:
-        return None, status_result(sel.feature, *bad, **_extra(sel, pool, None, ex)), None
+        return None, status_result(sel.feature, *bad, **feature_extra(sel, pool, None, ex)), None
     rendered = render_feature(sel, pool, contexts, decoder, ex, special, evaluator.placeholder,
                               spellable=evaluator.can_spell)
     try:
@@ -134,7 +113,7 @@ def _prepare(sel: Selection, pool: RandomPool, contexts: dict[int, list[int]],
                                            config.strip_word))
     except FeatureDataError as err:
         return None, status_result(sel.feature, "unlabelable", str(err) + rendered.drop_note(),
-                                   **_extra(sel, pool, rendered, ex)), rendered
+                                   **feature_extra(sel, pool, rendered, ex)), rendered
     return data, None, rendered
 
 
@@ -257,7 +236,7 @@ def label_sae_features(
                 if ray_config is None:
                     _label_batches(batches, evaluator, config, sink)
                 else:
-                    from ..run.ray_backend import label_on_ray
+                    from .ray_backend import label_on_ray
 
                     label_on_ray(batches, evaluator, config, ray_config, sink)
             except BaseException as err:
@@ -275,11 +254,11 @@ def _open_store(run_dir: Any, identity: dict[str, Any], config: LabelConfig,
     whether it was opened here (and is closed here)."""
     if run_dir is None:
         return None, False
-    from ..run.store import RunStore
+    from .store import RunStore
 
     store = run_dir if isinstance(run_dir, RunStore) else RunStore(run_dir)
     try:
-        store.bind({"identity": identity, "label_config": _result_settings(config),
+        store.bind({"identity": identity, "label_config": config.result_settings(),
                     "example_config": ex.to_dict()},
                    names={"identity": "another SAE, model, evaluator or corpus"})
     except BaseException:
@@ -289,14 +268,10 @@ def _open_store(run_dir: Any, identity: dict[str, Any], config: LabelConfig,
     return store, store is not run_dir
 
 
-def _result_settings(config: LabelConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in PERFORMANCE_KEYS}
-
-
 def _ray_config(ray: Any) -> RayConfig | None:
     if ray is None or ray is False:
         return None
-    from ..run.ray_backend import RayConfig
+    from .ray_backend import RayConfig
 
     if isinstance(ray, RayConfig):
         return ray
@@ -312,7 +287,7 @@ def _ordered(todo: list[int], order: Order, model: Any, sae: Any, corpus: Corpus
     """`todo` in labeling order: by index, or by descending attribution score (ties: index)."""
     if order == "index":
         return sorted(todo)
-    from .attribution import attribution_scores
+    from ..sae.attribution import attribution_scores
 
     scores = attribution_scores(model, sae, corpus, cache_config=cache,
                                 max_tokens=cache.max_tokens if cache is not None else None)
@@ -366,7 +341,7 @@ def _prepared_batches(todo: list[int], sels: dict[int, Selection], pool: RandomP
                 failed.append(bad)
             else:
                 assert data is not None and rendered is not None
-                ready.append((data, _extra(sels[f], pool, rendered, ex)))
+                ready.append((data, feature_extra(sels[f], pool, rendered, ex)))
         kwargs: dict[str, Any] = {}
         if warm is not None and ready:
             kwargs["init_logits"] = list(_warm_start(warm, evaluator, config,
@@ -376,7 +351,7 @@ def _prepared_batches(todo: list[int], sels: dict[int, Selection], pool: RandomP
 
 def _warm_start(warm: tuple[Any, Any], evaluator: Evaluator, config: LabelConfig,
                 features: list[int]) -> torch.Tensor:
-    from .logit_lens import warm_start_logits
+    from ..sae.logit_lens import warm_start_logits
 
     sae, model = warm
     mask = evaluator.vocab_mask(config.exclude_special, config.words_only)
@@ -460,7 +435,7 @@ def _note_saved(err: BaseException, n_new: int, store: RunStore | None,
                 ckpt: Path | None) -> None:
     where = (f"they are saved in {store.path}" if store is not None else
              f"they are saved in {ckpt}" if ckpt is not None else None)
-    from ..run.store import RunStoreFullError
+    from .store import RunStoreFullError
 
     if isinstance(err, RunStoreFullError):
         return  # its message says what is saved and how to resume

@@ -19,6 +19,7 @@ The prompt is the paper's, rendered through the toy evaluator's chat template.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import resource
@@ -30,10 +31,10 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer
 
-from saelens_tokenlabel import Evaluator, FeatureData
-from saelens_tokenlabel.forward import PrefixCache, cached_logits, full_prompt_logits
-from saelens_tokenlabel.loss import accuracy_loss, label_loss
-from saelens_tokenlabel.soft_label import label_embeddings, label_log_probs
+from saelens_tokenlabel import Evaluator, FeatureData, LabelConfig
+from saelens_tokenlabel.config import PerformanceConfig
+from saelens_tokenlabel.optimize import Batch, StepContext
+from saelens_tokenlabel.optimize import step as engine_step
 from saelens_tokenlabel.toy import TOY_EVALUATOR_DIR
 
 SHAPES = {
@@ -43,6 +44,8 @@ SHAPES = {
                       d_mlp=14336, d_vocab=128256, rotary_base=500000),
 }
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
+LOSS = LabelConfig()
+"""Loss weights of the measured step (λ_acc 1, λ_ent 0.2, λ_kl 0.2, two-way prediction)."""
 
 
 def build_evaluator(shape: str, device: str, dtype: torch.dtype) -> Evaluator:
@@ -75,20 +78,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def step(evaluator, cache, enc, rows, targets, v, row_feature, use_cache):
-    """One optimisation step's work: forward, loss, backward to v. Returns v's gradient."""
+def step(ctx: StepContext, v: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """One optimisation step's work, as an attempt runs it (`optimize.step`, the default
+    `LabelConfig`'s loss weights, one pass): forward, loss, backward to v. Returns v's
+    gradient."""
     v.grad = None
-    log_p = label_log_probs(v, None)
-    e = label_embeddings(log_p.exp(), evaluator.model.W_E)[row_feature]
-    if use_cache:
-        logits = cached_logits(evaluator, cache, rows, e)
-    else:
-        logits = full_prompt_logits(evaluator, [enc[int(i)] for i in rows], e)
-    acc = accuracy_loss(logits, targets.to(logits.device, logits.dtype), evaluator.yes_id,
-                        evaluator.no_id)
-    counts = torch.bincount(row_feature, minlength=v.shape[0])
-    terms = label_loss(log_p, row_feature, acc, cache.log_q_rows(rows), counts, 1.0, 0.2, 0.2)
-    terms.total.sum().backward()
+    engine_step(ctx, v, batch, LOSS)
     return v.grad
 
 
@@ -127,9 +122,12 @@ def main() -> None:
     n_examples = max(args.features) * args.batch_size
     enc, targets = examples(ev, n_examples)
     t0 = time.perf_counter()
-    cache = PrefixCache.build(ev, enc, batch_size=32)
+    cached = StepContext.build(ev, enc, PerformanceConfig(eval_batch_size=32))
     sync(device)
     cache_s = time.perf_counter() - t0
+    cache = cached.cache
+    # The full-prompt path: the same examples and prefix pass, the whole prompt every step.
+    full = dataclasses.replace(cached, performance=PerformanceConfig(use_cache=False))
     prefix_len = sum(len(e.prefix_ids) for e in enc) / len(enc)
     suffix_len = len(ev.suffix_ids(1))
     v_dtype = torch.promote_types(torch.float32, dtype)
@@ -140,26 +138,24 @@ def main() -> None:
         v.requires_grad_(True)
         rows = torch.arange(n_feat * args.batch_size) % len(enc)
         row_feature = torch.arange(n_feat).repeat_interleave(args.batch_size).to(device)
-        return v, rows, row_feature
+        return v, Batch(rows, row_feature, targets[rows].to(device), list(range(n_feat)))
 
     # 1. cached versus full prompt, one feature, same rows and v.
-    v, rows, rf = make(1)
-    g_cached = step(ev, cache, enc, rows, targets[rows], v, rf, True).clone()
-    g_full = step(ev, cache, enc, rows, targets[rows], v, rf, False).clone()
+    v, batch = make(1)
+    g_cached = step(cached, v, batch).clone()
+    g_full = step(full, v, batch).clone()
     grad_diff = float((g_cached - g_full).abs().max() / g_full.abs().max().clamp_min(1e-30))
-    t_cached = timed(partial(step, ev, cache, enc, rows, targets[rows], v, rf, True), device,
-                     args.repeats)
-    t_full = timed(partial(step, ev, cache, enc, rows, targets[rows], v, rf, False), device,
-                   args.repeats)
+    t_cached = timed(partial(step, cached, v, batch), device, args.repeats)
+    t_full = timed(partial(step, full, v, batch), device, args.repeats)
 
     # 2. feature batching.
     batching = []
     for n_feat in args.features:
-        v, rows, rf = make(n_feat)
+        v, batch = make(n_feat)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        t = timed(partial(step, ev, cache, enc, rows, targets[rows], v, rf, True), device,
-                  args.repeats)
+        t = timed(partial(step, cached, v, batch), device, args.repeats)
+        rows = batch.rows
         row = {
             "features": n_feat,
             "rows_per_step": len(rows),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .serial import Config
@@ -35,9 +35,32 @@ RESTART_KEYS = frozenset({"lr", "lambda_acc", "lambda_ent", "lambda_kl", "seed",
                           "epochs", "steps", "prediction"})
 
 
-PERFORMANCE_KEYS = ("eval_batch_size", "max_rows_per_pass", "max_resident_examples",
-                    "use_cache")
-"""LabelConfig fields that change speed and memory, not results."""
+@dataclass
+class PerformanceConfig(Config):
+    """Speed and memory knobs of a labeling run. None of them changes a result (each is
+    tested exact), so a run may be resumed with other values, e.g. fewer rows per pass after
+    running out of memory."""
+
+    use_cache: bool = True
+    """Run the prompt prefix (everything before the label) once and reuse its KV cache.
+    Exact: the same logits and gradients as re-running the whole prompt every step."""
+    max_rows_per_pass: int | None = None
+    """Split each step's batch into forward/backward passes of at most this many rows
+    (gradients accumulate, so the step is the same). None: one pass. Halved automatically on
+    out-of-memory."""
+    max_resident_examples: int | None = None
+    """Memory budget of the prefix cache: keep at most this many examples' keys/values on the
+    device; evict the least recently used and recompute them when sampled again. None: all."""
+    eval_batch_size: int = 64
+    """Batch size for the prefix pass and for scoring the final hard label."""
+
+    def check(self) -> None:
+        need = self.need
+        need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
+        need(self.max_rows_per_pass is None or self.max_rows_per_pass >= 1,
+             "max_rows_per_pass must be >= 1 or None")
+        need(self.max_resident_examples is None or self.max_resident_examples >= 1,
+             "max_resident_examples must be >= 1 or None")
 
 
 @dataclass
@@ -156,18 +179,8 @@ class LabelConfig(Config):
     """Stop at convergence instead of running all steps."""
     trajectory_top_k: int = 10
     """Top tokens (and probabilities) recorded per step and slot in the trajectory."""
-    use_cache: bool = True
-    """Run the prompt prefix (everything before the label) once and reuse its KV cache.
-    Exact: the same logits and gradients as re-running the whole prompt every step."""
-    max_rows_per_pass: int | None = None
-    """Split each step's batch into forward/backward passes of at most this many rows
-    (gradients accumulate, so the step is the same). None: one pass. Halved automatically on
-    out-of-memory."""
-    max_resident_examples: int | None = None
-    """Memory budget of the prefix cache: keep at most this many examples' keys/values on the
-    device; evict the least recently used and recompute them when sampled again. None: all."""
-    eval_batch_size: int = 64
-    """Batch size for the prefix pass and for scoring the final hard label."""
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    """Speed and memory knobs (prefix cache, rows per pass, batch sizes): never the result."""
 
     def check(self) -> None:
         need = self.need
@@ -190,11 +203,6 @@ class LabelConfig(Config):
              f"convergence_mass must be in (0, 1], got {self.convergence_mass}")
         need(self.convergence_patience >= 1, "convergence_patience must be >= 1")
         need(self.trajectory_top_k >= 1, "trajectory_top_k must be >= 1")
-        need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
-        need(self.max_rows_per_pass is None or self.max_rows_per_pass >= 1,
-             "max_rows_per_pass must be >= 1 or None")
-        need(self.max_resident_examples is None or self.max_resident_examples >= 1,
-             "max_resident_examples must be >= 1 or None")
         need(self.init_std >= 0, "init_std must be >= 0")
         self.choice("sampler", ("balanced", "confusion"))
         need(self.confusion_every >= 1, "confusion_every must be >= 1")
@@ -264,7 +272,24 @@ class LabelConfig(Config):
         return self.temperature_final ** (min(step, horizon) / horizon)
 
     def result_settings(self) -> dict[str, Any]:
-        """The settings that decide results: `to_dict` without the speed and memory knobs
-        (each tested exact), so a run may be resumed with other values of those, e.g. fewer
-        rows per pass after running out of memory."""
-        return {k: v for k, v in self.to_dict().items() if k not in PERFORMANCE_KEYS}
+        """The settings that decide results: `to_dict` without `performance` (speed and
+        memory only, each tested exact), so a run may be resumed with other values of those,
+        e.g. fewer rows per pass after running out of memory."""
+        d = self.to_dict()
+        del d["performance"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelConfig:
+        """The config of `to_dict`'s output. Older files kept the performance knobs at the top
+        level (``use_cache``, ...): they move into `performance`."""
+        d = dict(d)
+        flat = {k: d.pop(k) for k in _PERFORMANCE_FIELDS if k in d}
+        if flat:
+            nested = d.get("performance")
+            nested = nested.to_dict() if isinstance(nested, PerformanceConfig) else nested
+            d["performance"] = {**flat, **(nested or {})}
+        return super().from_dict(d)
+
+
+_PERFORMANCE_FIELDS = tuple(f.name for f in dataclasses.fields(PerformanceConfig))

@@ -8,9 +8,8 @@ import torch
 
 from .config import LabelConfig
 from .data import FeatureData
-from .evaluator import Evaluator
-from .forward import PrefixCache
-from .optimize import FeatureJob, optimize_labels
+from .evaluator import EncodedExample, Evaluator
+from .optimize import FeatureJob, StepContext, optimize_labels
 from .result import LabelResult
 
 
@@ -64,6 +63,20 @@ def label_features_data(
     if init_logits is not None and len(init_logits) != len(datas):
         raise ValueError(f"init_logits has {len(init_logits)} entries for {len(datas)} "
                          "features; pass one (or None) per feature.")
+    encoded, jobs = feature_jobs(datas, evaluator, config, init_logits)
+    ctx = StepContext.build(evaluator, encoded, config.performance,
+                            evaluator.vocab_mask(config.exclude_special, config.words_only))
+    return optimize_labels(ctx, jobs, config)
+
+
+def feature_jobs(
+    datas: list[FeatureData],
+    evaluator: Evaluator,
+    config: LabelConfig,
+    init_logits: Sequence[torch.Tensor | None] | None = None,
+) -> tuple[list[EncodedExample], list[FeatureJob]]:
+    """The encoded examples the features share (each (text, word) once) and one job per
+    feature: its examples split into training and held-out ones (`split_holdout`)."""
     index: dict[tuple[str, str], int] = {}
     encoded = []
     jobs = []
@@ -90,7 +103,4 @@ def label_features_data(
             threshold_rule=ex.threshold_rule,
             init_logits=None if init_logits is None else init_logits[n],
         ))
-    cache = PrefixCache.build(evaluator, encoded, config.eval_batch_size, keep_kv=config.use_cache,
-                              max_resident=config.max_resident_examples)
-    mask = evaluator.vocab_mask(config.exclude_special, config.words_only)
-    return optimize_labels(evaluator, encoded, jobs, config, cache, mask)
+    return encoded, jobs

@@ -116,7 +116,7 @@ class LabelResult:
     """The LabelConfig used."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth keeping (e.g. word merges)."""
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
     """Every optimisation attempt (restarts and label lengths), in the order run: the config
     overrides, label, probability, converged, steps and scores of each; `selected` marks the
     one this result reports."""
@@ -126,6 +126,7 @@ class LabelResult:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["trajectory"] = self.trajectory.to_dict()
+        d["attempts"] = [a.to_dict() for a in self.attempts]
         return d
 
     @classmethod
@@ -133,6 +134,7 @@ class LabelResult:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["trajectory"] = Trajectory.from_dict(d.get("trajectory", {}))
+        d["attempts"] = [Attempt.from_dict(a) for a in d.get("attempts", [])]
         return cls(**d)
 
     def to_json(self, **kwargs: Any) -> str:
@@ -148,3 +150,79 @@ class LabelResult:
             f"probability={self.probability:.3f}, converged={self.converged}, "
             f"steps={self.steps}, status={self.status!r})"
         )
+
+
+_ATTEMPT_OPTIONAL = ("trajectory", "rejected")
+
+
+@dataclass
+class Attempt:
+    """One optimisation attempt of one feature (its first run, a prior proposal, a restart or a
+    longer label), as `LabelResult.attempts` records it. `to_dict`/`from_dict` read and write
+    the dict layout of earlier versions, so stored results load unchanged."""
+
+    attempt: int
+    """Index of the attempt among all the optimisation's attempts, in the order run."""
+    overrides: dict[str, Any]
+    """The config values this attempt changed (a restart's, ``prior_rank``, ``label_length``)."""
+    label_length: int
+    """Number of label slots."""
+    label: str
+    """The attempt's hard label text."""
+    label_tokens: list[str]
+    """Decoded text of each slot's argmax token."""
+    label_token_ids: list[int]
+    """Evaluator token id of each slot's argmax token."""
+    probability: float
+    """Probability of the argmax token (the smallest over slots)."""
+    converged: bool
+    """Whether the label converged (see `LabelResult.converged`)."""
+    converged_step: int | None
+    """First step of the converged run, None if it did not converge."""
+    steps: int
+    """Optimisation steps the attempt ran."""
+    metrics: dict[str, float]
+    """The attempt's loss terms and hard-label scores."""
+    selected: bool = False
+    """Whether this is the attempt the result reports."""
+    rejected: str | None = None
+    """Why a longer label was not kept (`grow_label`), None otherwise."""
+    trajectory: Trajectory | None = None
+    """Its trajectory (`keep_attempt_trajectories`), None when not kept."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in _ATTEMPT_OPTIONAL}
+        d["overrides"] = dict(self.overrides)
+        d["metrics"] = dict(self.metrics)
+        # Absent, not None, when not kept: the layout results were first written in.
+        if self.trajectory is not None:
+            d["trajectory"] = self.trajectory.to_dict()
+        if self.rejected is not None:
+            d["rejected"] = self.rejected
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | Attempt) -> Attempt:
+        if isinstance(d, Attempt):
+            return d
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("trajectory") is not None:
+            d["trajectory"] = Trajectory.from_dict(d["trajectory"])
+        return cls(**d)
+
+    # Read access as to the dict layout (``a["label"]``, ``a.get("metrics")``), for code
+    # written when attempts were dicts.
+    def __contains__(self, key: object) -> bool:
+        return key in {f.name for f in fields(self)} and not (
+            key in _ATTEMPT_OPTIONAL and getattr(self, str(key)) is None)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self:
+            raise KeyError(key)
+        value = getattr(self, key)
+        return value.to_dict() if isinstance(value, Trajectory) else value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default

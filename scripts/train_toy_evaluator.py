@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from saelens_tokenlabel.evaluator import Evaluator
 from saelens_tokenlabel.loading import load_local_model, save_local_model
 from saelens_tokenlabel.prompts import PAPER_SYSTEM_PROMPT, PAPER_USER_TEMPLATE
+from saelens_tokenlabel.soft_label import label_embeddings
 from saelens_tokenlabel.toy.lexicon import (
     COLORS,
     CONCEPTS,
@@ -527,7 +528,8 @@ def soft_label_hook(items: list[Item], label_pos: torch.Tensor, W_E: torch.Tenso
 
     def hook(embed, hook):
         embed = embed.clone()
-        embed[idx, at] = (P @ W_E).to(embed.dtype)
+        # The optimisation's own label embedding (p @ W_E), so training sees what labeling does.
+        embed[idx, at] = label_embeddings(P, W_E).to(embed.dtype)
         return embed
 
     return [("hook_embed", hook)]
@@ -541,6 +543,44 @@ def gather_logits(model, tokens, positions: list[torch.Tensor]):
     for pos in positions:
         out.append(model.unembed(model.ln_final(resid[rows, pos][:, None, :]))[:, 0])
     return out
+
+
+def training_loss(model, world: World, items: list[Item], pad_id: int, rng: random.Random,
+                  lm_weight: float):
+    """Forward one training batch (cropped prompts, soft labels written in by the hook).
+    Returns the loss (class-balanced two-way BCE + lm_weight * LM + 0.1 * full-vocabulary CE),
+    its BCE and LM parts, the two-way log-probabilities and the targets."""
+    ev = world.ev
+    yes_no = torch.tensor([ev.yes_id, ev.no_id])
+    tokens, label_pos, last = make_batch(world, items, pad_id, crop=True, rng=rng)
+    with model.hooks(fwd_hooks=soft_label_hook(items, label_pos, model.W_E)):
+        lm_logits, lm2_logits, ans_logits = gather_logits(
+            model, tokens, [label_pos - 1, label_pos, last])
+    t = torch.tensor([it.target for it in items])  # wanted P(yes)
+    logp = torch.log_softmax(ans_logits[:, yes_no].float(), -1)
+    bce = -(t * logp[:, 0] + (1 - t) * logp[:, 1])
+    # class-balanced weights: yes and no carry equal total weight
+    w = 0.5 * t / t.sum().clamp_min(1e-6) + 0.5 * (1 - t) / (1 - t).sum().clamp_min(1e-6)
+    ce = (bce * w).sum()
+    # q: before the label, the first token of a concept label (a whole single-token label,
+    # or the first piece of the two-token one); after that first piece, the second piece
+    is_concept = torch.tensor([
+        it.mix is None and (it.label_ids == world.pair or (
+            len(it.label_ids) == 1 and it.label_ids[0] in world.concept_ids))
+        for it in items])
+    after_first = torch.tensor([it.mix is None and len(it.label_ids) == 2
+                                and it.label_ids[0] == world.pair[0] for it in items])
+    lm_in = torch.cat([lm_logits[is_concept], lm2_logits[after_first]]).float()
+    lm_t = torch.cat([torch.tensor([it.label_ids[0] for it in items])[is_concept],
+                      torch.full((int(after_first.sum()),), world.pair[1])])
+    lm = F.cross_entropy(lm_in, lm_t)
+    # a little loss on the full-vocabulary answer keeps " 1"/" 0" the top tokens too
+    full_t = torch.zeros(ans_logits.shape, dtype=torch.float32)
+    full_t[:, ev.yes_id] = t
+    full_t[:, ev.no_id] = 1 - t
+    full = F.cross_entropy(ans_logits.float(), full_t)
+    loss = ce + lm_weight * lm + 0.1 * full
+    return loss, ce, lm, logp, t
 
 
 @torch.no_grad()
@@ -777,7 +817,6 @@ def main() -> None:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    yes_no = torch.tensor([ev.yes_id, ev.no_id])
     gen = torch.Generator().manual_seed(args.seed)
     if args.init_from is not None:  # experiments only: continue from saved weights
         from safetensors.torch import load_file
@@ -789,34 +828,7 @@ def main() -> None:
         model.train()
         items = [world.sample_soft(gen) if rng.random() < args.soft_fraction else world.sample()
                  for _ in range(args.batch_size)]
-        tokens, label_pos, last = make_batch(world, items, pad_id, crop=True, rng=rng)
-        with model.hooks(fwd_hooks=soft_label_hook(items, label_pos, model.W_E)):
-            lm_logits, lm2_logits, ans_logits = gather_logits(
-                model, tokens, [label_pos - 1, label_pos, last])
-        t = torch.tensor([it.target for it in items])  # wanted P(yes)
-        logp = torch.log_softmax(ans_logits[:, yes_no].float(), -1)
-        bce = -(t * logp[:, 0] + (1 - t) * logp[:, 1])
-        # class-balanced weights: yes and no carry equal total weight
-        w = 0.5 * t / t.sum().clamp_min(1e-6) + 0.5 * (1 - t) / (1 - t).sum().clamp_min(1e-6)
-        ce = (bce * w).sum()
-        # q: before the label, the first token of a concept label (a whole single-token label,
-        # or the first piece of the two-token one); after that first piece, the second piece
-        is_concept = torch.tensor([
-            it.mix is None and (it.label_ids == world.pair or (
-                len(it.label_ids) == 1 and it.label_ids[0] in world.concept_ids))
-            for it in items])
-        after_first = torch.tensor([it.mix is None and len(it.label_ids) == 2
-                                    and it.label_ids[0] == world.pair[0] for it in items])
-        lm_in = torch.cat([lm_logits[is_concept], lm2_logits[after_first]]).float()
-        lm_t = torch.cat([torch.tensor([it.label_ids[0] for it in items])[is_concept],
-                          torch.full((int(after_first.sum()),), world.pair[1])])
-        lm = F.cross_entropy(lm_in, lm_t)
-        # a little loss on the full-vocabulary answer keeps " 1"/" 0" the top tokens too
-        full_t = torch.zeros(ans_logits.shape, dtype=torch.float32)
-        full_t[:, ev.yes_id] = t
-        full_t[:, ev.no_id] = 1 - t
-        full = F.cross_entropy(ans_logits.float(), full_t)
-        loss = ce + args.lm_weight * lm + 0.1 * full
+        loss, ce, lm, logp, t = training_loss(model, world, items, pad_id, rng, args.lm_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -83,3 +83,37 @@ def dataclasses_replace(c, **kw):
     import dataclasses
 
     return dataclasses.replace(c, **kw)
+
+
+def test_performance_settings_are_nested_and_old_flat_dicts_load():
+    from saelens_tokenlabel.config import PerformanceConfig
+
+    c = LabelConfig(lr=0.2, performance=PerformanceConfig(use_cache=False, max_rows_per_pass=4))
+    d = c.to_dict()
+    assert d["performance"] == {"use_cache": False, "max_rows_per_pass": 4,
+                                "max_resident_examples": None, "eval_batch_size": 64}
+    assert LabelConfig.from_dict(d) == c
+    assert LabelConfig(performance={"eval_batch_size": 8}).performance.eval_batch_size == 8
+    # Results and run stores written before: the four knobs at the top level.
+    flat = {k: v for k, v in d.items() if k != "performance"}
+    flat.update(use_cache=False, max_rows_per_pass=4, max_resident_examples=None,
+                eval_batch_size=64)
+    assert LabelConfig.from_dict(flat) == c
+    # What decides results leaves them out, so a resumed run may change them.
+    settings = c.result_settings()
+    assert "performance" not in settings and "use_cache" not in settings
+    assert settings == LabelConfig(lr=0.2).result_settings()
+    assert settings == {k: v for k, v in d.items() if k != "performance"}
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"eval_batch_size": 0}, "eval_batch_size"), ({"max_rows_per_pass": 0}, "max_rows_per_pass"),
+    ({"max_resident_examples": 0}, "max_resident_examples"),
+])
+def test_bad_performance_config_is_a_clear_error(kw, match):
+    from saelens_tokenlabel.config import PerformanceConfig
+
+    with pytest.raises(ValueError, match=f"PerformanceConfig: {match}"):
+        PerformanceConfig(**kw)
+    with pytest.raises(ValueError, match=match):
+        LabelConfig(performance=kw)

@@ -40,7 +40,7 @@ def test_default_config_labels_every_concept_without_tuning(toy_evaluator, data)
     assert result.label == concept, result.attempts
     assert result.converged and result.probability >= 0.9
     assert result.metrics["heldout_balanced_accuracy"] >= 0.9
-    assert sum(a["selected"] for a in result.attempts) == 1
+    assert sum(a.selected for a in result.attempts) == 1
 
 
 
@@ -138,21 +138,19 @@ def test_two_token_concept_is_recovered_with_label_length_2(toy_evaluator):
     assert result.label_token_ids == [ve, hicle] and result.label == "vehicle"
     assert result.converged and result.metrics["heldout_balanced_accuracy"] >= 0.9
     # It came from the evaluator's own proposals: the plain first attempt finds no pair.
-    chosen = next(a for a in result.attempts if a["selected"])
-    assert "prior_rank" in chosen["overrides"]
-    assert result.attempts[0]["metrics"]["heldout_balanced_accuracy"] < 0.9
+    chosen = next(a for a in result.attempts if a.selected)
+    assert "prior_rank" in chosen.overrides
+    assert result.attempts[0].metrics["heldout_balanced_accuracy"] < 0.9
     # Each token alone, or the two swapped, tells vehicles from the rest no better than chance.
-    from saelens_tokenlabel.forward import PrefixCache
-    from saelens_tokenlabel.optimize import score_hard_label
+    from saelens_tokenlabel.optimize import StepContext, score_hard_label
 
     ex = concept_feature("vehicle").examples()
     encoded = [toy_evaluator.encode(i.sentence, i.word) for i in ex.items]
-    cache = PrefixCache.build(toy_evaluator, encoded)
+    ctx = StepContext.build(toy_evaluator, encoded)
     ids = torch.arange(len(encoded))
     targets = torch.tensor([float(i.active) for i in ex.items])
     for label in ([ve], [hicle], [hicle, ve]):
-        s = score_hard_label(toy_evaluator, encoded, cache, ids, targets, label, LabelConfig())
+        s = score_hard_label(ctx, ids, targets, label)
         assert s["train_balanced_accuracy"] < 0.6, (label, s)
-    both = score_hard_label(toy_evaluator, encoded, cache, ids, targets, [ve, hicle],
-                            LabelConfig())
+    both = score_hard_label(ctx, ids, targets, [ve, hicle])
     assert both["train_balanced_accuracy"] >= 0.95

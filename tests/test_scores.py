@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelens_tokenlabel import LabelConfig
-from saelens_tokenlabel.forward import PrefixCache
-from saelens_tokenlabel.optimize import score_hard_label
+from saelens_tokenlabel.optimize import StepContext, score_hard_label
 from saelens_tokenlabel.scores import auroc, detection_scores
 from saelens_tokenlabel.toy.features import concept_feature
 
@@ -31,15 +29,14 @@ def test_detection_scores_by_hand():
 def test_perfect_label_scores_one_wrong_label_about_half(toy_evaluator, concept):
     ex = concept_feature(concept).examples()
     encoded = [toy_evaluator.encode(i.sentence, i.word) for i in ex.items]
-    cache = PrefixCache.build(toy_evaluator, encoded)
+    ctx = StepContext.build(toy_evaluator, encoded)
     ids = torch.arange(len(encoded))
     targets = torch.tensor([float(i.active) for i in ex.items])
 
     def score(label: str) -> dict:
         label_ids = toy_evaluator.tokenizer(label, add_special_tokens=False)["input_ids"]
         assert len(label_ids) == 1
-        return score_hard_label(toy_evaluator, encoded, cache, ids, targets, label_ids,
-                                LabelConfig(), prefix="")
+        return score_hard_label(ctx, ids, targets, label_ids, prefix="")
 
     right = score(concept)
     assert right["balanced_accuracy"] == 1.0 and right["f1"] == 1.0 and right["auroc"] == 1.0

@@ -191,6 +191,6 @@ def test_rerun_skips_finished_and_retries_errors(subject, toy_corpus, fast_evalu
     with pytest.raises(ValueError, match="another SAE, model, evaluator or corpus"):
         label_sae_features(sae, subject, fast_evaluator, toy_corpus[:-1], [0], **kw)
     same = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1, 4, 5],
-                              **{**kw, "config": LabelConfig(steps=2, batch_size=6,
-                                                             max_rows_per_pass=2)})
+                              **{**kw, "config": LabelConfig(
+                                  steps=2, batch_size=6, performance={"max_rows_per_pass": 2})})
     assert calls == [] and same[4].to_dict() == labels[4].to_dict()

@@ -219,32 +219,43 @@ def test_attribution_order_labels_the_highest_scores_first(subject, sae, toy_cor
 
 
 def test_out_of_memory_once_halves_and_gives_the_same_labels(subject, sae, toy_corpus,
-                                                             fast_evaluator, tmp_path,
-                                                             monkeypatch, caplog):
-    import saelens_tokenlabel.optimize as opt_mod
+                                                             fast_evaluator, tmp_path, caplog):
+    """End to end, a step that runs out of memory once is redone in passes of half the rows
+    and the run carries on. The OOM comes from the evaluator's model itself (a torch forward
+    pre-hook on its first gradient-carrying forward of several rows: a step's pass; the prefix
+    pass and the scoring run without gradients), not from patching a function.
 
+    Two half passes accumulate the same gradient as one pass up to float rounding (float32
+    here), so what must agree is what rounding cannot change: the labels and their token ids
+    and the steps exactly; the label probabilities and every step's loss terms to 1e-6. Not
+    the order of the recorded top-k tokens: near-equal probabilities may swap places."""
     kw = dict(config=QUICK, cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
               features_per_batch=2)
     ref = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1], **kw)
-    real = opt_mod._logits
     raised = []
 
-    def oom_once(evaluator, encoded, cache, rows, *a):
-        if not raised and len(rows) > 1:
-            raised.append(len(rows))
+    def oom_once(module, args):
+        if not raised and torch.is_grad_enabled() and args[0].shape[0] > 1:
+            raised.append(args[0].shape[0])
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(evaluator, encoded, cache, rows, *a)
 
-    monkeypatch.setattr(opt_mod, "_logits", oom_once)
-    with caplog.at_level("WARNING", logger="saelens_tokenlabel.optimize"):
-        got = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1],
-                                 run_dir=tmp_path / "run", **kw)
-    assert raised and "halving" in caplog.text
+    handle = fast_evaluator.model.register_forward_pre_hook(oom_once)
+    try:
+        with caplog.at_level("WARNING", logger="saelens_tokenlabel.optimize"):
+            got = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1],
+                                     run_dir=tmp_path / "run", **kw)
+    finally:
+        handle.remove()
+    assert raised == [12] and f"halving to {12 // 2} rows" in caplog.text  # 2 features x 6
+    close = dict(rtol=0.0, atol=1e-6)
     for f in (0, 1):
         assert got[f].status == "ok"
         assert (got[f].label, got[f].label_token_ids, got[f].steps) == \
             (ref[f].label, ref[f].label_token_ids, ref[f].steps)
-        assert got[f].trajectory.top_ids == ref[f].trajectory.top_ids
+        torch.testing.assert_close(got[f].probability, ref[f].probability, **close)
+        for name in ("loss", "accuracy", "entropy", "kl"):
+            torch.testing.assert_close(torch.tensor(getattr(got[f].trajectory, name)),
+                                       torch.tensor(getattr(ref[f].trajectory, name)), **close)
 
 
 def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, toy_evaluator,

@@ -1,0 +1,35 @@
+"""Layer 3: token-space gradient descent on the label logits v, for one or many features.
+
+One job per module:
+
+* `engine`: the step (forward, loss, backward of one batch) and its `StepContext`;
+* `state`: `FeatureJob` (a feature to label) and `AttemptState` (its progress);
+* `attempts`: one attempt for many features at once, halving the pass on out-of-memory;
+* `hardlabel`: scoring a hard label, and an attempt's `LabelResult`;
+* `search`: the attempt plan, restarts, prior proposals, growing labels, the best attempt.
+"""
+
+from .attempts import run_attempt, step_halving_on_oom
+from .engine import Batch, PassLogits, StepContext, prompt_logits, row_log_q, step
+from .hardlabel import finish, hard_label_margins, score_hard_label
+from .search import optimize_labels, prior_labels, succeeded
+from .state import AttemptState, FeatureJob
+
+__all__ = [
+    "AttemptState",
+    "Batch",
+    "FeatureJob",
+    "PassLogits",
+    "StepContext",
+    "finish",
+    "hard_label_margins",
+    "optimize_labels",
+    "prior_labels",
+    "prompt_logits",
+    "row_log_q",
+    "run_attempt",
+    "score_hard_label",
+    "step",
+    "step_halving_on_oom",
+    "succeeded",
+]

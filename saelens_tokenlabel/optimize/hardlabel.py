@@ -1,0 +1,96 @@
+"""Scoring a hard label (real tokens, no soft mixture), and an attempt's `LabelResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float, Int
+
+from ..config import LabelConfig
+from ..loss import accuracy_loss, answer_margin
+from ..result import LabelResult
+from ..scores import detection_scores
+from .engine import StepContext
+from .state import AttemptState
+
+
+@torch.no_grad()
+def hard_label_margins(
+    ctx: StepContext,
+    example_ids: Int[torch.Tensor, " n"],
+    label_ids: Int[torch.Tensor, "n slot"] | Sequence[int],
+    targets: Float[torch.Tensor, " n"] | None = None,
+    prediction: str = "two_way",
+) -> tuple[Float[torch.Tensor, " n"], Float[torch.Tensor, " n"] | None]:
+    """logit("1") - logit("0") of each example under a hard label (one for all, or one per
+    example), and the accuracy loss (`prediction`) against `targets` when given."""
+    W_E = ctx.W_E
+    ev = ctx.evaluator
+    ids = torch.as_tensor(label_ids, dtype=torch.long, device=W_E.device)
+    if ids.ndim == 1:
+        ids = ids[None].expand(len(example_ids), -1)
+    margins, losses = [], []
+    size = ctx.performance.eval_batch_size
+    for start in range(0, len(example_ids), size):
+        sl = slice(start, start + size)
+        logits = ctx.logits(example_ids[sl], W_E[ids[sl]])
+        margins.append(answer_margin(logits, ev.yes_id, ev.no_id))
+        if targets is not None:
+            tgt = targets[sl].to(logits.device, logits.dtype)
+            losses.append(accuracy_loss(logits, tgt, ev.yes_id, ev.no_id, prediction))
+    return torch.cat(margins), (torch.cat(losses) if targets is not None else None)
+
+
+def score_hard_label(
+    ctx: StepContext,
+    example_ids: Int[torch.Tensor, " n"],
+    targets: Float[torch.Tensor, " n"],
+    label_ids: list[int],
+    prediction: str = "two_way",
+    prefix: str = "train_",
+) -> dict[str, float]:
+    """Detection scores and mean accuracy loss of a hard label over the given examples."""
+    margins, losses = hard_label_margins(ctx, example_ids, label_ids, targets, prediction)
+    assert losses is not None
+    out = detection_scores(margins, targets > 0.5, prefix=prefix)
+    out[prefix + "loss_accuracy"] = float(losses.mean())
+    return out
+
+
+def finish(state: AttemptState, ctx: StepContext, config: LabelConfig) -> LabelResult:
+    """The `LabelResult` of a finished attempt: its hard label, scored on the training and the
+    held-out examples."""
+    assert state.final_p is not None and state.last_terms is not None
+    job, ev = state.job, ctx.evaluator
+    top = state.final_p.max(-1)
+    ids = [int(i) for i in top.indices.tolist()]
+    metrics = dict(state.last_terms)
+    metrics.update(score_hard_label(ctx, job.example_ids, job.targets, ids, config.prediction,
+                                    prefix="train_"))
+    held = job.heldout_ids
+    if held is not None and len(held):
+        assert job.heldout_targets is not None
+        metrics.update(score_hard_label(ctx, held, job.heldout_targets, ids, config.prediction,
+                                        prefix="heldout_"))
+    n_held = 0 if held is None else len(held)
+    held_active = 0 if job.heldout_targets is None else int((job.heldout_targets > 0.5).sum())
+    return LabelResult(
+        label=ev.tokenizer.decode(ids).strip(),
+        label_tokens=[ev.token_str(i) for i in ids],
+        label_token_ids=ids,
+        probability=float(top.values.min()),
+        converged=state.converged_step is not None,
+        steps=state.steps,
+        metrics=metrics,
+        trajectory=state.trajectory,
+        feature=job.name,
+        threshold=job.threshold,
+        threshold_rule=job.threshold_rule,
+        n_examples=len(job.example_ids) + n_held,
+        n_active=int((job.targets > 0.5).sum()) + held_active,
+        n_heldout=n_held,
+        converged_step=state.converged_step,
+        evaluator=ev.name or "",
+        config=config.to_dict(),
+    )

@@ -225,7 +225,12 @@ class WarmStartConfig(Config):
                   f"top_mass must be in (0, 1), got {self.top_mass}")
 
     def start_logit(self, n_allowed: int) -> float:
-        """The top token's initial logit among `n_allowed` allowed tokens."""
+        """The top token's initial logit among `n_allowed` allowed tokens: `scale`, or with
+        `top_mass` ``log(top_mass / (1 - top_mass) * (n_allowed - 1))``, so that the top token
+        alone would hold `top_mass` of the initial probability among the allowed tokens
+        (other matched tokens add to it: " cat" and "cat" both start there). The same `scale`
+        means very different starts in a 1,000-token and a 128,000-token vocabulary;
+        `top_mass` does not."""
         if self.top_mass is None:
             return self.scale
         n = max(n_allowed, 2)
@@ -260,13 +265,7 @@ def warm_start_logits(
     `words_only`) are the fields of `WarmStartConfig`: pass a `config`, keywords, or both
     (keywords override the config's fields).
 
-    `top_mass` (in (0, 1)) sets `scale` from the vocabulary size instead:
-    ``scale = log(top_mass / (1 - top_mass) * (n_allowed - 1))``, so that the top token alone
-    would hold `top_mass` of the initial probability among the ``n_allowed`` tokens of the
-    mask (other matched tokens add to it: " cat" and "cat" both start at `scale`). The same
-    `scale` means very different starts in a 1,000-token and a 128,000-token vocabulary;
-    `top_mass` does not.
-
+    `top_mass` sets `scale` from the vocabulary size instead (`WarmStartConfig.start_logit`).
     Both a subject token " cat" and "cat" match both evaluator tokens " cat" and "cat": the
     optimiser (and its KL term) decides between them.
 

@@ -1,7 +1,17 @@
+"""Shared fixtures, and the test tiers.
+
+`pytest` runs the fast tier: tests marked `slow`, `browser`, `ray` or `subprocess` (see
+``[tool.pytest.ini_options] markers`` in pyproject.toml) are deselected. `pytest --full` runs
+every test (CI does, with ``TOKENLABEL_REQUIRE_BROWSER=1``). A tiered test still runs when
+its file or id is named on the command line, or when `-m` picks tests by marker
+(``pytest -m ray``); ``TOKENLABEL_REQUIRE_BROWSER=1`` keeps the browser tier in.
+"""
+
 from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +23,56 @@ from .builders import tiny_llama, train_tokenizer
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
 # Two threads (the CI machine's cores), fewer when OMP_NUM_THREADS asks for fewer.
 torch.set_num_threads(max(1, min(2, int(os.environ.get("OMP_NUM_THREADS", "2")))))
+
+TIERS = ("slow", "browser", "ray", "subprocess")
+REQUIRE_BROWSER = "TOKENLABEL_REQUIRE_BROWSER"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true",
+                     help=f"run every test, the {', '.join(TIERS)} tiers included (as CI does)")
+
+
+def _deselected_tiers(config: pytest.Config) -> set[str]:
+    if config.getoption("--full") or config.getoption("markexpr"):
+        return set()
+    tiers = set(TIERS)
+    if os.environ.get(REQUIRE_BROWSER, "") not in ("", "0"):
+        tiers.discard("browser")  # a required browser must be tried, so that it can fail
+    return tiers
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    tiers = _deselected_tiers(config)
+    if not tiers:
+        return "test tier: full"
+    return (f"test tier: fast (deselects {', '.join(sorted(tiers))}; "
+            "`pytest --full` runs every test)")
+
+
+def _named_files(config: pytest.Config) -> set[Path]:
+    """Test files named on the command line (``path`` or ``path::test``), not folders."""
+    root = config.invocation_params.dir
+    out = set()
+    for arg in config.args:
+        path = (root / arg.split("::")[0]).resolve()
+        if path.is_file():
+            out.add(path)
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tiers = _deselected_tiers(config)
+    if not tiers:
+        return
+    named = _named_files(config)
+    keep, drop = [], []
+    for item in items:
+        tiered = any(item.get_closest_marker(t) for t in tiers)
+        (drop if tiered and item.path.resolve() not in named else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

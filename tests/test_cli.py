@@ -4,10 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from saelens_tokenlabel import LabelResult
 from saelens_tokenlabel.cli import main
 
 
+@pytest.mark.subprocess
 def test_help_runs_as_installed_command():
     out = subprocess.run([sys.executable, "-m", "saelens_tokenlabel.cli", "--help"],
                          capture_output=True, text=True, check=True)

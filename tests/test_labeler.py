@@ -71,6 +71,7 @@ def hierarchy_feature(n_rare: int = 1) -> FeatureData:
     return FeatureData.from_sentences(sents, name="mammal-only")
 
 
+@pytest.mark.slow
 def test_hierarchy_balanced_finds_the_superset_confusion_the_concept(toy_evaluator):
     data = hierarchy_feature(n_rare=3)
     # The paper's mammal_text preset with temperature annealing and a prior (KL) weight of
@@ -129,6 +130,7 @@ def test_label_feature_errors(tiny_evaluator):
     assert isinstance(tiny_evaluator, Evaluator)
 
 
+@pytest.mark.slow
 def test_two_token_concept_is_recovered_with_label_length_2(toy_evaluator):
     from saelens_tokenlabel.toy.features import concept_feature, label_token_ids
 

@@ -34,6 +34,8 @@ def run_notebook(name: str, cwd: Path, monkeypatch, **env: str) -> tuple[object,
     return nb, "".join(printed)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
     _, out = run_notebook("01_quickstart.ipynb", tmp_path, monkeypatch,
                           TOKENLABEL_EVALUATOR="toy")
@@ -63,6 +65,8 @@ def test_quickstart_llama_switch_says_what_it_needs(monkeypatch):
         exec(compile(code[1], "cell", "exec"), namespace)  # noqa: S102
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_label_an_sae_notebook_runs_offline(tmp_path, monkeypatch):
     _, out = run_notebook("02_label_an_sae.ipynb", tmp_path, monkeypatch,
                           TOKENLABEL_TUTORIAL_OFFLINE="1")

@@ -25,6 +25,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,36 +105,73 @@ def _batches(items: Iterator[tuple[list[int], int]], size: int
         yield batch, consumed
 
 
+@dataclass(frozen=True)
+class SaeEncoder:
+    """What every batch of one pass of the subject model and the SAE shares."""
+
+    model: HookedTransformer
+    """The subject model, run up to the SAE's hook."""
+    sae: Any
+    """The SAE whose `encode` turns hook activations into feature activations."""
+    spec: HookSpec
+    """The SAE's hook (from `checked_hook`)."""
+    features: Int[torch.Tensor, " k"] | None
+    """Feature columns to keep (None: all)."""
+    encode_batch_tokens: int
+    """Tokens per `sae.encode` call: bounds the dense ``[tokens x d_sae]`` block."""
+
+
 @torch.no_grad()
 def encode_contexts(
-    model: HookedTransformer, sae: Any, spec: HookSpec, contexts: Sequence[Sequence[int]],
-    context_size: int, features: Int[torch.Tensor, " k"] | None, encode_batch_tokens: int,
+    encoder: SaeEncoder, contexts: Sequence[Sequence[int]], context_size: int,
     nonfinite: Counter | None = None,
 ) -> tuple[Int[torch.Tensor, "nnz 3"], Float[torch.Tensor, " nnz"]]:
     """Nonzero SAE activations of a batch: (context in batch, position, feature), value.
+    `context_size` is the length the hook's position slice is read against.
 
     NaN/inf SAE activations are left out and counted per feature into `nonfinite`; without
     a counter they are an error. NaN/inf at the hook itself is always an error.
     """
+    model, sae, spec = encoder.model, encoder.sae, encoder.spec
+    tokens, mask = _padded(contexts, model.tokenizer.pad_token_id)
+    device = model.W_E.device
+    # Right padding: causal attention keeps pad tokens out of every real token's view; the
+    # explicit mask stops TransformerLens from guessing padding from token ids.
+    act = run_to_hook(model, spec, tokens.to(device), mask.to(device))
+    valid = mask.bool() & spec.position_mask(context_size)[: tokens.shape[1]][None]
+    b, p = valid.nonzero(as_tuple=True)
+    x = to_sae_input(sae, act[b.to(act.device), p.to(act.device)], spec.hook_name)
+    del act
+    _check_finite_input(model, x, b, p, tokens, spec.hook_name)
+    r, c, vals = _encode_sparse(encoder, x, nonfinite)
+    features = encoder.features
+    feat = features.cpu()[c] if features is not None else c
+    locs = torch.stack([b[r], p[r], feat], dim=1).to(torch.int32)
+    return locs, vals
+
+
+def _padded(contexts: Sequence[Sequence[int]], pad: int | None
+            ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    """The contexts right-padded into one tensor, and the mask of their real tokens."""
     length = max(len(c) for c in contexts)
-    pad = model.tokenizer.pad_token_id
     tokens = torch.full((len(contexts), length), 0 if pad is None else int(pad), dtype=torch.long)
     mask = torch.zeros((len(contexts), length), dtype=torch.long)
     for i, c in enumerate(contexts):
         tokens[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
         mask[i, : len(c)] = 1
-    device = model.W_E.device
-    # Right padding: causal attention keeps pad tokens out of every real token's view; the
-    # explicit mask stops TransformerLens from guessing padding from token ids.
-    act = run_to_hook(model, spec, tokens.to(device), mask.to(device))
-    valid = mask.bool() & spec.position_mask(context_size)[:length][None]
-    b, p = valid.nonzero(as_tuple=True)
-    x = to_sae_input(sae, act[b.to(act.device), p.to(act.device)], spec.hook_name)
-    del act
-    _check_finite_input(model, x, b, p, tokens, spec.hook_name)
+    return tokens, mask
+
+
+def _encode_sparse(encoder: SaeEncoder, x: Float[torch.Tensor, " n *d"],
+                   nonfinite: Counter | None
+                   ) -> tuple[Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"],
+                              Float[torch.Tensor, " nnz"]]:
+    """(row of `x`, column among the kept features, value) of every nonzero activation, with
+    `sae.encode` on at most `encode_batch_tokens` rows at a time."""
+    features, step = encoder.features, encoder.encode_batch_tokens
     rows, cols, vals = [], [], []
-    for start in range(0, len(x), encode_batch_tokens):
-        acts = sae.encode(x[start : start + encode_batch_tokens])
+    for start in range(0, len(x), step):
+        acts = encoder.sae.encode(x[start : start + step])
         if acts.is_sparse:
             acts = acts.to_dense()
         if features is not None:
@@ -145,11 +183,9 @@ def encode_contexts(
         cols.append(c.cpu())
         del acts
     if not rows:
-        return torch.zeros((0, 3), dtype=torch.int32), torch.zeros(0)
-    r, c = torch.cat(rows), torch.cat(cols)
-    feat = features.cpu()[c] if features is not None else c
-    locs = torch.stack([b[r], p[r], feat], dim=1).to(torch.int32)
-    return locs, torch.cat(vals)
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, torch.zeros(0)
+    return torch.cat(rows), torch.cat(cols), torch.cat(vals)
 
 
 def _check_finite_input(model: HookedTransformer, x: Float[torch.Tensor, " n *d"],
@@ -228,71 +264,19 @@ def build_activation_cache(
 ) -> ActivationCache:
     """Run (or reuse) the activation cache for `features` (None: all) of `sae` on `corpus`."""
     config = config or CacheConfig()
-    corpus = Corpus.of(corpus)
-    spec = checked_hook(model, sae)
-    feats = None if features is None else sorted({int(f) for f in features})
-    context_size, bos, bos_id = resolve_context(model, sae, config)
-    key = run_key(model, sae, corpus, spec, context_size, bos, config)
-    run_dir = config.root() / digest(key)
+    run = _CacheRun.plan(model, sae, Corpus.of(corpus), features, config)
     if not config.overwrite:
-        found = find_cache(run_dir, feats)
+        found = find_cache(run.run_dir, run.features)
         if found is not None:
             log.info("reusing activation cache %s", found)
             return ActivationCache.open(found)
-    final = run_dir / features_key(feats)
+    final = run.run_dir / features_key(run.features)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    feat_t = None if feats is None else torch.tensor(feats, dtype=torch.long)
-    nonfinite: Counter = Counter()
-    docs = Counter()
-
-    def counted() -> Iterator[str]:
-        for text in corpus:
-            docs["documents"] += 1
-            yield text
-
     try:
-        writer = ShardWriter(tmp, config.shard_tokens)
-        contexts = iter_contexts(counted(), model.tokenizer, context_size, bos_id,
-                                 config.max_tokens, config.max_documents)
-        with tqdm(total=config.max_tokens, unit="tok", desc="activations",
-                  disable=None if progress is None else not progress) as bar:
-            for batch, consumed in _batches(contexts, config.batch_size):
-                locs, vals = encode_contexts(model, sae, spec, batch, context_size, feat_t,
-                                             config.encode_batch_tokens, nonfinite)
-                writer.add(batch, locs, vals)
-                bar.update(consumed)
-        writer.flush()
-        if writer.n_contexts == 0:
-            what = (f"all {docs['documents']} documents are empty" if docs["documents"]
-                    else "it has no documents")
-            raise CorpusError(f"The corpus ({corpus.describe()}) gave no tokens: {what}. "
-                              "Pass non-empty documents.")
-        if nonfinite:
-            log.warning("sae.encode gave NaN/inf for %d features (e.g. %s); they get the "
-                        "status 'nonfinite'", len(nonfinite), sorted(nonfinite)[:5])
-        tok = model.tokenizer
-        meta = {
-            "format_version": CACHE_FORMAT_VERSION,
-            "complete": True,
-            "key": key,
-            "features": feats,
-            "d_sae": int(sae.cfg.d_sae),
-            "model_name": str(model.cfg.model_name),
-            "hook_name": spec.hook_name,
-            "corpus": corpus.describe(),
-            "context_size": context_size,
-            "prepend_bos": bos,
-            "bos_token_id": bos_id,
-            "special_token_ids": sorted(int(i) for i in tok.all_special_ids),
-            "n_contexts": writer.n_contexts,
-            "n_tokens": writer.n_tokens,
-            "nnz": writer.nnz,
-            "shards": writer.shards,
-            "nonfinite": {str(f): n for f, n in sorted(nonfinite.items())},
-        }
-        (tmp / META_FILENAME).write_text(json.dumps(meta, indent=1))
+        writer, nonfinite = run.write_shards(tmp, progress)
+        (tmp / META_FILENAME).write_text(json.dumps(run.meta(writer, nonfinite), indent=1))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -300,3 +284,91 @@ def build_activation_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ActivationCache.open(final)
+
+
+@dataclass(frozen=True)
+class _CacheRun:
+    """One build of the activation cache: what it runs, and where it goes."""
+
+    model: HookedTransformer
+    sae: Any
+    corpus: Corpus
+    config: CacheConfig
+    spec: HookSpec
+    features: list[int] | None
+    """Sorted, unique; None: all."""
+    context_size: int
+    bos: bool
+    bos_id: int | None
+    key: dict[str, Any]
+    """`run_key`: everything the activations depend on."""
+    run_dir: Path
+
+    @classmethod
+    def plan(cls, model: HookedTransformer, sae: Any, corpus: Corpus,
+             features: Sequence[int] | None, config: CacheConfig) -> _CacheRun:
+        spec = checked_hook(model, sae)
+        feats = None if features is None else sorted({int(f) for f in features})
+        context_size, bos, bos_id = resolve_context(model, sae, config)
+        key = run_key(model, sae, corpus, spec, context_size, bos, config)
+        return cls(model, sae, corpus, config, spec, feats, context_size, bos, bos_id, key,
+                   config.root() / digest(key))
+
+    def write_shards(self, directory: Path, progress: bool | None
+                     ) -> tuple[ShardWriter, Counter]:
+        """Stream the corpus through the model and the SAE into shards under `directory`;
+        the writer (with its totals) and the per-feature count of NaN/inf SAE values."""
+        config = self.config
+        feat_t = None if self.features is None else torch.tensor(self.features,
+                                                                 dtype=torch.long)
+        encoder = SaeEncoder(self.model, self.sae, self.spec, feat_t, config.encode_batch_tokens)
+        nonfinite: Counter = Counter()
+        docs = Counter()
+
+        def counted() -> Iterator[str]:
+            for text in self.corpus:
+                docs["documents"] += 1
+                yield text
+
+        writer = ShardWriter(directory, config.shard_tokens)
+        contexts = iter_contexts(counted(), self.model.tokenizer, self.context_size,
+                                 self.bos_id, config.max_tokens, config.max_documents)
+        with tqdm(total=config.max_tokens, unit="tok", desc="activations",
+                  disable=None if progress is None else not progress) as bar:
+            for batch, consumed in _batches(contexts, config.batch_size):
+                locs, vals = encode_contexts(encoder, batch, self.context_size, nonfinite)
+                writer.add(batch, locs, vals)
+                bar.update(consumed)
+        writer.flush()
+        if writer.n_contexts == 0:
+            what = (f"all {docs['documents']} documents are empty" if docs["documents"]
+                    else "it has no documents")
+            raise CorpusError(f"The corpus ({self.corpus.describe()}) gave no tokens: {what}. "
+                              "Pass non-empty documents.")
+        if nonfinite:
+            log.warning("sae.encode gave NaN/inf for %d features (e.g. %s); they get the "
+                        "status 'nonfinite'", len(nonfinite), sorted(nonfinite)[:5])
+        return writer, nonfinite
+
+    def meta(self, writer: ShardWriter, nonfinite: Counter) -> dict[str, Any]:
+        """The cache's ``meta.json``: what was run, the shard index and the totals."""
+        return {
+            "format_version": CACHE_FORMAT_VERSION,
+            "complete": True,
+            "key": self.key,
+            "features": self.features,
+            "d_sae": int(self.sae.cfg.d_sae),
+            "model_name": str(self.model.cfg.model_name),
+            "hook_name": self.spec.hook_name,
+            "corpus": self.corpus.describe(),
+            "context_size": self.context_size,
+            "prepend_bos": self.bos,
+            "bos_token_id": self.bos_id,
+            "special_token_ids": sorted(int(i) for i in self.model.tokenizer.all_special_ids),
+            "n_contexts": writer.n_contexts,
+            "n_tokens": writer.n_tokens,
+            "nnz": writer.nnz,
+            "shards": writer.shards,
+            "peak_buffered_tokens": writer.peak_tokens,
+            "nonfinite": {str(f): n for f, n in sorted(nonfinite.items())},
+        }

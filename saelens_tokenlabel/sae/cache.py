@@ -71,6 +71,9 @@ class ShardWriter:
         self.n_contexts = 0
         self.n_tokens = 0
         self.nnz = 0
+        # Most tokens held at once before a flush: below `shard_tokens` plus one batch,
+        # whatever the corpus length (the memory test reads it from meta.json).
+        self.peak_tokens = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -91,6 +94,7 @@ class ShardWriter:
         self._vals.append(values.to(torch.float32))
         n_tok = sum(len(c) for c in contexts)
         self._buffered += n_tok
+        self.peak_tokens = max(self.peak_tokens, self._buffered)
         self.n_contexts += len(contexts)
         self.n_tokens += n_tok
         self.nnz += len(values)

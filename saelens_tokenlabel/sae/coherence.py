@@ -36,7 +36,7 @@ import torch
 from jaxtyping import Float
 
 from ..serial import Config
-from .activations import encode_contexts
+from .activations import SaeEncoder, encode_contexts
 from .hooks import HookSpec
 from .logit_lens import check_features
 
@@ -240,6 +240,7 @@ def max_activations(
     spec = HookSpec.from_sae(sae)
     spec.check(model)
     feats = torch.tensor(sorted(set(features)), dtype=torch.long)
+    encoder = SaeEncoder(model, sae, spec, feats, encode_batch_tokens)
     col = {int(f): i for i, f in enumerate(feats.tolist())}
     special = torch.tensor(sorted(model.tokenizer.all_special_ids), dtype=torch.long)
     out = torch.zeros(len(texts), len(feats))
@@ -252,8 +253,7 @@ def max_activations(
             counted[i, a:b] = True
             ids = torch.tensor(t.tokens, dtype=torch.long)
             counted[i, : len(ids)] &= ~torch.isin(ids, special)
-        locs, vals = encode_contexts(model, sae, spec, [t.tokens for t in batch], length,
-                                     feats, encode_batch_tokens)
+        locs, vals = encode_contexts(encoder, [t.tokens for t in batch], length)
         locs = locs.long()
         keep = counted[locs[:, 0], locs[:, 1]]
         locs, vals = locs[keep], vals[keep]

@@ -134,10 +134,11 @@ class Corpus:
 
     def _hf(self) -> Iterator[str]:
         try:
+            # Optional (the `datasets` extra): only a corpus read by dataset name needs it.
             import datasets
-        except ImportError as err:  # pragma: no cover - datasets comes with sae-lens
-            raise CorpusError("Reading a dataset by name needs the `datasets` package: "
-                              "pip install datasets") from err
+        except ImportError:
+            raise CorpusError(f"Reading the dataset {self.source!r} needs the `datasets` "
+                              "package: pip install 'saelens-tokenlabel[datasets]'") from None
         ds = datasets.load_dataset(self.source, self.config_name, split=self.split,
                                    streaming=True, revision=self.revision, **self.load_kwargs)
         for n, record in enumerate(ds):

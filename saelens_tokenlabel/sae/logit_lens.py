@@ -11,17 +11,20 @@ the warm start worth trying: the optimiser then starts near the tokens the featu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 
 from ..features import check_feature_indices
+from ..serial import Config
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -194,19 +197,54 @@ def token_text_index(tokenizer: Any, n_vocab: int, casefold: bool = False
     return per_tok[(n, casefold)]
 
 
+@dataclass(frozen=True)
+class WarmStartConfig(Config):
+    """How `warm_start_logits` turns a decoder direction's promoted tokens into label logits."""
+
+    top_k: int = 20
+    """Top subject tokens of the decoder's logit lens that are matched."""
+    scale: float = 5.0
+    """Initial logit of the top subject token's evaluator matches (ignored with `top_mass`)."""
+    temperature: float = 1.0
+    """How fast weaker promoted tokens fall off: ``scale * exp((z - z_top) / temperature)``."""
+    casefold: bool = False
+    """Match token texts case-insensitively."""
+    top_mass: float | None = None
+    """In (0, 1): set `scale` so the top token alone holds this initial probability mass
+    among the allowed tokens. None: use `scale`."""
+    exclude_special: bool = True
+    """Without a `vocab_mask`: leave the evaluator's special tokens out."""
+    words_only: bool = False
+    """Without a `vocab_mask`: allow only word-like evaluator tokens."""
+
+    def check(self) -> None:
+        self.need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        self.need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        self.need(self.scale >= 0, f"scale must be >= 0, got {self.scale}")
+        self.need(self.top_mass is None or 0 < self.top_mass < 1,
+                  f"top_mass must be in (0, 1), got {self.top_mass}")
+
+    def start_logit(self, n_allowed: int) -> float:
+        """The top token's initial logit among `n_allowed` allowed tokens: `scale`, or with
+        `top_mass` ``log(top_mass / (1 - top_mass) * (n_allowed - 1))``, so that the top token
+        alone would hold `top_mass` of the initial probability among the allowed tokens
+        (other matched tokens add to it: " cat" and "cat" both start there). The same `scale`
+        means very different starts in a 1,000-token and a 128,000-token vocabulary;
+        `top_mass` does not."""
+        if self.top_mass is None:
+            return self.scale
+        n = max(n_allowed, 2)
+        return math.log(self.top_mass / (1 - self.top_mass) * (n - 1))
+
+
 def warm_start_logits(
     sae: Any,
     model: HookedTransformer,
     evaluator: Evaluator,
     features: Sequence[int],
-    top_k: int = 20,
-    scale: float = 5.0,
-    temperature: float = 1.0,
-    casefold: bool = False,
+    config: WarmStartConfig | None = None,
     vocab_mask: Bool[torch.Tensor, " d_vocab_eval"] | None = None,
-    exclude_special: bool = True,
-    words_only: bool = False,
-    top_mass: float | None = None,
+    **options: Any,
 ) -> Float[torch.Tensor, "feat d_vocab_eval"]:
     """Initial label logits ``v`` over the evaluator's vocabulary from the decoder direction.
 
@@ -223,13 +261,11 @@ def warm_start_logits(
     feature with no match at all gets a row of zeros (the usual uniform start), and a log
     line says so.
 
-    `top_mass` (in (0, 1)) sets `scale` from the vocabulary size instead:
-    ``scale = log(top_mass / (1 - top_mass) * (n_allowed - 1))``, so that the top token alone
-    would hold `top_mass` of the initial probability among the ``n_allowed`` tokens of the
-    mask (other matched tokens add to it: " cat" and "cat" both start at `scale`). The same
-    `scale` means very different starts in a 1,000-token and a 128,000-token vocabulary;
-    `top_mass` does not.
+    The options (`top_k`, `scale`, `temperature`, `casefold`, `top_mass`, `exclude_special`,
+    `words_only`) are the fields of `WarmStartConfig`: pass a `config`, keywords, or both
+    (keywords override the config's fields).
 
+    `top_mass` sets `scale` from the vocabulary size instead (`WarmStartConfig.start_logit`).
     Both a subject token " cat" and "cat" match both evaluator tokens " cat" and "cat": the
     optimiser (and its KL term) decides between them.
 
@@ -237,47 +273,58 @@ def warm_start_logits(
     words_only)``; masked tokens stay 0 (the optimiser masks them anyway). Returns fp32 on the
     CPU; the optimiser's ``[feat, slot, d_vocab]`` logits take it as slot 0.
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if scale < 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
-    if top_mass is not None and not 0 < top_mass < 1:
-        raise ValueError(f"top_mass must be in (0, 1), got {top_mass}")
+    if config is not None and not isinstance(config, WarmStartConfig):
+        raise TypeError(f"config must be a WarmStartConfig, got {type(config).__name__}; pass "
+                        "the options by keyword (top_k=..., scale=...)")
+    cfg = dataclasses.replace(config or WarmStartConfig(), **options)
     feats = check_features(features, int(sae.cfg.d_sae))
-    d_eval = evaluator.d_vocab
-    mask = vocab_mask if vocab_mask is not None else evaluator.vocab_mask(
-        exclude_special=exclude_special, words_only=words_only)
-    if mask.shape != (d_eval,):
-        raise ValueError(f"vocab_mask has shape {tuple(mask.shape)}; the evaluator's vocabulary "
-                         f"needs ({d_eval},).")
-    mask = mask.bool().cpu()
-    if top_mass is not None:
-        n_allowed = max(int(mask.sum()), 2)
-        scale = math.log(top_mass / (1 - top_mass) * (n_allowed - 1))
-    index = token_text_index(evaluator.tokenizer, d_eval, casefold)
+    mask = _warm_start_mask(evaluator, cfg, vocab_mask)
+    scale = cfg.start_logit(int(mask.sum()))
+    index = token_text_index(evaluator.tokenizer, evaluator.d_vocab, cfg.casefold)
     logits = decoder_logits(sae, model, feats)[:, : _n_real_tokens(model)].float().cpu()
     z = (logits - logits.mean(-1, keepdim=True)) / logits.std(-1, keepdim=True).clamp_min(1e-12)
-    top = logits.topk(min(top_k, logits.shape[1]), dim=-1).indices
-    tok = model.tokenizer
-    v = torch.zeros(len(feats), d_eval)
+    top = logits.topk(min(cfg.top_k, logits.shape[1]), dim=-1).indices
+    v = torch.zeros(len(feats), evaluator.d_vocab)
     for row, f in enumerate(feats):
-        matched: list[tuple[float, list[int]]] = []
-        for sid in top[row].tolist():
-            if z[row, sid] <= 0:
-                break  # not promoted: the rest of the top-k are ties or below the mean
-            key = normalise_token_text(tok.decode([sid]), casefold)
-            ids = [e for e in index.get(key, ()) if mask[e]]
-            if ids:
-                matched.append((float(z[row, sid]), ids))
+        matched = _promoted_matches(z[row], top[row], model.tokenizer, index, mask,
+                                    cfg.casefold)
         if not matched:
             log.info("warm start: none of feature %d's top %d promoted subject tokens has an "
-                     "evaluator token with the same text; it starts uniform", f, top_k)
+                     "evaluator token with the same text; it starts uniform", f, cfg.top_k)
             continue
         best = float(z[row, top[row, 0]])
         for zi, ids in matched:
-            w = scale * torch.exp(torch.tensor((zi - best) / temperature)).item()
+            w = scale * torch.exp(torch.tensor((zi - best) / cfg.temperature)).item()
             for e in ids:
                 v[row, e] = max(float(v[row, e]), w)
     return v
+
+
+def _warm_start_mask(evaluator: Evaluator, cfg: WarmStartConfig,
+                     vocab_mask: Bool[torch.Tensor, " d_vocab_eval"] | None
+                     ) -> Bool[torch.Tensor, " d_vocab_eval"]:
+    """`vocab_mask`, else the evaluator's mask for the config's options; checked, on the CPU."""
+    d_eval = evaluator.d_vocab
+    mask = vocab_mask if vocab_mask is not None else evaluator.vocab_mask(
+        exclude_special=cfg.exclude_special, words_only=cfg.words_only)
+    if mask.shape != (d_eval,):
+        raise ValueError(f"vocab_mask has shape {tuple(mask.shape)}; the evaluator's vocabulary "
+                         f"needs ({d_eval},).")
+    return mask.bool().cpu()
+
+
+def _promoted_matches(z: Float[torch.Tensor, " d_vocab_subject"],
+                      top: Int[torch.Tensor, " k"], tokenizer: Any,
+                      index: dict[str, list[int]], mask: Bool[torch.Tensor, " d_vocab_eval"],
+                      casefold: bool) -> list[tuple[float, list[int]]]:
+    """(standardised logit, allowed evaluator ids with the same text) of each top subject
+    token that the direction really promotes (``z > 0``) and that has a match."""
+    matched: list[tuple[float, list[int]]] = []
+    for sid in top.tolist():
+        if z[sid] <= 0:
+            break  # not promoted: the rest of the top-k are ties or below the mean
+        key = normalise_token_text(tokenizer.decode([sid]), casefold)
+        ids = [e for e in index.get(key, ()) if mask[e]]
+        if ids:
+            matched.append((float(z[sid]), ids))
+    return matched

@@ -18,6 +18,8 @@ import pytest
 from saelens_tokenlabel import LabelSet
 from saelens_tokenlabel.report import write_report
 
+pytestmark = pytest.mark.browser
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 EVIL = "<script>document.title='pwned'</script>&"
 

@@ -50,6 +50,7 @@ def test_fig3_style_plot_of_a_real_run(toy_run_labels):
     assert fig.axes[0].get_xlabel() == "step" and fig.axes[0].get_ylabel() == "probability"
 
 
+@pytest.mark.slow
 def test_one_panel_per_slot_for_two_token_labels(toy_evaluator):
     r = label_feature(FeatureData.synthetic("animals"), toy_evaluator,
                       LabelConfig(steps=12, label_length=2, restarts=(), lr=0.5))

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from saelens_tokenlabel import save_local_model
 from saelens_tokenlabel.cli import main
 from saelens_tokenlabel.run import STORE_FILENAME, RunStore, load_labelset
@@ -34,6 +36,7 @@ def _finished(db: Path) -> int:
         return 0
 
 
+@pytest.mark.subprocess
 def test_sigkill_then_resume_gives_the_uninterrupted_labels(subject, toy_corpus, tmp_path,
                                                             capsys):
     sae_dir, model_dir = tmp_path / "sae", tmp_path / "model"

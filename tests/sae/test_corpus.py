@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +70,42 @@ def test_dataset_folder_through_load_dataset_streaming(tmp_path, monkeypatch):
     assert fp["kind"] == "hf" and fp["files"]
     assert Corpus.of("hf:someone/some-dataset").source == "someone/some-dataset"
     assert Corpus.of("someone/some-dataset").kind == "hf"
+
+
+def test_a_dataset_without_the_datasets_extra_says_which_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    corpus = Corpus.of("hf:someone/some-dataset")  # naming it needs nothing yet
+    with pytest.raises(CorpusError, match=r"saelens-tokenlabel\[datasets\]") as err:
+        next(iter(corpus))
+    assert "\n" not in str(err.value)
+
+
+HEAVY_OPTIONAL = {"datasets", "matplotlib", "nbclient", "nbformat", "pyarrow", "ray"}
+
+
+def _import_time_imports(tree: ast.AST) -> list[str]:
+    """Absolute imports that run when the module is imported: everything outside function
+    bodies (class bodies, ``try``/``if`` blocks included)."""
+    out, todo = [], list(ast.iter_child_nodes(tree))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out.append(node.module or "")
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def test_heavy_optional_packages_are_imported_only_where_used():
+    """No module of the package imports an optional dependency at import time: each is
+    imported inside the function that needs it, so a core install never needs them."""
+    import saelens_tokenlabel
+
+    root = Path(saelens_tokenlabel.__file__).parent
+    found = [f"{path.relative_to(root)}: {name}" for path in sorted(root.rglob("*.py"))
+             for name in _import_time_imports(ast.parse(path.read_text(encoding="utf-8")))
+             if name.split(".")[0] in HEAVY_OPTIONAL]
+    assert not found, found

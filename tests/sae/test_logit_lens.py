@@ -10,6 +10,7 @@ import torch
 
 from saelens_tokenlabel.sae.logit_lens import (
     LogitLensError,
+    WarmStartConfig,
     decoder_logits,
     output_side,
     residual_directions,
@@ -154,3 +155,26 @@ def test_top_mass_sets_the_scale_from_the_vocabulary(lens_model, toy_evaluator):
     assert p[ids].sum().item() == pytest.approx(2 / (2 + (n - 2) / (n - 1)), rel=1e-5)
     with pytest.raises(ValueError, match="top_mass"):
         warm_start_logits(sae, lens_model, toy_evaluator, [0], top_mass=1.0)
+
+
+def test_warm_start_options_come_as_a_config_or_as_keywords(lens_model, toy_evaluator):
+    sae = _sae_with_rows({0: CAT_DIR, 1: BYTE_DIR})
+    cfg = WarmStartConfig(top_k=2, scale=3.0, temperature=0.5)
+    by_config = warm_start_logits(sae, lens_model, toy_evaluator, [0, 1], cfg)
+    by_keywords = warm_start_logits(sae, lens_model, toy_evaluator, [0, 1], top_k=2, scale=3.0,
+                                    temperature=0.5)
+    assert torch.equal(by_config, by_keywords) and by_config.max().item() == 3.0
+    # Keywords override the config's fields.
+    top1 = warm_start_logits(sae, lens_model, toy_evaluator, [0], cfg, top_k=1)
+    assert torch.equal(top1, warm_start_logits(sae, lens_model, toy_evaluator, [0], top_k=1,
+                                               scale=3.0, temperature=0.5))
+    for bad, match in [({"top_k": 0}, "top_k"), ({"temperature": 0.0}, "temperature"),
+                       ({"scale": -1.0}, "scale")]:
+        with pytest.raises(ValueError, match=match):
+            WarmStartConfig(**bad)
+        with pytest.raises(ValueError, match=match):
+            warm_start_logits(sae, lens_model, toy_evaluator, [0], **bad)
+    with pytest.raises(TypeError, match="top_z"):
+        warm_start_logits(sae, lens_model, toy_evaluator, [0], top_z=3)
+    with pytest.raises(TypeError, match="WarmStartConfig"):
+        warm_start_logits(sae, lens_model, toy_evaluator, [0], 20)

@@ -143,6 +143,7 @@ print(json.dumps({"before": before, "after": after, "labels": labels, "lazy": la
 """
 
 
+@pytest.mark.subprocess
 def test_importing_the_plugin_changes_nothing_else_in_saelens(quick_labels, tmp_path):
     """In a fresh interpreter: cfg.json with labels loads without the plugin; importing the
     plugin then adds `label_features` to `SAE`, wraps `save_model`/`load_from_disk`, and

@@ -24,7 +24,11 @@ from saelens_tokenlabel.sae import (
     build_activation_cache,
     select_examples,
 )
-from saelens_tokenlabel.sae.activations import NonFiniteActivationError, encode_contexts
+from saelens_tokenlabel.sae.activations import (
+    NonFiniteActivationError,
+    SaeEncoder,
+    encode_contexts,
+)
 from saelens_tokenlabel.sae.cache import META_FILENAME
 from saelens_tokenlabel.sae.hooks import HookSpec, similar_hooks
 from saelens_tokenlabel.sae.render import contexts_needed, render_feature
@@ -285,7 +289,7 @@ def test_nonfinite_sae_activations_are_counted_not_cached(subject, toy_corpus, t
     # Without a counter to record them in, NaN/inf are an error, never zeros.
     spec = HookSpec.from_sae(sae)
     with pytest.raises(NonFiniteActivationError, match=r"features \[5, 6\]"):
-        encode_contexts(subject, sae, spec, [contexts[0]], 32, None, 64)
+        encode_contexts(SaeEncoder(subject, sae, spec, None, 64), [contexts[0]], 32)
 
 
 def test_nonfinite_values_already_in_a_cache_are_counted_too(tmp_path):

@@ -1,30 +1,57 @@
 """saelens-tokenlabel: label SAE features by token-space gradient descent.
 
 Schulz & Fallows, "Automated Feature Labeling with Token-Space Gradient Descent"
-(arXiv 2504.00754). Importing this package does no I/O and loads no model.
+(arXiv 2504.00754). Importing this package does no I/O, loads no model and imports neither
+torch nor SAELens: the public names below load on first access (PEP 562, see `lazy.py`).
+The SAELens plugin (every SAE class gets `label_features`, see `run/plugin.py`) is installed
+now when SAELens is already imported, else as soon as it is (`run/plugin_hook.py`).
 """
 
-from .config import LabelConfig
-from .data import Example, FeatureData, FeatureDataError
-from .evaluator import EncodedExample, Evaluator, EvaluatorError
-from .labeler import label_feature, label_features_data
-from .loading import load_evaluator_model, load_local_model, save_local_model
-from .prompts import PromptTemplate
-from .result import LabelResult, Trajectory
-from .run.pipeline import label_sae_features
-from .run.plugin import install as _install_sae_plugin
-from .sae import (
-    CacheConfig,
-    Corpus,
-    ExampleConfig,
-    LabelSet,
-    build_activation_cache,
-)
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
 
-# The SAELens plugin: every SAE class gets `label_features` (see run/plugin.py).
-_install_sae_plugin()
+from .lazy import lazy_exports
+from .names import __version__
+from .run.plugin_hook import install_now_or_on_import
+
+if TYPE_CHECKING:
+    from .config import LabelConfig
+    from .data import Example, FeatureData, FeatureDataError
+    from .evaluator import EncodedExample, Evaluator, EvaluatorError
+    from .labeler import label_feature, label_features_data
+    from .labelset import LabelSet
+    from .loading import load_evaluator_model, load_local_model, save_local_model
+    from .prompts import PromptTemplate
+    from .result import LabelResult, Trajectory
+    from .run.pipeline import label_sae_features
+    from .sae.activations import build_activation_cache
+    from .sae.config import CacheConfig, ExampleConfig
+    from .sae.corpus import Corpus
+
+_EXPORTS = {
+    "CacheConfig": ".sae.config",
+    "Corpus": ".sae.corpus",
+    "ExampleConfig": ".sae.config",
+    "LabelSet": ".labelset",
+    "build_activation_cache": ".sae.activations",
+    "label_sae_features": ".run.pipeline",
+    "EncodedExample": ".evaluator",
+    "Evaluator": ".evaluator",
+    "EvaluatorError": ".evaluator",
+    "Example": ".data",
+    "FeatureData": ".data",
+    "FeatureDataError": ".data",
+    "LabelConfig": ".config",
+    "LabelResult": ".result",
+    "PromptTemplate": ".prompts",
+    "Trajectory": ".result",
+    "label_feature": ".labeler",
+    "label_features_data": ".labeler",
+    "load_evaluator_model": ".loading",
+    "load_local_model": ".loading",
+    "save_local_model": ".loading",
+}
 
 __all__ = [
     "CacheConfig",
@@ -50,3 +77,8 @@ __all__ = [
     "save_local_model",
     "__version__",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__, _EXPORTS, submodules=("cli", "report", "run", "sae", "toy"))
+
+install_now_or_on_import()

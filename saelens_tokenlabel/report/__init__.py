@@ -1,13 +1,40 @@
 """Trajectory plots and a static HTML report of a labeled SAE.
 
 Plots need the ``plot`` extra (matplotlib), imported only when a plot is drawn; the report
-works without it (inline SVG plots instead of PNGs).
+works without it (inline SVG plots instead of PNGs). `load_run` reads a run folder's labels.
+Names load on first access (see `saelens_tokenlabel.lazy`).
 """
 
-from .cli import add_report_parser, load_run
-from .html import ReportConfig, write_report
-from .plot import plot_trajectory, save_trajectory_plot
-from .svg import sparkline, trajectory_svg
+from __future__ import annotations
 
-__all__ = ["ReportConfig", "add_report_parser", "load_run", "plot_trajectory",
-           "save_trajectory_plot", "sparkline", "trajectory_svg", "write_report"]
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .html import ReportConfig, write_report
+    from .load import load_run
+    from .plot import plot_trajectory, save_trajectory_plot
+    from .svg import sparkline, trajectory_svg
+
+_EXPORTS = {
+    "ReportConfig": ".html",
+    "write_report": ".html",
+    "load_run": ".load",
+    "plot_trajectory": ".plot",
+    "save_trajectory_plot": ".plot",
+    "sparkline": ".svg",
+    "trajectory_svg": ".svg",
+}
+
+__all__ = [
+    "ReportConfig",
+    "write_report",
+    "load_run",
+    "plot_trajectory",
+    "save_trajectory_plot",
+    "sparkline",
+    "trajectory_svg",
+]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

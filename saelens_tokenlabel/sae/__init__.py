@@ -1,28 +1,63 @@
-"""Labeling real SAE features: the SAELens plugin and its stages.
+"""Labeling real SAE features: the SAELens-facing stages.
 
 activation cache (`activations.py`, `cache.py`) -> examples per feature (`examples.py`,
-`render.py`) -> words across tokenizers (`words.py`) -> labels (`label.py`) -> `LabelSet`
-(`labelset.py`: metadata, sidecar file) -> Neuronpedia JSONL (`neuronpedia.py`).
+`render.py`) -> words across tokenizers (`words.py`) -> labels (`run/pipeline.py`) ->
+`LabelSet` (`labelset.py`: metadata, sidecar file) -> Neuronpedia JSONL (`neuronpedia.py`).
 SAE-side scores (`scoring.py`): the decoder's output side and warm start (`logit_lens.py`),
 reflective coherence (`coherence.py`); `attribution.py` orders features by attribution;
 `validate.py` checks the inputs before any expensive work.
-`plugin.py` puts `label_features` on every SAELens SAE class.
+
+Names load on first access (see `saelens_tokenlabel.lazy`), so the configs can be imported
+without torch.
 """
 
-from ..labelset import LabelSet
-from ..names import METADATA_KEY, SIDECAR_FILENAME
-from .activations import NonFiniteActivationError, build_activation_cache
-from .attribution import attribution_scores
-from .cache import ActivationCache
-from .coherence import CoherenceConfig, reflective_coherence
-from .config import CacheConfig, ExampleConfig
-from .corpus import Corpus, CorpusError
-from .examples import select_examples
-from .hooks import HookError, HookSpec
-from .logit_lens import output_side, warm_start_logits
-from .scoring import ScoreConfig, add_sae_scores
-from .validate import validate_inputs
-from .words import WordDecoder, WordSpan
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ..labelset import LabelSet
+    from ..names import METADATA_KEY, SIDECAR_FILENAME
+    from .activations import NonFiniteActivationError, build_activation_cache
+    from .attribution import attribution_scores
+    from .cache import ActivationCache
+    from .coherence import CoherenceConfig, reflective_coherence
+    from .config import CacheConfig, ExampleConfig
+    from .corpus import Corpus, CorpusError
+    from .examples import select_examples
+    from .hooks import HookError, HookSpec
+    from .logit_lens import output_side, warm_start_logits
+    from .scoring import ScoreConfig, add_sae_scores
+    from .validate import validate_inputs
+    from .words import WordDecoder, WordSpan
+
+_EXPORTS = {
+    "ActivationCache": ".cache",
+    "CacheConfig": ".config",
+    "CoherenceConfig": ".coherence",
+    "NonFiniteActivationError": ".activations",
+    "ScoreConfig": ".scoring",
+    "add_sae_scores": ".scoring",
+    "attribution_scores": ".attribution",
+    "output_side": ".logit_lens",
+    "reflective_coherence": ".coherence",
+    "validate_inputs": ".validate",
+    "warm_start_logits": ".logit_lens",
+    "Corpus": ".corpus",
+    "CorpusError": ".corpus",
+    "ExampleConfig": ".config",
+    "HookError": ".hooks",
+    "HookSpec": ".hooks",
+    "LabelSet": "..labelset",
+    "METADATA_KEY": "..names",
+    "SIDECAR_FILENAME": "..names",
+    "WordDecoder": ".words",
+    "WordSpan": ".words",
+    "build_activation_cache": ".activations",
+    "select_examples": ".examples",
+}
 
 __all__ = [
     "ActivationCache",
@@ -49,3 +84,5 @@ __all__ = [
     "build_activation_cache",
     "select_examples",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -201,3 +201,39 @@ def test_install_is_idempotent_and_refuses_to_clobber():
         del SAE.label_features
         plugin.install()
     assert plugin.is_installed()
+
+
+ORDER = """
+import json, sys
+first = sys.argv[1]
+if first == "sae_lens":
+    from sae_lens import SAE
+    import saelens_tokenlabel
+else:
+    import saelens_tokenlabel
+    light = not any(m in sys.modules for m in ("torch", "sae_lens", "transformer_lens"))
+    from sae_lens import SAE
+from sae_lens.registry import SAE_CLASS_REGISTRY
+from saelens_tokenlabel.run import plugin, plugin_hook
+plugin_hook.install_now_or_on_import()  # again: a no-op
+print(json.dumps({
+    "light": first == "sae_lens" or light,
+    "installed": plugin.is_installed(),
+    "same": SAE.label_features is plugin.label_features,
+    "topk": SAE_CLASS_REGISTRY["topk"][0].label_features is plugin.label_features,
+    "finders": [type(f).__name__ for f in sys.meta_path if "SAEFinder" in type(f).__name__],
+    "loader": type(sys.modules["sae_lens.saes.sae"].__loader__).__name__,
+}))
+"""
+
+
+@pytest.mark.parametrize("first", ["sae_lens", "saelens_tokenlabel"])
+def test_plugin_is_installed_whichever_is_imported_first(first):
+    """`import saelens_tokenlabel` stays light (no SAELens, no torch); `SAE` still gets
+    `label_features`, at once when SAELens is loaded, else when it is; the import hook then
+    removes itself and leaves SAELens's module with its own loader."""
+    out = subprocess.run([sys.executable, "-c", ORDER, first], capture_output=True,
+                         text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"light": True, "installed": True, "same": True, "topk": True,
+                   "finders": [], "loader": "SourceFileLoader"}

@@ -71,7 +71,7 @@ def test_clear_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not an index or a range"):
-        from saelens_tokenlabel.report.cli import parse_feature_list
+        from saelens_tokenlabel.cli.report import parse_feature_list
 
         parse_feature_list("0:x")
 

@@ -14,7 +14,7 @@ from saelens_tokenlabel.features import parse_features
 from saelens_tokenlabel.run import load_labelset
 from saelens_tokenlabel.sae import SIDECAR_FILENAME
 
-from .planted import NEURONPEDIA_ID, planted_sae
+from ..sae.planted import NEURONPEDIA_ID, planted_sae
 
 
 def test_parse_features():
@@ -33,7 +33,7 @@ def test_parse_features():
 
 
 def test_parse_features_labels_a_repeated_index_once(caplog):
-    with caplog.at_level("WARNING", logger="saelens_tokenlabel.sae.cli"):
+    with caplog.at_level("WARNING", logger="saelens_tokenlabel.features"):
         assert parse_features("0:3,2,1", 10) == [0, 1, 2]
     assert "lists 2 features more than once" in caplog.text
 
@@ -94,7 +94,7 @@ def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, 
 
 def test_label_command_ray_flags(tmp_path, capsys):
     from saelens_tokenlabel.cli import build_parser
-    from saelens_tokenlabel.sae.cli import EvaluatorLoader, _ray_config
+    from saelens_tokenlabel.cli.label import EvaluatorLoader, _ray_config
 
     base = ["label", "--corpus", "x.txt", "--evaluator", "toy", "--out", str(tmp_path)]
     parser = build_parser()

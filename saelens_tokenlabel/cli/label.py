@@ -1,51 +1,40 @@
 """`tokenlabel label`: label features of an SAE from SAELens's pretrained directory (or one
 saved on disk) on a corpus, and write the labels, the sidecar file and Neuronpedia JSONL.
 
-Kept apart from the package's `cli.py`, which only registers the subcommand.
+torch, TransformerLens and SAELens are imported when the command runs, not when the parser
+is built.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
+from ..config import LabelConfig
 from ..features import parse_features
-from ..names import LABELS_TSV, NEURONPEDIA_JSONL, SIDECAR_FILENAME
-from .config import CacheConfig, ExampleConfig
+from ..labelset import result_score
+from ..names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
+from ..sae.config import CacheConfig, ExampleConfig
+from .flags import ConfigFlags
+from .run import store_errors
+from .shared import DTYPES, LABEL_FLAGS, load_evaluator
 
 log = logging.getLogger(__name__)
 
 
-_CACHE_FLAGS = {"cache_dir": "--cache-dir", "context_size": "--context-size",
-                "prepend_bos": "--prepend-bos", "batch_size": "--cache-batch-size",
-                "encode_batch_tokens": "--encode-batch-tokens", "shard_tokens": "--shard-tokens",
-                "max_tokens": "--max-tokens", "max_documents": "--max-documents",
-                "overwrite": "--overwrite-cache"}
+CACHE_FLAGS = ConfigFlags(
+    CacheConfig, title="activation cache", dest_prefix="cache_",
+    renames={"batch_size": "--cache-batch-size", "overwrite": "--overwrite-cache"})
+"""CacheConfig's flags; `batch_size` and `overwrite` renamed beside LabelConfig's."""
+EXAMPLE_FLAGS = ConfigFlags(ExampleConfig, title="examples per feature",
+                            dest_prefix="examples_", renames={"seed": "--example-seed"})
+"""ExampleConfig's flags; `seed` renamed beside LabelConfig's."""
 
 
-def _dataclass_args(group: Any, cls: type, flags: dict[str, str], dest_prefix: str) -> None:
-    for f in dataclasses.fields(cls):
-        flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
-        dest = dest_prefix + f.name
-        if str(f.type) in ("bool", "bool | None"):
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
-                               default=None)
-        else:
-            typ = int if "int" in str(f.type) else str
-            group.add_argument(flag, dest=dest, type=typ, default=None,
-                               metavar=f.name.upper())
-
-
-def _from_args(cls: type, args: argparse.Namespace, prefix: str) -> Any:
-    kw = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
-          if getattr(args, prefix + f.name, None) is not None}
-    return cls(**kw)
-
-
-def add_label_parser(sub: Any, config_args: Any) -> None:
+def add_label_parser(sub: Any) -> None:
+    """Register ``tokenlabel label`` on the `tokenlabel` subparsers."""
     p = sub.add_parser(
         "label", help="label features of an SAE on a corpus",
         description="Label SAE features: run the subject model and the SAE over a corpus "
@@ -95,13 +84,11 @@ def add_label_parser(sub: Any, config_args: Any) -> None:
     p.add_argument("--save-sae", action="store_true",
                    help="also save the SAE, labels attached, into OUT/sae")
     p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "float64"],
+    p.add_argument("--dtype", choices=DTYPES,
                    help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
-    _dataclass_args(p.add_argument_group("activation cache"), CacheConfig, _CACHE_FLAGS,
-                    "cache_")
-    _dataclass_args(p.add_argument_group("examples per feature"), ExampleConfig,
-                    {"seed": "--example-seed"}, "examples_")
-    config_args(p)
+    CACHE_FLAGS.add(p)
+    EXAMPLE_FLAGS.add(p)
+    LABEL_FLAGS.add(p)
     p.set_defaults(func=cmd_label)
 
 
@@ -136,8 +123,6 @@ def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
 
 
 def _write_tsv(labels: Any, path: Path) -> None:
-    from ..labelset import result_score
-
     lines = ["feature\tstatus\tlabel\tprobability\tscore"]
     for f in labels:
         r = labels[f]
@@ -158,9 +143,7 @@ class EvaluatorLoader:
     def __call__(self) -> Any:
         import torch
 
-        from ..cli import _load_evaluator
-
-        return _load_evaluator(self.name, "cuda" if torch.cuda.is_available() else "cpu",
+        return load_evaluator(self.name, "cuda" if torch.cuda.is_available() else "cpu",
                                self.dtype)
 
 
@@ -176,24 +159,18 @@ def _ray_config(args: argparse.Namespace) -> Any:
                      evaluator_loader=EvaluatorLoader(args.evaluator, args.dtype))
 
 
+@store_errors
 def cmd_label(args: argparse.Namespace) -> int:
-    from ..run.cli import store_errors
-
-    return store_errors(_cmd_label)(args)
-
-
-def _cmd_label(args: argparse.Namespace) -> int:
-    from ..cli import _load_evaluator, _overrides
-    from ..config import LabelConfig
+    # The configs first: a bad value fails before any model loads.
+    config: LabelConfig = LABEL_FLAGS.build(args)
+    cache: CacheConfig = CACHE_FLAGS.build(args)
+    examples: ExampleConfig = EXAMPLE_FLAGS.build(args)
+    # Imported here, not above: building the parser must not load torch or SAELens.
     from ..loading import default_device
     from ..run.pipeline import label_sae_features
-    from ..run.store import STORE_FILENAME
-    from .corpus import Corpus
-    from .scoring import ScoreConfig
+    from ..sae.corpus import Corpus
+    from ..sae.scoring import ScoreConfig
 
-    config = LabelConfig(**_overrides(args))
-    cache = _from_args(CacheConfig, args, "cache_")
-    examples = _from_args(ExampleConfig, args, "examples_")
     ray = _ray_config(args)
     device = args.device or default_device()
     sae = _load_sae(args, device)
@@ -201,13 +178,13 @@ def _cmd_label(args: argparse.Namespace) -> int:
     corpus = Corpus.of(args.corpus, text_field=args.text_field, split=args.split)
     model = _load_model(args, sae, device)
     # With Ray the actors label; the driver's evaluator only renders prompts, on the CPU.
-    evaluator = _load_evaluator(args.evaluator, "cpu" if ray is not None else device,
+    evaluator = load_evaluator(args.evaluator, "cpu" if ray is not None else device,
                                 args.dtype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sidecar = out / SIDECAR_FILENAME
     # A folder from before the run store: its sidecar seeds the store once.
-    legacy = sidecar if sidecar.is_file() and not (out / STORE_FILENAME).exists() else None
+    legacy = sidecar if sidecar.is_file() and not (out / RUN_STORE_FILENAME).exists() else None
     labels = label_sae_features(sae, model, evaluator, corpus, features, config, cache=cache,
                                 examples=examples, features_per_batch=args.features_per_batch,
                                 run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
@@ -222,7 +199,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
         if r.status == "ok":
             print(f"  {f:>6}  {r.label!r:20}  p={r.probability:.3f}"
                   f"{'' if r.converged else '  (not converged)'}")
-    print(f"written:      {out / LABELS_TSV}, {sidecar}, {out / STORE_FILENAME}")
+    print(f"written:      {out / LABELS_TSV}, {sidecar}, {out / RUN_STORE_FILENAME}")
     try:
         n = labels.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)
         print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")

@@ -1,5 +1,5 @@
 """`tokenlabel status DIR` and `tokenlabel export DIR`: look at a run's store while it runs or
-after. The package's `cli.py` only registers them."""
+after. Neither imports torch."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..run.export import export_run
+from ..run.store import RunStore, RunStoreError
+
 
 def store_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run-store errors (full disk, unreadable store) as one line and exit status 2: the
@@ -18,8 +21,6 @@ def store_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
     @functools.wraps(cmd)
     def wrapped(args: argparse.Namespace) -> int:
-        from .store import RunStoreError
-
         try:
             return cmd(args)
         except RunStoreError as err:
@@ -30,6 +31,7 @@ def store_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def add_run_parsers(sub: Any) -> None:
+    """Register ``tokenlabel status`` and ``tokenlabel export``."""
     p = sub.add_parser("status", help="summarise a labeling run (its DIR/run.sqlite)",
                        description="Counts by status, attempts, errors, elapsed time and rate, "
                                    "and the last features finished, of the run in DIR. Safe "
@@ -63,8 +65,6 @@ def _duration(s: float | None) -> str:
 
 @store_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    from .store import RunStore
-
     with RunStore(args.dir, create=False) as store:
         s = store.summary(last=args.last)
         info = store.get_meta("info", {})
@@ -107,8 +107,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 @store_errors
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_run
-
     w = export_run(args.dir, args.to, args.neuronpedia_id, args.format)
     print(f"sidecar:      {w['sidecar']}")
     print(f"table:        {w['table']}")

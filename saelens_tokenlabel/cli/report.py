@@ -1,57 +1,17 @@
-"""`tokenlabel report DIR`: load a run's labels and write its static HTML report.
-
-Kept apart from the package's `cli.py`, which only registers the subcommand.
-"""
+"""`tokenlabel report DIR`: load a run's labels and write its static HTML report."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
 from ..features import parse_features
-from ..labelset import LabelSet
-from ..names import RUN_STORE_FILENAME, SIDECAR_FILENAME
+from ..report.html import ReportConfig, write_report
+from ..report.load import load_run
 
-log = logging.getLogger(__name__)
-
-"""The run store's file in a run folder (see `saelens_tokenlabel.run`)."""
 REPORT_DIR = "report"
-
-
-def load_run(path: str | Path) -> LabelSet:
-    """The labels of a run folder: from its run store (``run.sqlite``) when it has one, else
-    from its sidecar file (``tokenlabel_labels.json``); `path` may also be a sidecar file."""
-    path = Path(path)
-    if path.is_file():
-        return LabelSet.load(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist; give the --out folder of "
-                                "`tokenlabel label` (or a tokenlabel_labels.json file).")
-    sidecar = path / SIDECAR_FILENAME
-    if (path / RUN_STORE_FILENAME).is_file():
-        try:
-            from ..run import RunStoreError, load_labelset
-        except ImportError as err:
-            if getattr(err, "name", None) not in ("saelens_tokenlabel.run", None):
-                raise
-            log.warning("%s has a run store but this installation cannot read it (%s); "
-                        "reading %s instead.", path, err, SIDECAR_FILENAME)
-        else:
-            try:
-                return load_labelset(path)
-            except RunStoreError as err:
-                if not sidecar.is_file():
-                    # A ValueError: the command line prints it without a traceback.
-                    raise ValueError(str(err)) from err
-                log.warning("%s Reading %s instead.", err, sidecar)
-    if sidecar.is_file():
-        return LabelSet.load(sidecar)
-    raise FileNotFoundError(
-        f"No labels in {path}: neither {RUN_STORE_FILENAME} nor {SIDECAR_FILENAME} is there. "
-        "Give the "
-        "--out folder of `tokenlabel label`, or a folder where labels.save(...) wrote them.")
+"""The report's folder inside the run folder, unless --out says otherwise."""
 
 
 def parse_feature_list(spec: str | None) -> list[int] | None:
@@ -60,8 +20,6 @@ def parse_feature_list(spec: str | None) -> list[int] | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .html import ReportConfig, write_report
-
     labels = load_run(args.dir)
     out = Path(args.out) if args.out else (
         Path(args.dir).parent if Path(args.dir).is_file() else Path(args.dir)) / REPORT_DIR

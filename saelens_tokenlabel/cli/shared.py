@@ -1,0 +1,35 @@
+"""What `tokenlabel synthetic` and `tokenlabel label` share: the evaluator and LabelConfig's
+flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import LabelConfig
+from .flags import ConfigFlags
+
+TOY = "toy"
+"""`--evaluator toy`: the bundled offline toy evaluator."""
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+"""`--dtype` choices."""
+
+LABEL_FLAGS = ConfigFlags(LabelConfig, title="label config (defaults: the dataset's paper "
+                          "preset, else LabelConfig())")
+"""LabelConfig's flags (``--lr``, ``--steps``, ``--no-use-cache``, ...)."""
+
+
+def load_evaluator(name: str, device: str | None, dtype: str | None) -> Any:
+    """The evaluator `--evaluator NAME` names: 'toy', a folder from `save_local_model`, or a
+    model name for HookedTransformer.from_pretrained."""
+    # Imported here, not above: `tokenlabel --help` and `status` must not load torch.
+    from ..evaluator import Evaluator
+    from ..loading import load_evaluator_model
+
+    if name == TOY:
+        from ..toy import load_toy_evaluator
+
+        return load_toy_evaluator(device=device or "cpu")
+    import torch
+
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    return Evaluator(load_evaluator_model(name, device=device, dtype=torch_dtype))

@@ -26,6 +26,7 @@ def test_ray_config_checks_itself():
         RayConfig(max_in_flight=0)
 
 
+@pytest.mark.ray
 def test_two_cpu_actors_give_the_single_process_results(subject, toy_corpus, tmp_path,
                                                          caplog):
     ray = pytest.importorskip("ray")

@@ -1,8 +1,12 @@
-"""Large runs: the resumable run store (`store.py`), Ray across GPUs (`ray_backend.py`,
-imported only when asked), `label_sae_features` (`pipeline.py`), the SAELens plugin
-(`plugin.py`) and the run exports behind `tokenlabel export` (`export.py`).
+"""Runs (layer 5): `label_sae_features` composing the stages (`pipeline.py`) with its
+`RunOptions` (`options.py`); executors that label prepared batches (`executors.py`, and Ray
+across GPUs in `ray_backend.py`, imported only when asked); the resumable run store
+(`store.py`) with claims so several processes share a run folder (`claims.py`); where
+results go (`record.py`); the SAELens plugin (`plugin.py`) and the run exports behind
+`tokenlabel export` (`export.py`).
 
-Names load on first access (see `saelens_tokenlabel.lazy`)."""
+Names load on first access (see `saelens_tokenlabel.lazy`), so `tokenlabel status` reads the
+store without importing torch."""
 
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .claims import DEFAULT_LEASE_S, Claimer
+    from .executors import Executor, LocalExecutor
+    from .options import RunOptions
+    from .pipeline import label_sae_features
     from .store import (
         FINISHED,
         STORE_FILENAME,
@@ -23,16 +31,17 @@ if TYPE_CHECKING:
         store_path,
     )
 
-__all__ = [
-    "FINISHED",
-    "STORE_FILENAME",
-    "UNFINISHED",
-    "RunMismatchError",
-    "RunStore",
-    "RunStoreError",
-    "RunStoreFullError",
-    "load_labelset",
-    "store_path",
-]
+_EXPORTS = {
+    "DEFAULT_LEASE_S": ".claims",
+    "Claimer": ".claims",
+    "Executor": ".executors",
+    "LocalExecutor": ".executors",
+    "RunOptions": ".options",
+    "label_sae_features": ".pipeline",
+    **dict.fromkeys(("FINISHED", "STORE_FILENAME", "UNFINISHED", "RunMismatchError",
+                     "RunStore", "RunStoreError", "RunStoreFullError", "load_labelset",
+                     "store_path"), ".store"),
+}
+__all__ = list(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, ".store"))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=("plugin", "pipeline"))

@@ -39,9 +39,11 @@ def label_features(self: Any, model: Any, evaluator: Any, corpus: Any, features:
     ``model``: the subject HookedTransformer; ``evaluator``: an ``stl.Evaluator``;
     ``corpus``: a list of strings, a .txt/.jsonl file, or a dataset name; ``features``: feature
     indices (None: all); ``config``: ``stl.LabelConfig``. Keyword arguments ``cache``,
-    ``examples``, ``features_per_batch``, ``run_dir`` (a folder: results are stored as they
-    finish and a rerun resumes), ``checkpoint``, ``order``, ``ray`` and ``progress`` are those
-    of ``saelens_tokenlabel.run.label_sae_features``. Returns a ``LabelSet``; call
+    ``examples``, ``options`` (a ``RunOptions``) or its fields ``features_per_batch``,
+    ``run_dir`` (a folder: results are stored as they finish, a rerun resumes, and several
+    processes share the work), ``checkpoint``, ``order``, ``ray``, ``scores``, ``progress``,
+    ``lease_s`` and ``executor`` are those of ``saelens_tokenlabel.label_sae_features``
+    (``saelens_tokenlabel.run.pipeline``). Returns a ``LabelSet``; call
     ``labels.attach(sae)`` to keep the labels in the SAE's metadata and saved files.
     """
     from .pipeline import label_sae_features

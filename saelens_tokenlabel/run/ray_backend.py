@@ -1,9 +1,10 @@
 """Label batches of features on Ray actors: one per GPU, each holding the evaluator once.
 
 The driver (the process that called `label_sae_features`) keeps the activation cache, renders
-each batch's examples into `FeatureData`, sends the batch to the least busy actor, and writes
-what comes back into the run store. So the store has one writer, and a run restarted on
-another cluster resumes from it like any other run.
+each batch's examples into a `LabelBatch`, sends the batch to the least busy actor, and writes
+what comes back into the run store. So the store has one writer per run process, and a run
+restarted on another cluster resumes from it like any other run. Like `LocalExecutor`, this
+executor sees only the seam (`batch.py`), never `sae/`.
 
 Ray is imported only here, and only when a run asks for it (``pip install ".[ray]"``).
 """
@@ -16,11 +17,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..batch import LabelBatch, LabelFn, ResultSink, label_batch
 from ..serial import Config
 
 if TYPE_CHECKING:
     from ..config import LabelConfig
-    from ..data import FeatureData
     from ..evaluator import Evaluator
     from ..result import LabelResult
 
@@ -79,26 +80,26 @@ def _import_ray() -> Any:
 
 
 class LabelWorker:
-    """A Ray actor's state: the evaluator (loaded once) and the label config."""
+    """A Ray actor's state: the evaluator (loaded once), the label config and the function
+    that labels a batch (`label_batch`, or a test's stand-in)."""
 
     def __init__(self, loader: Callable[[], Evaluator] | None, evaluator: Evaluator | None,
-                 config: LabelConfig) -> None:
+                 config: LabelConfig, label: LabelFn = label_batch) -> None:
         import torch
 
         self.evaluator = loader() if loader is not None else evaluator
         if self.evaluator is None:
             raise ValueError("LabelWorker needs an evaluator or an evaluator_loader")
         self.config = config
+        self._label = label
         # Ray sets OMP_NUM_THREADS to the actor's CPUs; torch may have read it before, so
         # say it again.
         n = os.environ.get("OMP_NUM_THREADS")
         if n and n.isdigit():
             torch.set_num_threads(int(n))
 
-    def label(self, datas: list[FeatureData], kwargs: dict[str, Any]) -> list[LabelResult]:
-        from .pipeline import label_batch
-
-        return label_batch(datas, self.evaluator, self.config, **kwargs)
+    def label(self, batch: LabelBatch) -> list[LabelResult]:
+        return self._label(batch, self.evaluator, self.config)
 
     def ping(self) -> str:
         return str(self.evaluator.name)
@@ -120,73 +121,104 @@ def _resources(ray: Any, rc: RayConfig) -> tuple[int, float]:
     return n, num_gpus
 
 
-def label_on_ray(batches: Iterable[Any], evaluator: Evaluator, config: LabelConfig,
-                 rc: RayConfig, sink: Any) -> None:
-    """Label prepared batches (see `run.pipeline._prepared_batches`) on Ray actors; every
-    result goes to `sink` (the run store) as its batch comes back. Stops sending batches at
-    the first failed one, stores what the others finish, then raises that failure."""
-    ray = _import_ray()
-    from .pipeline import finish_batch
+class RayExecutor:
+    """Label the batches on Ray actors (`RayConfig`); every result goes to the sink as its
+    batch comes back. Stops sending batches at the first failed one, stores what the others
+    finish, then raises that failure."""
 
-    started_here = False
-    if not ray.is_initialized():
-        address = None if rc.address in (None, LOCAL) else rc.address
-        # A private instance needs no dashboard; a cluster keeps the one it was started with.
-        kwargs = {"include_dashboard": False} if address is None else {}
-        ray.init(address=address, **{**kwargs, **rc.init_kwargs})
-        started_here = True
-    actors: list[Any] = []
-    try:
+    def __init__(self, rc: RayConfig | None = None, label: LabelFn = label_batch) -> None:
+        self.rc = rc or RayConfig()
+        self.label = label
+
+    def run(self, batches: Iterable[LabelBatch], evaluator: Evaluator, config: LabelConfig,
+            sink: ResultSink) -> None:
+        ray = _import_ray()
+        rc = self.rc
+        started_here = False
+        if not ray.is_initialized():
+            address = None if rc.address in (None, LOCAL) else rc.address
+            # A private instance needs no dashboard; a cluster keeps the one it was started
+            # with.
+            kwargs = {"include_dashboard": False} if address is None else {}
+            ray.init(address=address, **{**kwargs, **rc.init_kwargs})
+            started_here = True
+        actors: list[Any] = []
+        try:
+            actors = self._actors(ray, evaluator, config)
+            _Dispatch(ray, actors, rc.max_in_flight, sink).run(batches)
+        finally:
+            for a in actors:
+                ray.kill(a)
+            if started_here:
+                ray.shutdown()
+
+    def _actors(self, ray: Any, evaluator: Evaluator, config: LabelConfig) -> list[Any]:
+        rc = self.rc
         n, num_gpus = _resources(ray, rc)
         actor_cls = ray.remote(num_gpus=num_gpus, num_cpus=rc.num_cpus)(LabelWorker)
         shipped = None if rc.evaluator_loader is not None else ray.put(evaluator)
-        actors = [actor_cls.remote(rc.evaluator_loader, shipped, config) for _ in range(n)]
-        # Fail early (and clearly) when an actor cannot build its evaluator.
-        ray.get([a.ping.remote() for a in actors])
+        actors = [actor_cls.remote(rc.evaluator_loader, shipped, config, self.label)
+                  for _ in range(n)]
+        try:
+            # Fail early (and clearly) when an actor cannot build its evaluator.
+            ray.get([a.ping.remote() for a in actors])
+        except BaseException:
+            for a in actors:
+                ray.kill(a)
+            raise
         log.info("labeling on %d Ray actors (%g GPUs each)", n, num_gpus)
+        return actors
 
-        in_flight: dict[Any, tuple[int, list[int], Any]] = {}
-        load = [0] * n
-        failure: BaseException | None = None
 
-        def collect(block: bool) -> None:
-            nonlocal failure
-            if not in_flight:
-                return
-            refs = list(in_flight)
-            done, _ = ray.wait(refs, num_returns=1, timeout=None if block else 0)
-            for ref in done:
-                i, feats, ready = in_flight.pop(ref)
-                load[i] -= 1
-                try:
-                    results = ray.get(ref)
-                except Exception as err:  # the actor's error, or its death
-                    sink.fail(feats, err)
-                    failure = failure or err
-                    continue
-                sink.put(finish_batch(results, ready))
+class _Dispatch:
+    """Batches to the least busy actor, at most `max_in_flight` queued per actor."""
 
-        for group, failed, ready, kwargs in batches:
-            sink.start(group)
-            sink.put(failed)
-            if not ready:
+    def __init__(self, ray: Any, actors: list[Any], max_in_flight: int,
+                 sink: ResultSink) -> None:
+        self.ray, self.actors, self.max_in_flight, self.sink = ray, actors, max_in_flight, sink
+        self.in_flight: dict[Any, tuple[int, LabelBatch]] = {}
+        self.load = [0] * len(actors)
+        self.failure: BaseException | None = None
+
+    def run(self, batches: Iterable[LabelBatch]) -> None:
+        for batch in batches:
+            self.sink.start(batch.features)
+            self.sink.put(batch.done)
+            if not batch.datas:
                 continue
-            while in_flight and min(load) >= rc.max_in_flight:
-                collect(block=True)
-            collect(block=False)
-            if failure is not None:
+            while self.in_flight and min(self.load) >= self.max_in_flight:
+                self.collect(block=True)
+            self.collect(block=False)
+            if self.failure is not None:
                 break  # this batch never ran: it stays "running", so a rerun labels it
-            i = load.index(min(load))
-            log.debug("features %s -> actor %d", [int(d.name) for d, _ in ready], i)
-            ref = actors[i].label.remote([d for d, _ in ready], kwargs)
-            in_flight[ref] = (i, [int(d.name) for d, _ in ready], ready)
-            load[i] += 1
-        while in_flight:
-            collect(block=True)
-        if failure is not None:
-            raise failure
-    finally:
-        for a in actors:
-            ray.kill(a)
-        if started_here:
-            ray.shutdown()
+            i = self.load.index(min(self.load))
+            log.debug("features %s -> actor %d", batch.to_label, i)
+            ref = self.actors[i].label.remote(batch.for_worker())
+            self.in_flight[ref] = (i, batch)
+            self.load[i] += 1
+        while self.in_flight:
+            self.collect(block=True)
+        if self.failure is not None:
+            raise self.failure
+
+    def collect(self, block: bool) -> None:
+        if not self.in_flight:
+            return
+        done, _ = self.ray.wait(list(self.in_flight), num_returns=1,
+                                timeout=None if block else 0)
+        for ref in done:
+            i, batch = self.in_flight.pop(ref)
+            self.load[i] -= 1
+            try:
+                results = self.ray.get(ref)
+            except Exception as err:  # the actor's error, or its death
+                self.sink.fail(batch.to_label, err)
+                self.failure = self.failure or err
+                continue
+            self.sink.put(batch.finish(results))
+
+
+def label_on_ray(batches: Iterable[LabelBatch], evaluator: Evaluator, config: LabelConfig,
+                 rc: RayConfig, sink: ResultSink) -> None:
+    """`RayExecutor(rc).run(...)`: label prepared batches on Ray actors."""
+    RayExecutor(rc).run(batches, evaluator, config, sink)

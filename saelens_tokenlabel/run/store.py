@@ -3,12 +3,22 @@
 Layout (``DIR/run.sqlite``)::
 
     features(feature INTEGER PRIMARY KEY, status TEXT, result TEXT, attempts INTEGER,
-             error TEXT, started_at REAL, finished_at REAL)
+             error TEXT, started_at REAL, finished_at REAL,
+             owner TEXT, claimed_at REAL, heartbeat_at REAL, expires_at REAL)
     meta(key TEXT PRIMARY KEY, value TEXT)      JSON values: identity, configs, info
 
 A feature goes ``pending -> running -> ok | dead | unlabelable`` (finished: never labeled
 again) or ``-> error`` (labeled again by the next run, as are ``running`` rows left behind by a
 killed run). ``result`` holds `LabelResult.to_json()`.
+
+Claims (leases) let several processes share one run folder: a process `claim`s unfinished
+features before labeling them (``owner`` = host, pid and a random token; ``expires_at`` =
+last heartbeat + the lease), and only labels what it got. A finished result, a recorded
+failure, or `release` (a process that stops, normally or by an exception) clears the claim;
+the claims of a killed process expire after their lease and are then taken over by another
+process or a rerun. Heartbeats are thread-free: `renew` runs at every batch boundary (see
+`run.claims`), so the lease must outlast one batch. Stores written before claims existed
+get the four columns on first open for writing (``ALTER TABLE``).
 
 Why SQLite in WAL mode: every write below is one transaction, and a transaction either
 commits whole or not at all, whatever kills the process. A run killed with SIGKILL loses only
@@ -21,6 +31,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import secrets
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,11 +64,23 @@ CREATE TABLE IF NOT EXISTS features (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    owner TEXT,
+    claimed_at REAL,
+    heartbeat_at REAL,
+    expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS features_status ON features(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_CLAIM_COLUMNS = {"owner": "TEXT", "claimed_at": "REAL", "heartbeat_at": "REAL",
+                  "expires_at": "REAL"}
+_UNCLAIM = "owner = NULL, claimed_at = NULL, heartbeat_at = NULL, expires_at = NULL"
+
+
+def new_owner() -> str:
+    """A claim owner unique to this process and call: ``host:pid:token``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class RunStoreError(RuntimeError):
@@ -92,8 +117,8 @@ def _is_full(err: BaseException) -> bool:
 
 
 class RunStore:
-    """One run's features, statuses and results (module docstring). Not thread-safe: one
-    process (the driver) writes it."""
+    """One run's features, statuses and results (module docstring). Not thread-safe; several
+    processes may write it, each labeling only the features it has claimed."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = store_path(path)
@@ -133,6 +158,11 @@ class RunStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            # A store from before claims: add their columns (NULL: unclaimed).
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(features)")}
+            for name, typ in _CLAIM_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE features ADD COLUMN {name} {typ}")
             if self.get_meta("format_version") is None:
                 self._set_meta("format_version", STORE_FORMAT_VERSION)
                 self._set_meta("created_at", time.time())
@@ -251,15 +281,71 @@ class RunStore:
                 "INSERT INTO features(feature, status, result, attempts, finished_at) "
                 "VALUES (?, ?, ?, 1, ?) ON CONFLICT(feature) DO UPDATE SET "
                 "status = excluded.status, result = excluded.result, error = NULL, "
-                "finished_at = excluded.finished_at", rows)
+                f"finished_at = excluded.finished_at, {_UNCLAIM}", rows)
 
     def fail(self, features: Sequence[int], error: str) -> None:
         """Record that labeling `features` raised `error`; the next run tries them again."""
         now = time.time()
         with self._write():
             self._db.executemany(
-                "UPDATE features SET status = ?, error = ?, finished_at = ? WHERE feature = ?",
+                f"UPDATE features SET status = ?, error = ?, finished_at = ?, {_UNCLAIM} "
+                "WHERE feature = ?",
                 ((ERROR, error, now, int(f)) for f in features))
+
+    # ------------------------------------------------------------------ claims
+    def has_claims(self) -> bool:
+        """Whether the file has the claim columns (a reader does not add them)."""
+        return "owner" in {r[1] for r in self._db.execute("PRAGMA table_info(features)")}
+
+    def claim(self, features: Sequence[int], n: int, owner: str, lease_s: float) -> list[int]:
+        """Claim for `owner` up to `n` of `features` (in their order) that are unfinished and
+        unclaimed, or whose claim has expired; one atomic transaction, so two processes never
+        get the same feature. Returns the features claimed."""
+        want = [int(f) for f in features]
+        if not want or n < 1:
+            return []
+        now = time.time()
+        marks = ", ".join("?" * len(want))
+        with self._write():
+            free = {f for (f,) in self._db.execute(
+                f"SELECT feature FROM features WHERE feature IN ({marks}) "
+                f"AND NOT ({_DONE}) AND (owner IS NULL OR expires_at < ?)", (*want, now))}
+            got = [f for f in want if f in free][:n]
+            self._db.executemany(
+                "UPDATE features SET owner = ?, claimed_at = ?, heartbeat_at = ?, "
+                "expires_at = ? WHERE feature = ?",
+                ((owner, now, now, now + lease_s, f) for f in got))
+        return got
+
+    def renew(self, owner: str, lease_s: float) -> None:
+        """Heartbeat: extend every claim of `owner` by `lease_s` from now."""
+        now = time.time()
+        with self._write():
+            self._db.execute("UPDATE features SET heartbeat_at = ?, expires_at = ? "
+                             "WHERE owner = ?", (now, now + lease_s, owner))
+
+    def release(self, owner: str) -> None:
+        """Give up every claim of `owner` (its unfinished features are free again)."""
+        with self._write():
+            self._db.execute(f"UPDATE features SET {_UNCLAIM} WHERE owner = ?", (owner,))
+
+    def claims(self, features: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
+        """Live claims (not expired) on unfinished features: feature -> owner, claimed_at,
+        heartbeat_at, expires_at."""
+        if not self.has_claims():
+            return {}
+        want = None if features is None else {int(f) for f in features}
+        cur = self._db.execute(
+            "SELECT feature, owner, claimed_at, heartbeat_at, expires_at FROM features "
+            f"WHERE owner IS NOT NULL AND expires_at >= ? AND NOT ({_DONE})", (time.time(),))
+        return {f: {"owner": o, "claimed_at": c, "heartbeat_at": h, "expires_at": e}
+                for f, o, c, h, e in cur if want is None or f in want}
+
+    def unfinished(self, features: Iterable[int]) -> list[int]:
+        """Those of `features` (in their order) without a final status."""
+        feats = [int(f) for f in features]
+        done = self.finished(feats)
+        return [f for f in feats if f not in done]
 
     def results(self, features: Iterable[int] | None = None) -> list[LabelResult]:
         """Finished results, by feature index (all, or those among `features`)."""
@@ -300,6 +386,10 @@ class RunStore:
             r = LabelResult.from_json(text)
             recent.append({"feature": f, "status": s, "label": r.label,
                            "probability": r.probability, "converged": r.converged})
+        live = self.claims()
+        owners: dict[str, int] = {}
+        for c in live.values():
+            owners[c["owner"]] = owners.get(c["owner"], 0) + 1
         start = first_start if first_start is not None else t0
         elapsed = (t1 - start) if start is not None and t1 is not None else None
         return {
@@ -313,6 +403,8 @@ class RunStore:
             "rate_per_s": (n_done / elapsed) if elapsed else None,
             "last": recent,
             "created_at": self.get_meta("created_at"),
+            "claimed": len(live),
+            "claim_owners": owners,
         }
 
 

@@ -1,5 +1,10 @@
 """A labeling run killed with SIGKILL in the middle, then resumed by the same command: every
-feature ends up in the store exactly once, with the labels of an uninterrupted run."""
+feature ends up in the store exactly once, with the labels of an uninterrupted run.
+
+No race between the kill and the child finishing: before the child starts, the test claims
+every feature but the first in the run store (as another process would), so the child labels
+feature 0 and then waits for those claims; the test kills it there, and gives the claims
+back before the resume."""
 
 from __future__ import annotations
 
@@ -60,20 +65,28 @@ def test_sigkill_then_resume_gives_the_uninterrupted_labels(subject, toy_corpus,
 
     out = tmp_path / "killed"
     db = out / STORE_FILENAME
+    with RunStore(out) as store:
+        store.add_features(range(D_SAE))
+        assert store.claim(range(1, D_SAE), D_SAE, "test", 600) == list(range(1, D_SAE))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "saelens_tokenlabel.cli", *args(out)],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while _finished(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
+    deadline = time.monotonic() + 300
+    try:
+        while _finished(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the child ended before the kill"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
     n_at_kill = _finished(db)
+    assert n_at_kill == 1, f"killed with {n_at_kill} of {D_SAE} features done"
     assert 1 <= n_at_kill < D_SAE, f"killed with {n_at_kill} of {D_SAE} features done"
-    with RunStore(out, create=False) as store:  # the store opens and reads after SIGKILL
+    with RunStore(out) as store:  # the store opens and reads after SIGKILL
         assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        store.release("test")
     assert main(["status", str(out)]) == 0
     assert f"{n_at_kill}/{D_SAE} finished" in capsys.readouterr().out
 

@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelConfig
+from saelens_tokenlabel.batch import label_batch
 from saelens_tokenlabel.labelset import status_result
 from saelens_tokenlabel.run import (
     STORE_FILENAME,
@@ -19,6 +19,7 @@ from saelens_tokenlabel.run import (
     RunStoreFullError,
     load_labelset,
 )
+from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 
@@ -149,21 +150,19 @@ def test_label_run_on_a_full_disk_says_what_is_saved_and_resumes(subject, toy_co
     assert [done[f].to_dict() for f in done] == [fresh[f].to_dict() for f in fresh]
 
 
-def test_rerun_skips_finished_and_retries_errors(subject, toy_corpus, fast_evaluator, tmp_path,
-                                                 monkeypatch):
+def test_rerun_skips_finished_and_retries_errors(subject, toy_corpus, fast_evaluator, tmp_path):
     sae = planted_sae()
-    kw = dict(config=QUICK, cache=CacheConfig(cache_dir=tmp_path / "c"), examples=FEW,
-              features_per_batch=1, run_dir=tmp_path / "run")
-    real = label_mod.label_features_data
     calls, failures = [], [RuntimeError("simulated failure")]
 
-    def flaky(datas, *a):
-        calls.append([d.name for d in datas])
-        if datas[0].name == 4 and failures:
+    def flaky(batch, evaluator, config):
+        calls.append(batch.to_label)
+        if batch.to_label[0] == 4 and failures:
             raise failures.pop()
-        return real(datas, *a)
+        return label_batch(batch, evaluator, config)
 
-    monkeypatch.setattr(label_mod, "label_features_data", flaky)
+    kw = dict(config=QUICK, cache=CacheConfig(cache_dir=tmp_path / "c"), examples=FEW,
+              features_per_batch=1, run_dir=tmp_path / "run",
+              executor=LocalExecutor(label=flaky))
     with pytest.raises(RuntimeError, match="simulated") as err:
         label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1, 4, 5], **kw)
     assert "2 features were labeled" in str(err.value.__notes__)

@@ -9,12 +9,14 @@ import torch
 
 import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelConfig, LabelSet
+from saelens_tokenlabel.batch import label_batch
+from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 from saelens_tokenlabel.sae.words import REPLACEMENT
 from saelens_tokenlabel.toy.lexicon import ANIMALS, DIGITS
 
-from .planted import (
+from ..sae.planted import (
     ANIMAL_FEATURE,
     CHINESE_ACTIVE,
     CHINESE_FEATURE,
@@ -26,6 +28,16 @@ from .planted import (
 
 FEW = ExampleConfig(n_top=4, n_quantile=4, n_random=4, n_near_miss=4)
 QUICK = LabelConfig(steps=2, batch_size=6)
+
+
+def recording(labeled: list) -> LocalExecutor:
+    """A local executor that records the features it labels (in order)."""
+
+    def label(batch, evaluator, config):
+        labeled.extend(batch.to_label)
+        return label_batch(batch, evaluator, config)
+
+    return LocalExecutor(label=label)
 
 
 def test_planted_concepts_are_recovered_by_the_toy_evaluator(subject, sae, toy_corpus,
@@ -106,18 +118,15 @@ def test_all_features_statuses_and_progress(subject, toy_corpus, fast_evaluator,
 
 
 def test_checkpoint_resumes_and_checks_settings(subject, sae, toy_corpus, fast_evaluator,
-                                                tmp_path, monkeypatch):
+                                                tmp_path):
     ckpt = tmp_path / "labels.json"
     kw = dict(config=QUICK, cache=CacheConfig(cache_dir=tmp_path / "c"), examples=FEW,
               checkpoint=ckpt)
     first = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1], **kw)
     assert LabelSet.load(ckpt).to_dict()["results"] == first.to_dict()["results"]
     labeled = []
-    real = label_mod.label_features_data
-    monkeypatch.setattr(label_mod, "label_features_data",
-                        lambda datas, *a: labeled.extend(d.name for d in datas) or
-                        real(datas, *a))
-    more = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1, 5], **kw)
+    more = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1, 5], **kw,
+                              executor=recording(labeled))
     assert labeled == [5]  # 0 and 1 came from the checkpoint
     assert list(more) == [0, 1, 5] and more[0].to_dict() == first[0].to_dict()
     assert list(label_sae_features(sae, subject, fast_evaluator, toy_corpus, [1], **kw)) == [1]
@@ -132,21 +141,19 @@ def test_checkpoint_resumes_and_checks_settings(subject, sae, toy_corpus, fast_e
 
 
 def test_an_error_mid_run_says_what_was_done(subject, sae, toy_corpus, fast_evaluator,
-                                             tmp_path, monkeypatch):
-    real = label_mod.label_features_data
+                                             tmp_path):
     calls = []
 
-    def flaky(datas, *a):
+    def flaky(batch, evaluator, config):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("out of memory")
-        return real(datas, *a)
+        return label_batch(batch, evaluator, config)
 
-    monkeypatch.setattr(label_mod, "label_features_data", flaky)
     with pytest.raises(RuntimeError) as err:
         label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1], QUICK,
                            cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
-                           features_per_batch=1)
+                           features_per_batch=1, executor=LocalExecutor(label=flaky))
     assert "1 features were labeled" in str(err.value.__notes__)
     assert "run_dir=" in str(err.value.__notes__)
 
@@ -202,14 +209,10 @@ def test_attribution_order_labels_the_highest_scores_first(subject, sae, toy_cor
     fake.attribution_scores = attribution_scores
     monkeypatch.setitem(sys.modules, "saelens_tokenlabel.sae.attribution", fake)
     labeled = []
-    real = label_mod.label_features_data
-    monkeypatch.setattr(label_mod, "label_features_data",
-                        lambda datas, *a: labeled.extend(d.name for d in datas) or
-                        real(datas, *a))
     cache = CacheConfig(cache_dir=tmp_path, max_tokens=500)
     labels = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1, 4, 5, 7],
                                 QUICK, cache=cache, examples=FEW, order="attribution",
-                                features_per_batch=2)
+                                features_per_batch=2, executor=recording(labeled))
     assert labeled == [7, 1, 5, 4, 0]  # by score; 1 and 5 tie at 0.9: by index
     assert list(labels) == [0, 1, 4, 5, 7]
     assert asked == [(subject, sae, True, cache, 500)]

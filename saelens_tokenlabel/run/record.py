@@ -1,0 +1,187 @@
+"""Where a run's results go and come from: `RunRecord` (the labels in memory, the run store
+or the legacy JSON checkpoint, and this process's claims) and `RunSink`, the `ResultSink`
+the executors report to."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..config import LabelConfig
+from ..labelset import LabelSet
+from ..result import LabelResult
+from ..sae.config import ExampleConfig
+from .claims import Claimer
+from .options import RunOptions
+from .store import RunStore, RunStoreFullError
+
+log = logging.getLogger(__name__)
+
+IDENTITY_NAMES = {"identity": "another SAE, model, evaluator or corpus"}
+
+
+class RunRecord:
+    """The results of one run as it goes: `labels` (memory), and `store` or `ckpt`."""
+
+    def __init__(self, labels: LabelSet, store: RunStore | None, ckpt: Path | None,
+                 claimer: Claimer | None) -> None:
+        self.labels, self.store, self.ckpt, self.claimer = labels, store, ckpt, claimer
+
+    def todo(self, feats: list[int]) -> list[int]:
+        """Features not finished yet (by any process)."""
+        return [f for f in feats if f not in self.labels]
+
+    def set_info(self, info: dict[str, Any]) -> None:
+        self.labels.info = info
+        if self.store is not None:
+            self.store.set_meta(info=info)
+
+    def groups(self, todo: list[int], size: int) -> Iterator[list[int]]:
+        """`todo` in groups of `size` to label here: claimed ones with a store (other
+        processes may label the rest), else all of them."""
+        if self.claimer is not None:
+            yield from self.claimer.groups(todo, size)
+            return
+        for start in range(0, len(todo), size):
+            yield todo[start : start + size]
+
+    def result(self, feats: list[int]) -> LabelSet:
+        """The requested features only (a store or checkpoint may hold more), with those
+        that other processes labeled into the store."""
+        if self.store is not None:
+            missing = [f for f in feats if f not in self.labels]
+            for r in self.store.results(missing) if missing else ():
+                self.labels.add(r)
+        labels = self.labels
+        if set(labels) <= set(feats):
+            return labels
+        return LabelSet([labels[f] for f in feats if f in labels], labels.info)
+
+    def note_saved(self, err: BaseException, n_new: int) -> None:
+        """Say on `err` what was labeled before it and where it is kept."""
+        store, ckpt = self.store, self.ckpt
+        where = (f"they are saved in {store.path}" if store is not None else
+                 f"they are saved in {ckpt}" if ckpt is not None else None)
+        if isinstance(err, RunStoreFullError):
+            return  # its message says what is saved and how to resume
+        if n_new or where:
+            err.add_note(
+                f"saelens_tokenlabel: {n_new} features were labeled before this error"
+                + (f"; {where} and a rerun of the same call resumes from there." if where
+                   else "; pass run_dir=<folder> to keep finished features across runs.")
+            )
+
+
+@contextmanager
+def open_record(opts: RunOptions, identity: dict[str, Any], config: LabelConfig,
+                ex: ExampleConfig, feats: list[int]) -> Iterator[RunRecord]:
+    """The run's record: the checkpoint read, the store opened, bound to these inputs and
+    settings (a mismatch is an error) and seeded; on the way out this process's claims are
+    released and a store opened here is closed."""
+    labels = LabelSet()
+    ckpt = Path(opts.checkpoint) if opts.checkpoint is not None else None
+    if ckpt is not None:
+        labels = load_checkpoint(ckpt, config, ex, identity)
+    if opts.run_dir is None:
+        yield RunRecord(labels, None, ckpt, None)
+        return
+    given = opts.run_dir if isinstance(opts.run_dir, RunStore) else None
+    store = given or RunStore(opts.run_dir)
+    claimer = None
+    try:
+        store.bind({"identity": identity, "label_config": config.result_settings(),
+                    "example_config": ex.to_dict()}, names=IDENTITY_NAMES)
+        labels = _seed(store, labels, ckpt, feats)
+        claimer = Claimer(store, opts.lease_s)
+        # The store (not the JSON file) is the record now; the file is written at the end.
+        yield RunRecord(labels, store, None, claimer)
+    finally:
+        if claimer is not None:
+            claimer.release()
+        if given is None:
+            store.close()
+
+
+def _seed(store: RunStore, labels: LabelSet, ckpt: Path | None, feats: list[int]) -> LabelSet:
+    """Results of the checkpoint into the store; the store's results as the labels."""
+    stored = store.finished()
+    seeded = [r for f, r in labels.items() if f not in stored]
+    if seeded:
+        store.put(seeded)
+        log.info("imported %d results from the checkpoint %s", len(seeded), ckpt)
+    if labels.info and store.get_meta("info") is None:
+        store.set_meta(info=labels.info)
+    store.add_features(feats)
+    return store.labelset()
+
+
+def load_checkpoint(path: Path, config: LabelConfig, ex: ExampleConfig,
+                    identity: dict[str, Any]) -> LabelSet:
+    """The legacy JSON checkpoint's labels (none if the file is absent); made with other
+    inputs or settings: an error."""
+    if not path.exists():
+        return LabelSet()
+    done = LabelSet.load(path)
+    for key, want in (("identity", identity), ("label_config", config.to_dict()),
+                      ("example_config", ex.to_dict())):
+        if done.info.get(key) != want:
+            what = IDENTITY_NAMES.get(key, f"another {key.replace('_', ' ')}")
+            raise ValueError(
+                f"The checkpoint {path} was made with {what}. Pass the same inputs and "
+                "settings to resume, or another checkpoint path to start afresh."
+            )
+    return done
+
+
+Score = Callable[[list[LabelResult]], list[LabelResult]]
+
+
+class RunSink:
+    """The `ResultSink` of a run: scores finished results, then keeps them in the record
+    (memory, store or checkpoint), renews this process's claims and moves the progress
+    bar."""
+
+    def __init__(self, record: RunRecord, bar: Any, score: Score | None = None) -> None:
+        self.record, self.bar, self.score = record, bar, score
+        self.n_new = 0
+
+    def _heartbeat(self) -> None:
+        if self.record.claimer is not None:
+            self.record.claimer.heartbeat()
+
+    def start(self, features: list[int]) -> None:
+        if self.record.store is not None:
+            self.record.store.start(features)
+        self._heartbeat()
+
+    def put(self, results: list[LabelResult]) -> None:
+        if not results:
+            return
+        if self.score is not None:
+            # Before the store: a stored result is final (a resume never rescores it).
+            results = self.score(results)
+        rec = self.record
+        if rec.store is not None:
+            rec.store.put(results)
+        for r in results:
+            rec.labels.add(r)
+        if rec.ckpt is not None:
+            rec.labels.save(rec.ckpt)
+        self.n_new += len(results)
+        self._heartbeat()
+        self._show(results)
+
+    def _show(self, results: list[LabelResult]) -> None:
+        self.bar.update(len(results))
+        last = results[-1]
+        self.bar.set_postfix_str(f"{last.feature}: {last.label!r}" if last.status == "ok"
+                                 else f"{last.feature}: {last.status}", refresh=False)
+        for r in results:
+            log.info("feature %s: %s %r p=%.3f", r.feature, r.status, r.label, r.probability)
+
+    def fail(self, features: list[int], err: BaseException) -> None:
+        if self.record.store is not None and features:
+            self.record.store.fail(features, f"{type(err).__name__}: {err}")

@@ -1,0 +1,179 @@
+"""Claims in the run store: two processes on one run folder split the features (each labeled
+exactly once); a killed process's claims are taken over only after their lease; stores from
+before claims still open."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from saelens_tokenlabel.batch import label_batch
+from saelens_tokenlabel.labelset import status_result
+from saelens_tokenlabel.run import RunStore
+from saelens_tokenlabel.run.claims import Claimer
+from saelens_tokenlabel.run.executors import LocalExecutor
+from saelens_tokenlabel.run.options import RunOptions
+from saelens_tokenlabel.run.pipeline import label_sae_features
+
+from .claimrun import FEATURES, run, save_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def inputs(subject, toy_corpus, tmp_path_factory):
+    """Saved toy inputs, and their labels from an uninterrupted run in memory (which also
+    fills the activation cache the processes share)."""
+    tmp = tmp_path_factory.mktemp("claims")
+    save_inputs(tmp, subject, toy_corpus[:60])
+    return tmp, run(tmp, None)
+
+
+def test_claims_are_exclusive_expire_and_clear(tmp_path):
+    with RunStore(tmp_path) as s:
+        s.add_features(range(6))
+        assert s.claim([0, 1, 2], 2, "a", 60) == [0, 1]
+        assert s.claim([0, 1, 2, 3], 5, "b", 60) == [2, 3]  # never another's live claim
+        assert s.claim([0, 1], 2, "a", 60) == []  # nor twice for the same owner
+        s.put([status_result(0, "dead", "x")])  # a result clears its claim
+        s.fail([2], "RuntimeError: boom")  # so does a failure
+        assert set(s.claims()) == {1, 3}
+        summary = s.summary()
+        assert summary["claimed"] == 2 and summary["claim_owners"] == {"a": 1, "b": 1}
+        assert s.claim([0, 1, 2, 3, 4], 9, "c", 0.2) == [2, 4]  # not finished 0
+        time.sleep(0.25)
+        assert s.claim([4, 5], 9, "d", 60) == [4, 5]  # c's claim on 4 expired
+        s.release("a")
+        assert s.claim([1, 3], 9, "d", 60) == [1]  # a released 1; b still holds 3
+        assert {f: c["owner"] for f, c in s.claims().items()} == {1: "d", 3: "b", 4: "d",
+                                                                   5: "d"}
+
+
+def test_a_claimer_takes_over_expired_claims_and_waits_for_live_ones(tmp_path):
+    with RunStore(tmp_path) as s:
+        s.add_features(range(6))
+        assert s.claim([0, 1], 2, "dead-process", 0.5) == [0, 1]
+        expires = max(c["expires_at"] for c in s.claims().values())
+        claimer = Claimer(s, lease_s=5.0, poll_s=0.05)
+        got = []
+        for group in claimer.groups(list(range(6)), 2):
+            got.append((group, time.time()))
+            s.put([status_result(f, "dead", "x") for f in group])
+        assert [g for g, _ in got] == [[2, 3], [4, 5], [0, 1]]
+        assert got[-1][1] >= expires  # taken over only once the lease ran out
+        assert s.claims() == {} and s.finished() == set(range(6))
+
+
+def test_a_store_from_before_claims_opens_and_gets_the_columns(tmp_path):
+    db = tmp_path / "run.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE features (feature INTEGER PRIMARY KEY, status TEXT NOT NULL, "
+        "result TEXT, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, started_at REAL, "
+        "finished_at REAL);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('format_version', '1');"
+        "INSERT INTO features(feature, status) VALUES (0, 'pending'), (1, 'running');")
+    con.commit()
+    con.close()
+    with RunStore(tmp_path, create=False) as s:  # a reader leaves the file as it is
+        assert not s.has_claims()
+        summary = s.summary()
+        assert summary["claimed"] == 0 and summary["claim_owners"] == {}
+    with RunStore(tmp_path) as s:
+        assert s.has_claims()
+        assert s.claim([0, 1], 2, "a", 60) == [0, 1]
+        assert [r["status"] for r in s.rows()] == ["pending", "running"]
+
+
+def test_run_options_and_unknown_keywords(subject, sae, toy_corpus, fast_evaluator):
+    with pytest.raises(TypeError, match=r"^label_sae_features\(\) got unexpected keyword "
+                                        r"argument\(s\) feature_per_batch; valid keywords: "
+                                        r"cache, examples, options, features_per_batch"):
+        label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0],
+                           feature_per_batch=2)
+    with pytest.raises(ValueError, match="lease_s must be > 0"):
+        RunOptions(lease_s=0)
+    with pytest.raises(ValueError, match="features_per_batch must be >= 1"):
+        label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0],
+                           options=RunOptions(), features_per_batch=0)
+
+
+def _child(tmp: Path, out: Path, lease_s: float, started: Path | None = None
+           ) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "tests.run.claimrun", str(tmp), str(out), str(lease_s)]
+    return subprocess.Popen(cmd + ([str(started)] if started else []), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _same_labels(got, ref) -> None:
+    assert list(got) == list(ref)
+    for f in ref:
+        a, b = got[f], ref[f]
+        assert (a.status, a.label, a.label_token_ids, a.steps) == \
+            (b.status, b.label, b.label_token_ids, b.steps), f
+        assert a.extra.get("examples") == b.extra.get("examples"), f
+
+
+@pytest.mark.subprocess
+def test_two_processes_on_one_run_folder_label_each_feature_once(inputs, tmp_path):
+    tmp, ref = inputs
+    out = tmp_path / "shared"
+    procs = [_child(tmp, out, 300.0) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]
+    with RunStore(out, create=False) as store:
+        rows = store.rows()
+        assert [r["feature"] for r in rows] == FEATURES
+        assert [r["attempts"] for r in rows] == [1] * len(FEATURES)  # each labeled once
+        assert store.claims() == {}  # both released what they held
+        _same_labels(store.labelset(), ref)
+
+
+@pytest.mark.subprocess
+def test_a_killed_process_claims_are_taken_over_after_the_lease(inputs, tmp_path):
+    tmp, ref = inputs
+    out, started = tmp_path / "killed", tmp_path / "started"
+    lease = 3.0
+    proc = _child(tmp, out, lease, started)
+    try:
+        deadline = time.monotonic() + 300
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.stderr.read().decode()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    held = [int(f) for f in started.read_text().split()]
+    assert held == [0, 1]  # the first batch: claimed, started, then killed
+    with RunStore(out) as store:
+        claims = store.claims()
+        assert sorted(claims) == held and store.finished() == set()
+        expires = max(c["expires_at"] for c in claims.values())
+        if time.time() < expires:  # (always, unless this machine stalled for the lease)
+            assert store.claim(held, 2, "probe", 60) == []
+    labeled: dict[int, float] = {}
+
+    def label(batch, evaluator, config):
+        labeled.update({f: time.time() for f in batch.to_label})
+        return label_batch(batch, evaluator, config)
+
+    got = run(tmp, out, lease_s=lease, executor=LocalExecutor(label=label))
+    assert set(labeled) >= {0, 1}
+    assert min(labeled[f] for f in held) >= expires  # not before the dead claim expired
+    _same_labels(got, ref)
+    with RunStore(out, create=False) as store:
+        rows = {r["feature"]: r for r in store.rows()}
+        assert {f: r["attempts"] for f, r in rows.items()} == {
+            f: (2 if f in held else 1) for f in FEATURES}
+        assert store.claims() == {}
+        _same_labels(store.labelset(), ref)

@@ -42,6 +42,22 @@ _EXPORTS = {
                      "RunStore", "RunStoreError", "RunStoreFullError", "load_labelset",
                      "store_path"), ".store"),
 }
-__all__ = list(_EXPORTS)
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "FINISHED",
+    "STORE_FILENAME",
+    "UNFINISHED",
+    "Claimer",
+    "Executor",
+    "LocalExecutor",
+    "RunMismatchError",
+    "RunOptions",
+    "RunStore",
+    "RunStoreError",
+    "RunStoreFullError",
+    "label_sae_features",
+    "load_labelset",
+    "store_path",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=("plugin", "pipeline"))

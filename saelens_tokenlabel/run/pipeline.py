@@ -12,6 +12,7 @@ labeled by Ray actors (`saelens_tokenlabel.run.ray_backend`) and come back to th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..features import resolve_features
 from ..labeler import label_features_data
 from ..labelset import LabelSet, status_result
 from ..names import METHOD, PAPER
+from ..records import FeatureExtra
 from ..result import LabelResult
 from ..sae.activations import build_activation_cache
 from ..sae.cache import ActivationCache
@@ -104,7 +106,7 @@ def _prepare(sel: Selection, pool: RandomPool, contexts: dict[int, list[int]],
     """The feature's data, or the result saying why it cannot be labeled."""
     bad = sel.status(n_tokens)  # dead, or activations that were NaN/inf
     if bad is not None:
-        return None, status_result(sel.feature, *bad, **feature_extra(sel, pool, None, ex)), None
+        return None, status_result(sel.feature, *bad, feature_extra(sel, pool, None, ex)), None
     rendered = render_feature(sel, pool, contexts, decoder, ex, special, evaluator.placeholder,
                               spellable=evaluator.can_spell)
     try:
@@ -113,7 +115,7 @@ def _prepare(sel: Selection, pool: RandomPool, contexts: dict[int, list[int]],
                                            config.strip_word))
     except FeatureDataError as err:
         return None, status_result(sel.feature, "unlabelable", str(err) + rendered.drop_note(),
-                                   **feature_extra(sel, pool, rendered, ex)), rendered
+                                   feature_extra(sel, pool, rendered, ex)), rendered
     return data, None, rendered
 
 
@@ -315,7 +317,7 @@ def order_by_scores(features: Sequence[int], scores: Any) -> list[int]:
 # unlabelable); for the rest, what to label and what to add to the result afterwards; and
 # keyword arguments for `label_batch` (per-batch inputs computed on the driver, which travel
 # to a Ray actor with the batch).
-Ready = tuple[FeatureData, dict[str, Any]]
+Ready = tuple[FeatureData, FeatureExtra]
 Batch = tuple[list[int], list[LabelResult], list[Ready], dict[str, Any]]
 
 
@@ -371,9 +373,8 @@ def label_batch(datas: list[FeatureData], evaluator: Evaluator, config: LabelCon
 def finish_batch(results: list[LabelResult], ready: list[Ready]) -> list[LabelResult]:
     """Driver side, after `label_batch`: add what the driver knows (examples, words,
     activation statistics) to each result."""
-    for result, (_, extra) in zip(results, ready, strict=True):
-        result.extra.update(extra)
-    return results
+    return [dataclasses.replace(result, extra=result.extra.merged(extra))
+            for result, (_, extra) in zip(results, ready, strict=True)]
 
 
 def _label_batches(batches: Iterable[Batch], evaluator: Evaluator, config: LabelConfig,
@@ -397,7 +398,8 @@ class _Sink:
     and the progress bar."""
 
     def __init__(self, labels: LabelSet, store: RunStore | None, ckpt: Path | None,
-                 bar: Any, score: Callable[[list[LabelResult]], None] | None = None) -> None:
+                 bar: Any, score: Callable[[list[LabelResult]], list[LabelResult]] | None = None
+                 ) -> None:
         self.labels, self.store, self.ckpt, self.bar = labels, store, ckpt, bar
         self.score = score
         self.n_new = 0
@@ -411,7 +413,7 @@ class _Sink:
             return
         if self.score is not None:
             # Before the store: a stored result is final (a resume never rescores it).
-            self.score(results)
+            results = self.score(results)
         if self.store is not None:
             self.store.put(results)
         for r in results:

@@ -11,6 +11,7 @@ Where labels live:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from .files import atomic_write_text, dumps_json
 from .names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
 from .neuronpedia import write_neuronpedia
+from .records import FeatureExtra
 from .result import SCORE_KEYS, LabelResult, Trajectory, score_of  # noqa: F401
 
 LABELSET_FORMAT = "saelens_tokenlabel.LabelSet"
@@ -27,12 +29,14 @@ ATTACHED_ATTR = "_tokenlabel_labels"
 """Attribute of an SAE holding its attached LabelSet (or the sidecar path it was loaded with)."""
 
 
-def status_result(feature: int, status: str, message: str, **extra: Any) -> LabelResult:
-    """A result for a feature that got no label, saying why."""
+def status_result(feature: int, status: str, message: str, extra: FeatureExtra | None = None,
+                  evaluator: str = "") -> LabelResult:
+    """A result for a feature that got no label, saying why: `message` goes into
+    ``extra.message``, beside what else is known of the feature (`extra`)."""
+    extra = dataclasses.replace(extra or FeatureExtra(), message=message)
     return LabelResult(label="", label_tokens=[], label_token_ids=[], probability=0.0,
                        converged=False, steps=0, metrics={}, trajectory=Trajectory(),
-                       feature=int(feature), status=status,
-                       extra={"message": message, **extra})
+                       feature=int(feature), status=status, evaluator=evaluator, extra=extra)
 
 
 def result_score(result: LabelResult) -> tuple[str | None, float | None]:
@@ -67,12 +71,16 @@ class LabelSet(Mapping[int, LabelResult]):
         return len(self._results)
 
     def add(self, result: LabelResult) -> None:
-        if not isinstance(result.feature, int | str) or not str(result.feature).lstrip(
+        """Keep `result` under its feature index; a result whose feature is a digit string
+        (e.g. ``"3"``) is kept as a copy whose feature is the int."""
+        f = result.feature
+        if isinstance(f, bool) or not isinstance(f, int | str) or not str(f).lstrip(
                 "-").isdigit():
             raise ValueError(f"LabelSet keys are feature indices; result.feature is "
                              f"{result.feature!r}")
-        result.feature = int(result.feature)
-        self._results[result.feature] = result
+        if not isinstance(f, int):
+            result = dataclasses.replace(result, feature=int(f))
+        self._results[int(f)] = result
 
     def update(self, other: LabelSet) -> None:
         for r in other.values():

@@ -123,14 +123,6 @@ def _score(exp_id: str, name: str, value: float, model: str, details: dict[str, 
             "jsonDetails": json.dumps(details, ensure_ascii=False, allow_nan=False)}
 
 
-def _promoted(extra: dict[str, Any]) -> list[str] | None:
-    side = extra.get("output_side")
-    if not isinstance(side, dict) or not isinstance(side.get("promoted"), list):
-        return None
-    return [str(p[0]) for p in side["promoted"][:NOTES_OUTPUT_TOKENS]
-            if isinstance(p, list | tuple) and p]
-
-
 def explanation_records(labels: Labels, neuronpedia_id: str | None = None
                         ) -> list[dict[str, Any]]:
     model_id, layer = parse_neuronpedia_id(resolve_neuronpedia_id(labels, neuronpedia_id))
@@ -145,9 +137,9 @@ def explanation_records(labels: Labels, neuronpedia_id: str | None = None
         notes = {"probability": r.probability, "converged": r.converged, "steps": r.steps,
                  "label_tokens": r.label_tokens, "threshold_rule": r.threshold_rule,
                  "n_examples": r.n_examples, "n_active": r.n_active}
-        promoted = _promoted(r.extra)
-        if promoted is not None:
-            notes["output_promoted"] = promoted
+        side = r.extra.output_side
+        if side is not None:
+            notes["output_promoted"] = [p.token for p in side.promoted[:NOTES_OUTPUT_TOKENS]]
             notes["output_label_rank"] = r.metrics.get("output_label_rank")
         details = {"n_examples": r.n_examples, "n_heldout": r.n_heldout,
                    "threshold_rule": r.threshold_rule}
@@ -157,7 +149,7 @@ def explanation_records(labels: Labels, neuronpedia_id: str | None = None
         if coherence:
             cdetails = {k.removeprefix("coherence_"): r.metrics.get(k)
                         for k in _COHERENCE_DETAILS if _finite(r.metrics.get(k))}
-            cdetails["config"] = r.extra.get("coherence_config")
+            cdetails["config"] = r.extra.coherence_config
             scores += [_score(exp_id, name, value, subject, cdetails)
                        for name, value in coherence]
         records.append({

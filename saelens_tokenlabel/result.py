@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from .files import json_finite  # noqa: F401  (re-exported: result.json_finite)
+from .records import FeatureExtra, Record
 
 RESULT_FORMAT_VERSION = 1
 SCORE_KEYS = ("heldout_balanced_accuracy", "train_balanced_accuracy")
@@ -31,8 +32,9 @@ def selection_score(metrics: dict[str, Any]) -> float:
 
 
 @dataclass
-class Trajectory:
-    """Per-step record of the optimisation, stored column-wise."""
+class Trajectory(Record):
+    """Per-step record of the optimisation, stored column-wise. JSON: `Record.to_dict` (the
+    `tokens` keys as strings)."""
 
     step: list[int] = field(default_factory=list)
     """Step number (0-based) of each record."""
@@ -62,21 +64,15 @@ class Trajectory:
             out.append(row.get(token_id, 0.0))
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tokens"] = {str(k): v for k, v in self.tokens.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
-        d = dict(d)
-        d["tokens"] = {int(k): v for k, v in d.get("tokens", {}).items()}
-        return cls(**d)
-
 
 @dataclass
-class LabelResult:
-    """The label found for one feature, how sure the optimisation is, and how it got there."""
+class LabelResult(Record):
+    """The label found for one feature, how sure the optimisation is, and how it got there.
+
+    Built once: code that adds to a result makes a new one with `dataclasses.replace` (e.g.
+    ``replace(r, extra=r.extra.merged(more))``, ``replace(r, metrics={**r.metrics, **new})``)
+    rather than writing into it. JSON: `Record.to_dict`/`from_dict` (keys this version does
+    not know are ignored)."""
 
     label: str
     """The label text: the hard (argmax) token of each slot, decoded together."""
@@ -114,8 +110,9 @@ class LabelResult:
     """Evaluator model name."""
     config: dict[str, Any] = field(default_factory=dict)
     """The LabelConfig used."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Anything else worth keeping (e.g. word merges)."""
+    extra: FeatureExtra = field(default_factory=FeatureExtra)
+    """What the SAE stages know of the feature beyond its label: activation statistics,
+    examples, word mapping, output side, a status message (`records.FeatureExtra`)."""
     attempts: list[Attempt] = field(default_factory=list)
     """Every optimisation attempt (restarts and label lengths), in the order run: the config
     overrides, label, probability, converged, steps and scores of each; `selected` marks the
@@ -123,19 +120,15 @@ class LabelResult:
     version: int = RESULT_FORMAT_VERSION
     """Format version of this record."""
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["trajectory"] = self.trajectory.to_dict()
-        d["attempts"] = [a.to_dict() for a in self.attempts]
-        return d
+    def __post_init__(self) -> None:
+        if not isinstance(self.extra, FeatureExtra):
+            raise TypeError(f"LabelResult.extra is a {type(self.extra).__name__}; pass a "
+                            "FeatureExtra (FeatureExtra.from_dict(d) reads a plain dict).")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelResult:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        d["trajectory"] = Trajectory.from_dict(d.get("trajectory", {}))
-        d["attempts"] = [Attempt.from_dict(a) for a in d.get("attempts", [])]
-        return cls(**d)
+        """The result of `to_dict`'s output (or a file); a missing trajectory is empty."""
+        return super().from_dict({"trajectory": {}, **d})
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)

@@ -19,6 +19,13 @@ import torch
 from saelens_tokenlabel import Evaluator
 
 from .builders import tiny_llama, train_tokenizer
+from .sae.planted import (
+    CHINESE_SENTENCES,
+    planted_sae,
+    subject_model,
+    toy_sentences,
+    train_subject_tokenizer,
+)
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
 # Two threads (the CI machine's cores), fewer when OMP_NUM_THREADS asks for fewer.
@@ -92,3 +99,49 @@ def toy_evaluator() -> Evaluator:
     from saelens_tokenlabel.toy import load_toy_evaluator
 
     return load_toy_evaluator(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def subject_tokenizer(tmp_path_factory):
+    """GPT-2-like byte-level BPE, trained in-test (not the evaluator's tokenizer)."""
+    return train_subject_tokenizer(tmp_path_factory.mktemp("subject_tok"))
+
+
+@pytest.fixture(scope="session")
+def subject(subject_tokenizer):
+    """Tiny subject model whose embedding marks the planted tokens."""
+    return subject_model(subject_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def toy_corpus() -> list[str]:
+    return toy_sentences(120, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fast_evaluator(tokenizer):
+    """A random tiny evaluator (float32, one-line system prompt): for tests of the plumbing,
+    where label quality does not matter and speed does."""
+    from saelens_tokenlabel import PromptTemplate
+
+    return Evaluator(tiny_llama(tokenizer, dtype=torch.float32),
+                     template=PromptTemplate(system="Rate the word."), name="tiny-random")
+
+
+@pytest.fixture(scope="session")
+def quick_labels(subject, toy_corpus, fast_evaluator, tmp_path_factory):
+    """Labels of features 0-3 of the planted SAE from a few steps with the random tiny
+    evaluator: real LabelResults (and a dead feature) for the storage and export tests."""
+    from saelens_tokenlabel import LabelConfig
+    from saelens_tokenlabel.run.pipeline import label_sae_features
+    from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, ScoreConfig
+
+    return label_sae_features(
+        planted_sae(), subject, fast_evaluator, toy_corpus + list(CHINESE_SENTENCES),
+        [0, 1, 2, 3],
+        LabelConfig(steps=3, batch_size=6),
+        cache=CacheConfig(cache_dir=tmp_path_factory.mktemp("quick_cache")),
+        examples=ExampleConfig(n_top=4, n_quantile=4, n_random=4, n_near_miss=4),
+        # Detection scores only: the coherence export test adds coherence itself.
+        scores=ScoreConfig(coherence=False),
+    )

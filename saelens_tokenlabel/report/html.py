@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..labelset import LabelSet
+from ..records import ExampleRecord
 from ..result import LabelResult
 from ..serial import Config
 from .series import visible
@@ -130,24 +131,23 @@ def highlight(text: str, word: str, activation: float, max_activation: float) ->
 
 
 # ---------------------------------------------------------------------- feature pages
-def _examples(result: LabelResult) -> tuple[list[dict[str, Any]], str | None]:
-    raw = result.extra.get("examples")
-    if raw is None:
-        return [], None
-    if not isinstance(raw, list):
-        return [], f"extra['examples'] is a {type(raw).__name__}, not a list of records"
-    good = [r for r in raw if isinstance(r, dict) and "text" in r]
-    bad = len(raw) - len(good)
-    return good, (f"{bad} malformed example record(s) not shown" if bad else None)
+def _unreadable(result: LabelResult, key: str) -> str | None:
+    """A note on an ``extra`` entry the file had but that could not be read as its record
+    (it is kept in ``extra.other``); None when there is none."""
+    if key not in result.extra.other:
+        return None
+    raw = result.extra.other[key]
+    return (f"extra[{key!r}] could not be read (a {type(raw).__name__}: "
+            f"{str(raw)[:200]}); not shown")
 
 
-def _act(record: dict[str, Any]) -> float:
-    a = record.get("activation")
-    return float(a) if isinstance(a, int | float) and math.isfinite(a) else 0.0
+def _act(record: ExampleRecord) -> float:
+    a = record.activation
+    return float(a) if a is not None and math.isfinite(a) else 0.0
 
 
 def examples_html(result: LabelResult, cfg: ReportConfig) -> str:
-    records, problem = _examples(result)
+    records, problem = result.extra.examples or (), _unreadable(result, "examples")
     note = f'<p class="note">{clean(problem)}</p>' if problem else ""
     if not records:
         return note + ('<p class="note">No examples were kept for this feature (they are kept '
@@ -156,11 +156,11 @@ def examples_html(result: LabelResult, cfg: ReportConfig) -> str:
     inactive = [r for r in records if _act(r) <= 0]
     top = max((_act(r) for r in active), default=0.0)
 
-    def rows(rs: Iterable[dict[str, Any]]) -> str:
+    def rows(rs: Iterable[ExampleRecord]) -> str:
         return "".join(
-            f'<tr><td class="num">{num(r.get("activation"))}</td>'
-            f'<td>{clean(r.get("kind", ""))}</td><td>{tok(r.get("word", ""))}</td>'
-            f'<td class="ctx">{highlight(str(r["text"]), str(r.get("word", "")), _act(r), top)}'
+            f'<tr><td class="num">{num(r.activation)}</td>'
+            f'<td>{clean(r.kind)}</td><td>{tok(r.word)}</td>'
+            f'<td class="ctx">{highlight(str(r.text), str(r.word), _act(r), top)}'
             "</td></tr>" for r in rs)
 
     head = ("<thead><tr><th>activation</th><th>kind</th><th>word</th><th>context</th></tr>"
@@ -179,26 +179,17 @@ def examples_html(result: LabelResult, cfg: ReportConfig) -> str:
     return "".join(out)
 
 
-def _token_logits(items: Any, n: int) -> list[tuple[str, Any]]:
-    out = []
-    for item in items if isinstance(items, list | tuple) else []:
-        if isinstance(item, list | tuple) and len(item) == 2:
-            out.append((str(item[0]), item[1]))
-    return out[:n]
-
-
 def output_side_html(result: LabelResult, cfg: ReportConfig) -> str | None:
-    side = result.extra.get("output_side")
+    side = result.extra.output_side
     if side is None:
-        return None
-    if not isinstance(side, dict):
-        return f'<p class="note">extra["output_side"] is not a mapping: {clean(side)}</p>'
+        problem = _unreadable(result, "output_side")
+        return None if problem is None else f'<p class="note">{clean(problem)}</p>'
     cols = []
-    for key, title in (("promoted", "promoted"), ("suppressed", "suppressed")):
-        pairs = _token_logits(side.get(key), cfg.n_output_tokens)
+    for key, tokens in (("promoted", side.promoted), ("suppressed", side.suppressed)):
+        pairs = tokens[: cfg.n_output_tokens]
         body = "".join(f"<tr><td>{tok(t)}</td><td class=\"num\">{num(v)}</td></tr>"
                        for t, v in pairs) or '<tr><td colspan="2">–</td></tr>'
-        cols.append(f'<table class="output {key}"><thead><tr><th>{title}</th><th>logit</th>'
+        cols.append(f'<table class="output {key}"><thead><tr><th>{key}</th><th>logit</th>'
                     f"</tr></thead><tbody>{body}</tbody></table>")
     return ('<p>Tokens the feature\'s decoder direction promotes and suppresses through the '
             f'unembedding.</p><div class="cols">{"".join(cols)}</div>')
@@ -263,8 +254,8 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
         nav.append(f'<a href="{nxt}.html" rel="next">feature {nxt}</a>')
     label = tok(result.label) if result.status == "ok" else "<em>no label</em>"
     facts = [("status", result.status)]
-    if result.extra.get("message"):
-        facts.append(("message", result.extra["message"]))
+    if result.extra.message:
+        facts.append(("message", result.extra.message))
     facts += [("label tokens", " | ".join(visible(t) for t in result.label_tokens)),
               ("probability", result.probability), ("converged", result.converged),
               ("converged at step", result.converged_step), ("steps", result.steps),
@@ -272,8 +263,8 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
               ("examples", f"{result.n_examples} ({result.n_active} active, "
                            f"{result.n_heldout} held out)"),
               ("evaluator", result.evaluator)]
-    if isinstance(result.extra.get("activation"), dict):
-        facts += [(f"activation {k}", v) for k, v in result.extra["activation"].items()]
+    if result.extra.activation is not None:
+        facts += [(f"activation {k}", v) for k, v in result.extra.activation.to_dict().items()]
     metrics = _kv_table(sorted(result.metrics.items()), "metrics")
     parts = [f'<nav>{" · ".join(nav)}</nav>',
              f'<h1>Feature {clean(f)}: {label}</h1>',
@@ -357,9 +348,9 @@ def _row(r: LabelResult, extra_keys: list[str], with_output: bool) -> str:
         v = r.metrics.get(key)
         cells.append(f'<td class="num" data-v="{_sort_value(v)}">{num(v)}</td>')
     if with_output:
-        side = r.extra.get("output_side")
-        pairs = _token_logits(side.get("promoted") if isinstance(side, dict) else None, 3)
-        cells.append(f'<td>{" ".join(tok(t) for t, _ in pairs)}</td>')
+        side = r.extra.output_side
+        promoted = side.promoted[:3] if side is not None else ()
+        cells.append(f'<td>{" ".join(tok(p.token) for p in promoted)}</td>')
     cells.append(f'<td class="num" data-v="{r.steps}">{r.steps}</td>')
     return f'<tr id="f-{f}" data-status="{clean(r.status)}">{"".join(cells)}</tr>'
 
@@ -420,7 +411,7 @@ def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
         links = [f"<strong>{i + 1}</strong>" if i == page else
                  f'<a href="{name}">{i + 1}</a>' for i, name in enumerate(page_names)]
         nav = f'<nav class="pages">pages: {" ".join(links)}</nav>'
-    with_output = any(isinstance(labels[f].extra.get("output_side"), dict) for f in features)
+    with_output = any(labels[f].extra.output_side is not None for f in features)
     heads = (["feature", "label", "trajectory", "status", "converged", "probability"]
              + [f"{h} (held-out)" for _, h in SCORE_COLUMNS] + extra_keys
              + (["top promoted"] if with_output else []) + ["steps"])

@@ -194,10 +194,7 @@ class _Run:
     def score(self, results: list[LabelResult]) -> list[LabelResult]:
         """The SAE-side scores (`sae.scoring.add_sae_scores`) of finished results."""
         score_config = self.opts.scores if self.opts.scores is not None else ScoreConfig()
-        out = add_sae_scores(results, self.sae, self.model, self.evaluator, score_config)
-        # add_sae_scores is becoming pure (it returns new results); until then it adds the
-        # scores in place and returns None. Works with both; simplify after the merge.
-        return out if out is not None else results
+        return add_sae_scores(results, self.sae, self.model, self.evaluator, score_config)
 
 
 def _executor(opts: RunOptions) -> Executor:

@@ -22,6 +22,7 @@ from ..config import LabelConfig
 from ..data import FeatureData, FeatureDataError
 from ..evaluator import Evaluator
 from ..labelset import status_result
+from ..records import FeatureExtra
 from ..result import LabelResult
 from .cache import ActivationCache
 from .config import ExampleConfig
@@ -67,7 +68,7 @@ def prepare_batch(group: list[int], stage: BatchStage) -> LabelBatch:
     contexts = stage.act_cache.contexts(sorted(needed))
     done: list[LabelResult] = []
     datas: list[FeatureData] = []
-    extras: list[Any] = []
+    extras: list[FeatureExtra] = []
     for f in group:
         data, result, extra = _prepare(stage.sels[f], contexts, stage)
         if result is not None:
@@ -87,7 +88,7 @@ def prepare_batch(group: list[int], stage: BatchStage) -> LabelBatch:
 class _Finish:
     """Driver side, after labeling: each result with its feature's extra attached."""
 
-    extras: list[Any]
+    extras: list[FeatureExtra]
 
     def __call__(self, results: list[LabelResult]) -> list[LabelResult]:
         return [dataclasses.replace(r, extra=e)
@@ -95,14 +96,14 @@ class _Finish:
 
 
 def _prepare(sel: Selection, contexts: dict[int, list[int]], stage: BatchStage
-             ) -> tuple[FeatureData | None, LabelResult | None, Any]:
+             ) -> tuple[FeatureData | None, LabelResult | None, FeatureExtra | None]:
     """The feature's data and extra, or the result saying why it cannot be labeled."""
     pool, ex, config, evaluator = stage.pool, stage.ex, stage.config, stage.evaluator
     name = evaluator.name or ""
     bad = sel.status(pool.n_tokens)  # dead, or activations that were NaN/inf
     if bad is not None:
-        result = status_result(sel.feature, *bad, **feature_extra(sel, pool, None, ex))
-        return None, dataclasses.replace(result, evaluator=name), None
+        return None, status_result(sel.feature, *bad, feature_extra(sel, pool, None, ex),
+                                   evaluator=name), None
     rendered = render_feature(sel, pool, contexts, stage.decoder, ex,
                               stage.act_cache.special_ids, evaluator.placeholder,
                               spellable=evaluator.can_spell)
@@ -111,9 +112,8 @@ def _prepare(sel: Selection, contexts: dict[int, list[int]], stage: BatchStage
         data.check_labelable(data.examples(config.threshold, config.threshold_fraction,
                                            config.strip_word))
     except FeatureDataError as err:
-        result = status_result(sel.feature, "unlabelable", str(err) + rendered.drop_note(),
-                               **feature_extra(sel, pool, rendered, ex))
-        return None, dataclasses.replace(result, evaluator=name), None
+        return None, status_result(sel.feature, "unlabelable", str(err) + rendered.drop_note(),
+                                   feature_extra(sel, pool, rendered, ex), evaluator=name), None
     return data, None, feature_extra(sel, pool, rendered, ex)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..records import ExampleRecord
 from .config import ExampleConfig
 from .examples import RandomPool, Selection
 from .words import WordDecoder, WordSpan
@@ -49,9 +50,10 @@ class RenderedFeature:
                 f"words (e.g. {', '.join(map(repr, self.unspellable))}); use an evaluator whose "
                 "tokenizer covers them (a byte-level BPE never loses characters).")
 
-    def records(self) -> list[dict[str, Any]]:
-        return [{"text": t, "word": w, "activation": a, "kind": k}
-                for (t, w, a), k in zip(self.examples, self.kinds, strict=True)]
+    def example_records(self) -> tuple[ExampleRecord, ...]:
+        """The examples as kept in results (`FeatureExtra.examples`)."""
+        return tuple(ExampleRecord(text=t, word=w, activation=a, kind=k)
+                     for (t, w, a), k in zip(self.examples, self.kinds, strict=True))
 
 
 class _Builder:

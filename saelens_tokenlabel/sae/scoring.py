@@ -4,24 +4,27 @@ The evaluator-side scores (detection balanced accuracy, precision, recall, F1, A
 hard label on held-out examples) come from the optimisation itself; this adds what needs the
 SAE and the subject model:
 
-* ``result.extra["output_side"]``: ``{"promoted": [[token, logit], ...], "suppressed":
-  [...]}`` from `logit_lens.output_side`, for every result (a dead feature still has a
+* ``result.extra.output_side`` (`records.OutputSide`: promoted and suppressed tokens with
+  their logits) from `logit_lens.output_side`, for every result (a dead feature still has a
   decoder direction), and ``metrics["output_label_rank"]``: where the label's first token
   text ranks among the subject tokens the direction promotes (1 = top; None when no subject
   token has that text);
 * ``metrics["coherence_*"]`` (`coherence.SCORE_KEYS`) for results with status ``ok``, and
-  ``extra["coherence_config"]``, the settings they were measured with.
+  ``extra.coherence_config``, the settings they were measured with.
+
+The results are built anew (`dataclasses.replace`), never written into.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 
+from ..records import OutputSide, token_logits
 from ..result import LabelResult
 from ..serial import Config
 from .coherence import CoherenceConfig, reflective_coherence
@@ -76,31 +79,40 @@ def add_sae_scores(
     model: HookedTransformer,
     evaluator: Evaluator | None = None,
     config: ScoreConfig | None = None,
-) -> None:
-    """Add the SAE-side scores to `results` in place (see the module docstring).
+) -> list[LabelResult]:
+    """`results` with the SAE-side scores added (see the module docstring), as new results
+    (`dataclasses.replace`); the given ones are left as they were, so callers use the return
+    value: ``results = add_sae_scores(results, sae, model)``.
 
     `evaluator` is not needed by these scores (the label text is already decoded in the
     result); it is accepted so that callers can pass what they have.
     """
     del evaluator
     config = config or ScoreConfig()
+    results = list(results)
     if not results:
-        return
+        return results
     feats = [_feature(r) for r in results]
+    metrics = [dict(r.metrics) for r in results]
+    extras = [r.extra for r in results]
     if config.output_side:
         logits = decoder_logits(sae, model, feats).cpu()
         sides = output_side(sae, model, feats, config.output_k, logits=logits)
-        for row, (r, f) in enumerate(zip(results, feats, strict=True)):
-            r.extra["output_side"] = sides[f]
+        for i, (r, f) in enumerate(zip(results, feats, strict=True)):
+            extras[i] = replace(extras[i], output_side=OutputSide(
+                promoted=token_logits(sides[f]["promoted"]),
+                suppressed=token_logits(sides[f]["suppressed"])))
             if r.status == "ok" and r.label_tokens:
-                r.metrics["output_label_rank"] = label_rank(logits[row], model,
-                                                            r.label_tokens[0])
+                metrics[i]["output_label_rank"] = label_rank(logits[i], model, r.label_tokens[0])
     if config.coherence:
-        todo = [(r, f) for r, f in zip(results, feats, strict=True)
-                if r.status == "ok" and r.label.strip()]
+        todo = [i for i, r in enumerate(results) if r.status == "ok" and r.label.strip()]
         if todo:
-            scores = reflective_coherence(sae, model, [f for _, f in todo],
-                                          [r.label for r, _ in todo], config.coherence_config)
-            for (r, _), s in zip(todo, scores, strict=True):
-                r.metrics.update(s)
-                r.extra["coherence_config"] = config.coherence_config.to_dict()
+            scores = reflective_coherence(sae, model, [feats[i] for i in todo],
+                                          [results[i].label for i in todo],
+                                          config.coherence_config)
+            for i, s in zip(todo, scores, strict=True):
+                metrics[i].update(s)
+                extras[i] = replace(extras[i],
+                                    coherence_config=config.coherence_config.to_dict())
+    return [replace(r, metrics=m, extra=e)
+            for r, m, e in zip(results, metrics, extras, strict=True)]

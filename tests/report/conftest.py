@@ -33,8 +33,7 @@ def toy_run_labels(toy_evaluator, tmp_path_factory) -> LabelSet:
         sae, subject, toy_evaluator, toy_sentences(120, seed=0) + list(CHINESE_SENTENCES),
         [0, 1, 2, 3], config, cache=CacheConfig(cache_dir=d / "cache"),
         examples=ExampleConfig(n_top=8, n_quantile=8, n_random=8, n_near_miss=8))
-    add_sae_scores(list(labels.values()), sae, subject)
-    return labels
+    return LabelSet(add_sae_scores(list(labels.values()), sae, subject), labels.info)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from html.parser import HTMLParser
@@ -9,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from saelens_tokenlabel import LabelSet
+from saelens_tokenlabel.records import ExampleRecord, FeatureExtra, OutputSide, token_logits
 from saelens_tokenlabel.report import ReportConfig, sparkline, write_report
 from saelens_tokenlabel.report.html import highlight
 
@@ -138,18 +140,19 @@ def test_sparkline_subsamples_long_runs():
 def test_text_is_escaped_everywhere(toy_labels, tmp_path):
     r = toy_labels[0]
     win = r.label_token_ids[0]
-    r.label = EVIL
-    r.label_tokens = [EVIL]
     r.trajectory.tokens[win] = EVIL
-    r.extra["examples"] = [
-        {"text": "a <img src=x onerror=alert(2)> & b\n<b>c</b>", "word": "<img",
-         "activation": 2.0, "kind": "top"},
-        {"text": "&amp; \ud800 \x07", "word": "&amp;", "activation": 1.0, "kind": "top"},
-    ]
-    r.extra["output_side"] = {"promoted": [["</td><td>", 1.5], ["\ud800", 0.5]],
-                              "suppressed": [["<!--", -1.0]]}
-    r.extra["message"] = "</table>"
-    labels = LabelSet(list(toy_labels.values()), {**toy_labels.info, "corpus": "<i>c</i>"})
+    extra = dataclasses.replace(
+        r.extra,
+        examples=(ExampleRecord(text="a <img src=x onerror=alert(2)> & b\n<b>c</b>",
+                                word="<img", activation=2.0, kind="top"),
+                  ExampleRecord(text="&amp; \ud800 \x07", word="&amp;", activation=1.0,
+                                kind="top")),
+        output_side=OutputSide(promoted=token_logits([("</td><td>", 1.5), ("\ud800", 0.5)]),
+                               suppressed=token_logits([("<!--", -1.0)])),
+        message="</table>")
+    r = dataclasses.replace(r, label=EVIL, label_tokens=[EVIL], extra=extra)
+    labels = LabelSet([r] + [toy_labels[f] for f in toy_labels if f != 0],
+                      {**toy_labels.info, "corpus": "<i>c</i>"})
     write_report(labels, tmp_path)
     for path in (tmp_path / "index.html", tmp_path / "features" / "0.html"):
         page = Page(path)
@@ -183,6 +186,15 @@ def test_missing_optional_fields(toy_labels, tmp_path):
     dead = Page(tmp_path / "features" / "2.html").joined
     assert "No trajectory" in dead and "never fires" in dead
     assert "promoted" in dead  # a dead feature still has a decoder direction
+
+
+def test_extra_entries_that_could_not_be_read_are_noted(tmp_path):
+    odd = FeatureExtra.from_dict({"examples": "lost", "output_side": [1, 2]})
+    r = result(6, [["animal", "Anim"]], extra=odd)
+    write_report(LabelSet([r]), tmp_path, ReportConfig(plots=False))
+    page = Page(tmp_path / "features" / "6.html").joined
+    assert "extra['examples'] could not be read (a str: lost)" in page
+    assert "extra['output_side'] could not be read (a list: [1, 2])" in page
 
 
 def test_without_matplotlib_the_report_draws_svg_and_says_how_to_get_pngs(toy_labels,

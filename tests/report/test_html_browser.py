@@ -97,10 +97,10 @@ def test_feature_page_shows_plot_contexts_and_output_tokens(browser, report, toy
     text = "".join(dom.text)
     assert "Feature 0:" in text and "animal" in text
     assert [a["src"] for t, a in dom.tags if t == "img"] == ["../plots/0.png"]
-    words = {e["word"] for e in toy_run_labels[0].extra["examples"] if e["activation"] > 0}
+    words = {e.word for e in toy_run_labels[0].extra.examples if e.activation > 0}
     marked = [a for t, a in dom.tags if t == "mark" and a.get("class") == "act"]
     assert len(marked) >= min(len(words), 5)
-    promoted = toy_run_labels[0].extra["output_side"]["promoted"][0][0]
+    promoted = toy_run_labels[0].extra.output_side.promoted[0].token
     assert "promoted" in text and promoted.strip() in text
 
 

@@ -1,13 +1,6 @@
-"""The SAE tests' offline fixtures (tiny subject model, planted SAE, random tiny evaluator),
-shared with the run tests."""
+"""The SAE tests' planted-SAE fixture, shared with the run tests (the subject model, corpus and
+evaluators are in tests/conftest.py)."""
 
-from ..sae.conftest import fast_evaluator, sae, subject, subject_tokenizer, toy_corpus
+from ..sae.conftest import sae
 
-__all__ = ["fast_evaluator", "sae", "subject", "subject_tokenizer", "toy_corpus"]
-
-
-def pytest_configure(config):
-    # Until the markers are registered in pyproject.toml (another change): no warnings.
-    for name, what in (("slow", "slow tests"), ("subprocess", "tests that start processes"),
-                       ("ray", "tests that start Ray"), ("browser", "tests with a browser")):
-        config.addinivalue_line("markers", f"{name}: {what}")
+__all__ = ["sae"]

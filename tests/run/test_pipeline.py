@@ -58,14 +58,14 @@ def test_planted_concepts_are_recovered_by_the_toy_evaluator(subject, sae, toy_c
         assert labels[f].status == "ok"
         assert labels[f].metrics["heldout_balanced_accuracy"] >= 0.9
         # The words the evaluator saw are the subject tokens without their leading space.
-        words = {w["word"]: w for w in labels[f].extra["words"]}
-        assert all(w["text"].strip() == w["word"] for w in words.values())
+        words = {w.word: w for w in labels[f].extra.words}
+        assert all(w.text.strip() == w.word for w in words.values())
     for f in (ANIMAL_FEATURE, DIGIT_FEATURE):
         assert labels[f].converged and labels[f].probability >= 0.9
     for f, members in ((ANIMAL_FEATURE, ANIMALS), (DIGIT_FEATURE, DIGITS)):
-        examples = labels[f].extra["examples"]
-        assert {e["word"] for e in examples if e["activation"] > 0} <= set(members)
-        assert not {e["word"] for e in examples if e["activation"] == 0} & set(members)
+        examples = labels[f].extra.examples
+        assert {e.word for e in examples if e.activation > 0} <= set(members)
+        assert not {e.word for e in examples if e.activation == 0} & set(members)
 
 
 def test_chinese_reaches_the_evaluator_as_whole_characters(subject, sae, toy_corpus,
@@ -86,15 +86,15 @@ def test_chinese_reaches_the_evaluator_as_whole_characters(subject, sae, toy_cor
     for text, word in seen:
         assert REPLACEMENT not in text and REPLACEMENT not in word
         assert word in text
-    active = {e["word"] for e in r.extra["examples"] if e["activation"] > 0}
+    active = {e.word for e in r.extra.examples if e.activation > 0}
     assert active == set(CHINESE_ACTIVE)
     chinese_words = {w for _, w in seen if "\u4e00" <= w[0] <= "\u9fff"}
     assert chinese_words and all(len(w) == 1 for w in chinese_words)  # whole characters
     assert any(any(ch in t for ch in "我他今她") for t, _ in seen)  # Chinese contexts too
     # The mapping records each merge: three byte tokens -> one character.
-    merged = [w for w in r.extra["words"] if w["word"] in CHINESE_ACTIVE]
-    assert merged and all(w["merged"] and len(w["subject_ids"]) == 3 for w in merged)
-    assert r.extra["merged_words"] >= len(merged)
+    merged = [w for w in r.extra.words if w.word in CHINESE_ACTIVE]
+    assert merged and all(w.merged and len(w.subject_ids) == 3 for w in merged)
+    assert r.extra.merged_words >= len(merged)
 
 
 def test_all_features_statuses_and_progress(subject, toy_corpus, fast_evaluator, tmp_path,
@@ -109,7 +109,7 @@ def test_all_features_statuses_and_progress(subject, toy_corpus, fast_evaluator,
     assert labels[DEAD_FEATURE].status == "dead"
     assert labels[CHINESE_FEATURE].status == "dead"  # no Chinese in this corpus
     assert labels[4].status == "unlabelable"
-    assert "every example" in labels[4].extra["message"]
+    assert "every example" in labels[4].extra.message
     assert labels[ANIMAL_FEATURE].status == "ok"
     err = capsys.readouterr().err
     assert "labels" in err and f"{sae.cfg.d_sae}/{sae.cfg.d_sae}" in err and "feature" in err
@@ -283,7 +283,7 @@ def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, t
     assert {toy_evaluator.token_str(i).strip() for i in best} == {"cat"}
     assert set(r.trajectory.top_ids[0][0][: len(best)]) == set(best)
     # The SAE-side scores are in the result: the output side and reflective coherence.
-    promoted = [t for t, _ in r.extra["output_side"]["promoted"]]
+    promoted = [t for t, _ in r.extra.output_side.promoted]
     assert promoted[0] == " cat"
     assert {"coherence_ratio", "coherence_hit_rate"} <= set(r.metrics)
     cold = label_sae_features(sae, subject, toy_evaluator, toy_corpus, [ANIMAL_FEATURE],
@@ -292,4 +292,4 @@ def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, t
                               scores=ScoreConfig(coherence=False, output_side=False))
     c = cold[ANIMAL_FEATURE]
     assert not set(c.trajectory.top_ids[0][0][: len(best)]) & set(best)
-    assert "output_side" not in c.extra and "coherence_ratio" not in c.metrics
+    assert c.extra.output_side is None and "coherence_ratio" not in c.metrics

@@ -102,4 +102,4 @@ def test_sigkill_then_resume_gives_the_uninterrupted_labels(subject, toy_corpus,
         a, b = got[f], ref[f]
         assert (a.status, a.label, a.label_token_ids, a.steps) == \
             (b.status, b.label, b.label_token_ids, b.steps), f
-        assert a.extra.get("examples") == b.extra.get("examples"), f
+        assert a.extra.examples == b.extra.examples, f

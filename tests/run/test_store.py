@@ -52,7 +52,7 @@ def test_lifecycle_statuses_attempts_and_reopen(tmp_path):
         assert summary["attempts"] == {"total": 4, "max": 2, "retried": 1}
         assert summary["last"][0]["feature"] == 0
     labels = load_labelset(tmp_path)
-    assert list(labels) == [0] and labels[0].extra["message"] == "never fires"
+    assert list(labels) == [0] and labels[0].extra.message == "never fires"
     with RunStore(tmp_path) as s:  # a status this version does not know is a result too
         s.put([status_result(3, "non_finite", "NaN activations")])
         assert s.finished() == {0, 3}

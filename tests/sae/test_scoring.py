@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -52,10 +53,17 @@ def _results():
 
 def test_output_side_for_all_coherence_for_labeled(setup):
     model, sae = setup
-    results = _results()
-    add_sae_scores(results, sae, model, config=CONFIG)
+    given = _results()
+    before = [r.to_dict() for r in given]
+    results = add_sae_scores(given, sae, model, config=CONFIG)
+    # New results; the given ones are as they were (results are built once).
+    assert [r.to_dict() for r in given] == before
+    assert all(a is not b and a.metrics is not b.metrics for a, b in zip(given, results,
+                                                                             strict=True))
     cat, blue, dead = results
-    assert cat.extra["output_side"]["promoted"][:2] == [[" cat", 5.0], [" dog", 4.0]]
+    assert cat.extra.output_side.promoted[:2] == ((" cat", 5.0), (" dog", 4.0))
+    assert cat.extra.to_dict()["output_side"]["promoted"][:2] == [[" cat", 5.0], [" dog", 4.0]]
+    assert dead.extra.message == "never fires"  # what the result had is kept
     assert cat.metrics["output_label_rank"] == 1  # the label is what the direction writes
     assert cat.metrics["coherence_hit_rate"] == 1.0 and cat.metrics["coherence_ratio"] > 1
     assert blue.metrics["coherence_hit_rate"] == 0.0 and blue.metrics["coherence_ratio"] == 0
@@ -64,10 +72,10 @@ def test_output_side_for_all_coherence_for_labeled(setup):
     for r in (cat, blue):
         assert set(SCORE_KEYS) <= set(r.metrics)
         assert r.metrics["heldout_balanced_accuracy"] == 1.0  # kept
-        assert r.extra["coherence_config"]["count"] == "prompt"
+        assert r.extra.coherence_config["count"] == "prompt"
     # A dead feature keeps its decoder direction, so it gets the output side only.
-    assert len(dead.extra["output_side"]["promoted"]) == 3
-    assert len(dead.extra["output_side"]["suppressed"]) == 3
+    assert len(dead.extra.output_side.promoted) == 3
+    assert len(dead.extra.output_side.suppressed) == 3
     assert not set(SCORE_KEYS) & set(dead.metrics) and "output_label_rank" not in dead.metrics
     for r in results:  # the scores survive the result's JSON round trip
         again = LabelResult.from_json(json.dumps(r.to_dict(), allow_nan=False))
@@ -76,19 +84,16 @@ def test_output_side_for_all_coherence_for_labeled(setup):
 
 def test_config_switches(setup):
     model, sae = setup
-    results = _results()
-    add_sae_scores(results, sae, model, config=ScoreConfig(coherence=False))
-    assert all("output_side" in r.extra for r in results)
+    results = add_sae_scores(_results(), sae, model, config=ScoreConfig(coherence=False))
+    assert all(r.extra.output_side is not None for r in results)
     assert not any(k in r.metrics for r in results for k in SCORE_KEYS)
-    results = _results()
-    add_sae_scores(results, sae, model, config=ScoreConfig(
+    results = add_sae_scores(_results(), sae, model, config=ScoreConfig(
         output_side=False, coherence_config={"count": "prompt"}))
-    assert not any("output_side" in r.extra for r in results)
+    assert not any(r.extra.output_side is not None for r in results)
     assert results[0].metrics["coherence_hit_rate"] == 1.0
     assert ScoreConfig.from_dict(CONFIG.to_dict()) == CONFIG
     with pytest.raises(ValueError, match="output_k"):
         ScoreConfig(output_k=0)
-    bad = _ok(ANIMAL_FEATURE, "cat")
-    bad.feature = "my-feature"
+    bad = dataclasses.replace(_ok(ANIMAL_FEATURE, "cat"), feature="my-feature")
     with pytest.raises(ValueError, match="feature index"):
         add_sae_scores([bad], sae, model)

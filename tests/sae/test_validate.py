@@ -250,8 +250,8 @@ def test_unspellable_feature_gets_a_status_end_to_end(subject, sae, unk_evaluato
                     tmp_path)
     assert labels[ANIMAL_FEATURE].status == "ok"
     r = labels[CHINESE_FEATURE]
-    assert r.status == "unlabelable" and "cannot spell" in r.extra["message"]
-    assert r.extra["dropped"]["unspellable_word"] >= 2
+    assert r.status == "unlabelable" and "cannot spell" in r.extra.message
+    assert r.extra.dropped["unspellable_word"] >= 2
 
 
 # ---------------------------------------------------------------------- NaN / inf
@@ -315,7 +315,7 @@ def test_nonfinite_features_get_a_status_and_the_rest_are_labeled(subject, toy_c
     assert labels[DEAD_FEATURE].status == "dead"
     for f in (5, 6):
         assert labels[f].status == "nonfinite" and labels[f].label == ""
-        assert "NaN/inf" in labels[f].extra["message"]
+        assert "NaN/inf" in labels[f].extra.message
 
 
 def test_nonfinite_model_activations_stop_the_cache_build(subject_tokenizer, sae, toy_corpus,
@@ -345,7 +345,7 @@ def test_dead_feature_end_to_end(subject, sae, toy_corpus, fast_evaluator, tmp_p
                                 cache=CacheConfig(cache_dir=tmp_path / "acts"), examples=FEW)
     dead = labels[DEAD_FEATURE]
     assert dead.status == "dead" and dead.label == "" and dead.steps == 0
-    assert "never fires" in dead.extra["message"]
-    assert dead.extra["activation"]["n_active_tokens"] == 0
+    assert "never fires" in dead.extra.message
+    assert dead.extra.activation.n_active_tokens == 0
     assert labels[ANIMAL_FEATURE].status == "ok"
     assert labels.to_dict()["results"]  # both results serialise

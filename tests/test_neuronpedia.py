@@ -13,7 +13,7 @@ from saelens_tokenlabel.result import LabelResult
 from saelens_tokenlabel.sae.coherence import CoherenceConfig
 from saelens_tokenlabel.sae.scoring import ScoreConfig, add_sae_scores
 
-from .planted import DEAD_FEATURE, MODEL_NAME, NEURONPEDIA_ID, planted_sae
+from .sae.planted import DEAD_FEATURE, MODEL_NAME, NEURONPEDIA_ID, planted_sae
 
 EXPLANATION_FIELDS = {"id": str, "modelId": str, "layer": str, "index": str,
                       "description": str, "typeName": str, "explanationModelName": str,
@@ -83,8 +83,9 @@ def test_coherence_scores_go_out_as_score_records(quick_labels, subject, tmp_pat
     the output side's top tokens go into the notes."""
     labels = LabelSet([LabelResult.from_dict(json.loads(json.dumps(quick_labels[f].to_dict())))
                        for f in quick_labels], quick_labels.info)  # the fixture stays as it is
-    add_sae_scores(list(labels.values()), planted_sae(), subject, config=ScoreConfig(
-        coherence_config=CoherenceConfig(count="prompt")))
+    labels = LabelSet(add_sae_scores(list(labels.values()), planted_sae(), subject,
+                                     config=ScoreConfig(coherence_config=CoherenceConfig(
+                                         count="prompt"))), labels.info)
     labels.to_neuronpedia(tmp_path / "np.jsonl")
     records = _read(tmp_path / "np.jsonl")
     assert len(records) == len(quick_labels.labels)
@@ -103,4 +104,4 @@ def test_coherence_scores_go_out_as_score_records(quick_labels, subject, tmp_pat
         assert by_type["token_space_gd_heldout_balanced_accuracy"][
             "explanationScoreModelName"] == rec["explanationModelName"]
         notes = json.loads(rec["notes"])
-        assert notes["output_promoted"] == [t for t, _ in r.extra["output_side"]["promoted"]]
+        assert notes["output_promoted"] == [t for t, _ in r.extra.output_side.promoted]

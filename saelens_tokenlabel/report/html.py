@@ -22,7 +22,7 @@ from typing import Any
 
 from ..labelset import LabelSet
 from ..records import ExampleRecord
-from ..result import LabelResult
+from ..result import Attempt, LabelResult
 from ..serial import Config
 from .series import visible
 from .svg import sparkline, trajectory_svg
@@ -218,15 +218,13 @@ ATTEMPT_COLUMNS = ("attempt", "selected", "overrides", "label_length", "label", 
                    "converged", "steps")
 
 
-def attempts_html(attempts: list[Any]) -> str:
+def attempts_html(attempts: list[Attempt]) -> str:
     """One row per optimisation attempt (restarts, label lengths), the selected one marked."""
     rows = []
     for a in attempts:
-        if not isinstance(a, dict):
-            continue
         cells = []
         for key in ATTEMPT_COLUMNS:
-            v = a.get(key)
+            v = getattr(a, key)
             if key == "label":
                 cells.append(f"<td>{tok(v or '')}</td>")
             elif key == "overrides":
@@ -234,9 +232,8 @@ def attempts_html(attempts: list[Any]) -> str:
                              "</td>")
             else:
                 cells.append(f'<td class="num">{num(v)}</td>')
-        m = a.get("metrics") if isinstance(a.get("metrics"), dict) else {}
-        cells.append(f'<td class="num">{num(m.get("heldout_balanced_accuracy"))}</td>')
-        sel = ' class="selected"' if a.get("selected") else ""
+        cells.append(f'<td class="num">{num(a.metrics.get("heldout_balanced_accuracy"))}</td>')
+        sel = ' class="selected"' if a.selected else ""
         rows.append(f"<tr{sel}>{''.join(cells)}</tr>")
     head = "".join(f"<th>{h.replace('_', ' ')}</th>" for h in ATTEMPT_COLUMNS)
     return (f'<table class="attempts"><thead><tr>{head}<th>bal. acc. (held-out)</th></tr>'

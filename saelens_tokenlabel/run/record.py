@@ -125,9 +125,16 @@ def load_checkpoint(path: Path, config: LabelConfig, ex: ExampleConfig,
     if not path.exists():
         return LabelSet()
     done = LabelSet.load(path)
-    for key, want in (("identity", identity), ("label_config", config.to_dict()),
+    # Stored configs are read back through from_dict, so that a checkpoint written before a
+    # config gained or regrouped fields (PerformanceConfig) still compares equal.
+    stored = dict(done.info)
+    if "label_config" in stored:
+        stored["label_config"] = LabelConfig.from_dict(stored["label_config"]).result_settings()
+    if "example_config" in stored:
+        stored["example_config"] = ExampleConfig.from_dict(stored["example_config"]).to_dict()
+    for key, want in (("identity", identity), ("label_config", config.result_settings()),
                       ("example_config", ex.to_dict())):
-        if done.info.get(key) != want:
+        if stored.get(key) != want:
             what = IDENTITY_NAMES.get(key, f"another {key.replace('_', ' ')}")
             raise ValueError(
                 f"The checkpoint {path} was made with {what}. Pass the same inputs and "

@@ -2,7 +2,7 @@
 the report tests' toy labels, shared with the command-line tests."""
 
 from ..report.conftest import toy_labels, toy_run_labels
-from ..sae.conftest import fast_evaluator, subject, subject_tokenizer, toy_corpus
+from ..sae.conftest import sae
 
-__all__ = ["fast_evaluator", "subject", "subject_tokenizer", "toy_corpus", "toy_labels",
+__all__ = ["sae", "toy_labels",
            "toy_run_labels"]

@@ -226,3 +226,18 @@ def test_highlight_marks_whole_words():
     assert highlight("我的猫很可爱", "猫", 1.0, 2.0).count("<mark") == 1
     assert "<mark" not in highlight("x & y", "", 1.0, 1.0)
     assert 'class="word"' in highlight("the cat", "cat", 0.0, 1.0)  # inactive: no colour
+
+
+def test_feature_page_lists_every_attempt_and_marks_the_selected_one(toy_labels, tmp_path):
+    write_report(toy_labels, tmp_path / "report")
+    f = next(f for f in toy_labels if toy_labels[f].status == "ok")
+    attempts = toy_labels[f].attempts
+    assert attempts and sum(a.selected for a in attempts) == 1
+    html = (tmp_path / "report" / "features" / f"{f}.html").read_text(encoding="utf-8")
+    table = html[html.index('id="attempts"'):]
+    table = table[: table.index("</table>")]
+    rows = re.findall(r"<tr(?: class=\"selected\")?><td", table)
+    assert len(rows) == len(attempts)
+    assert table.count('<tr class="selected">') == 1
+    chosen = next(a for a in attempts if a.selected)
+    assert chosen.label in table

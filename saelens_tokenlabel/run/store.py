@@ -329,15 +329,17 @@ class RunStore:
         with self._write():
             self._db.execute(f"UPDATE features SET {_UNCLAIM} WHERE owner = ?", (owner,))
 
-    def claims(self, features: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
-        """Live claims (not expired) on unfinished features: feature -> owner, claimed_at,
-        heartbeat_at, expires_at."""
+    def claims(self, features: Iterable[int] | None = None, expired: bool = False
+               ) -> dict[int, dict[str, Any]]:
+        """Live claims on unfinished features (with `expired`, expired ones too): feature ->
+        owner, claimed_at, heartbeat_at, expires_at."""
         if not self.has_claims():
             return {}
         want = None if features is None else {int(f) for f in features}
+        until = float("-inf") if expired else time.time()
         cur = self._db.execute(
             "SELECT feature, owner, claimed_at, heartbeat_at, expires_at FROM features "
-            f"WHERE owner IS NOT NULL AND expires_at >= ? AND NOT ({_DONE})", (time.time(),))
+            f"WHERE owner IS NOT NULL AND expires_at >= ? AND NOT ({_DONE})", (until,))
         return {f: {"owner": o, "claimed_at": c, "heartbeat_at": h, "expires_at": e}
                 for f, o, c, h, e in cur if want is None or f in want}
 

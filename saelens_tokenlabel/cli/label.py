@@ -8,7 +8,6 @@ is built.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,6 @@ from ..sae.config import CacheConfig, ExampleConfig
 from .flags import ConfigFlags
 from .run import store_errors
 from .shared import DTYPES, LABEL_FLAGS, load_evaluator
-
-log = logging.getLogger(__name__)
-
 
 CACHE_FLAGS = ConfigFlags(
     CacheConfig, title="activation cache", dest_prefix="cache_",

@@ -27,7 +27,6 @@ from ..batch import LabelBatch
 from ..config import LabelConfig
 from ..evaluator import Evaluator
 from ..features import resolve_features
-from ..labeler import label_features_data  # noqa: F401  (tests outside run/ patch this name)
 from ..labelset import LabelSet
 from ..names import METHOD, PAPER, __version__
 from ..result import LabelResult

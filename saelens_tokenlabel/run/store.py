@@ -116,6 +116,27 @@ def _is_full(err: BaseException) -> bool:
     return False
 
 
+LOCK_TIMEOUT_S = 30.0
+"""How long a store operation waits for another process's write lock."""
+
+
+def _wal_mode(db: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a new store at once both try; the switch needs an
+    exclusive lock and SQLite answers "database is locked" at once instead of calling its busy
+    handler, so wait and retry here, up to `LOCK_TIMEOUT_S`."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(0.2, delay * 2)
+
+
 class RunStore:
     """One run's features, statuses and results (module docstring). Not thread-safe; several
     processes may write it, each labeling only the features it has claimed."""
@@ -130,8 +151,8 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # isolation_level=None: we open and commit transactions ourselves (BEGIN IMMEDIATE).
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+            _wal_mode(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             if not create:  # a reader (tokenlabel status) must not wait for the writer
                 self._db.execute("SELECT COUNT(*) FROM features").fetchone()

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelSet, save_local_model
 from saelens_tokenlabel.cli import main
 from saelens_tokenlabel.features import parse_features
@@ -72,24 +71,29 @@ def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, 
     assert (out / "sae" / SIDECAR_FILENAME).is_file()
     # A second run resumes from the store (OUT/run.sqlite): nothing is labeled again.
     assert (out / "run.sqlite").is_file()
-    labeled = []
-    real = label_mod.label_features_data
-    monkeypatch.setattr(label_mod, "label_features_data",
-                        lambda datas, *a: labeled.extend(d.name for d in datas) or
-                        real(datas, *a))
     assert main(args) == 0
     assert LabelSet.load(out / SIDECAR_FILENAME).to_dict()["results"] == \
         labels.to_dict()["results"]
     # A folder from before the store (sidecar only) seeds a new store from the sidecar.
     (out / "run.sqlite").unlink()
     assert main(args) == 0
-    assert labeled == []
+    assert started(out) == {0: 1, 1: 1, 2: 1}  # seeded from the sidecar, nothing labeled
     assert LabelSet.load(out / SIDECAR_FILENAME).to_dict()["results"] == \
         labels.to_dict()["results"]
     assert sorted(load_labelset(out)) == [0, 1, 2]
     # More features in the same folder: only the new one is labeled.
     assert main([*args[:args.index("0:3")], "0:4", *args[args.index("0:3") + 1:]]) == 0
-    assert labeled == [] and list(load_labelset(out)) == [0, 1, 2, 3]  # 3: dead here
+    assert list(load_labelset(out)) == [0, 1, 2, 3]  # 3: dead here
+    assert started(out) == {0: 1, 1: 1, 2: 1, 3: 1}
+
+
+def started(out) -> dict[int, int]:
+    """How often each feature of a run folder was started (the store's attempts column): a
+    resumed run must not start a finished feature again."""
+    from saelens_tokenlabel.run import RunStore
+
+    with RunStore(out, create=False) as store:
+        return {r["feature"]: r["attempts"] for r in store.rows()}
 
 
 def test_label_command_ray_flags(tmp_path, capsys):

@@ -120,7 +120,7 @@ def _same_labels(got, ref) -> None:
         a, b = got[f], ref[f]
         assert (a.status, a.label, a.label_token_ids, a.steps) == \
             (b.status, b.label, b.label_token_ids, b.steps), f
-        assert a.extra.get("examples") == b.extra.get("examples"), f
+        assert a.extra.examples == b.extra.examples, f
 
 
 @pytest.mark.subprocess

@@ -193,3 +193,26 @@ def test_rerun_skips_finished_and_retries_errors(subject, toy_corpus, fast_evalu
                               **{**kw, "config": LabelConfig(
                                   steps=2, batch_size=6, performance={"max_rows_per_pass": 2})})
     assert calls == [] and same[4].to_dict() == labels[4].to_dict()
+
+
+
+def test_opening_a_store_while_another_process_writes_its_first_transaction(tmp_path):
+    """Two `tokenlabel label` processes started together on one new --out folder: the second
+    switches the new file to WAL while the first holds a write lock on it. SQLite then answers
+    "database is locked" at once (no busy wait); the store must wait and open."""
+    import sqlite3
+    import threading
+
+    from saelens_tokenlabel.run import RunStore
+
+    path = tmp_path / "run.sqlite"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("CREATE TABLE t(x)")
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("INSERT INTO t VALUES (1)")
+    done = threading.Event()
+    # The first writer commits only once the second has been refused at least once.
+    threading.Thread(target=lambda: (done.wait(0.3), first.execute("COMMIT"))).start()
+    RunStore(tmp_path).close()
+    done.set()
+    first.close()

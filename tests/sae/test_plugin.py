@@ -93,10 +93,9 @@ def test_label_features_runs_on_a_topk_sae(subject, toy_corpus, fast_evaluator, 
 
 
 def test_label_features_takes_a_run_dir_and_resumes(subject, toy_corpus, fast_evaluator,
-                                                    tmp_path, monkeypatch):
-    import saelens_tokenlabel.run.pipeline as label_mod
+                                                    tmp_path):
     from saelens_tokenlabel import LabelConfig
-    from saelens_tokenlabel.run import load_labelset
+    from saelens_tokenlabel.run import RunStore, load_labelset
     from saelens_tokenlabel.sae import ExampleConfig
 
     sae = make("topk", d_sae=8)
@@ -105,9 +104,11 @@ def test_label_features_takes_a_run_dir_and_resumes(subject, toy_corpus, fast_ev
               run_dir=tmp_path / "run")
     first = sae.label_features(subject, fast_evaluator, toy_corpus, features=[0, 5], **kw)
     assert load_labelset(tmp_path / "run").to_dict()["results"] == first.to_dict()["results"]
-    monkeypatch.setattr(label_mod, "label_features_data", None)  # must not be called again
     again = sae.label_features(subject, fast_evaluator, toy_corpus, features=[5], **kw)
     assert again[5].to_dict() == first[5].to_dict()
+    # Resumed, not labeled again: each feature was started once in the store.
+    with RunStore(tmp_path / "run", create=False) as store:
+        assert {r["feature"]: r["attempts"] for r in store.rows()} == {0: 1, 5: 1}
     assert "run_dir" in type(sae).label_features.__doc__
 
 

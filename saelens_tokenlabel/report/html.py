@@ -273,9 +273,8 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
         parts += ['<h2 id="output">Output tokens</h2>', side]
     parts += ['<h2 id="scores">Scores and loss terms</h2>',
               metrics if result.metrics else '<p class="note">No scores.</p>']
-    attempts = getattr(result, "attempts", None)
-    if isinstance(attempts, list) and len(attempts) > 1:
-        parts += ['<h2 id="attempts">Attempts</h2>', attempts_html(attempts)]
+    if len(result.attempts) > 1:
+        parts += ['<h2 id="attempts">Attempts</h2>', attempts_html(result.attempts)]
     if result.config:
         parts += ["<details><summary>Label config</summary>",
                   f"<pre>{clean(json.dumps(result.config, indent=1, default=str))}</pre>"

@@ -11,6 +11,7 @@ import pytest
 from saelens_tokenlabel import FeatureData
 from saelens_tokenlabel.batch import LabelBatch
 from saelens_tokenlabel.labelset import status_result
+from saelens_tokenlabel.records import FeatureExtra
 from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.ray_backend import _Dispatch
 
@@ -24,7 +25,7 @@ class Sink:
 
     def put(self, results):
         if results:
-            self.events.append(("put", [(r.feature, r.status, r.extra.get("seen"))
+            self.events.append(("put", [(r.feature, r.status, r.extra.other.get("seen"))
                                         for r in results]))
 
     def fail(self, features, err):
@@ -37,7 +38,7 @@ def _data(f: int) -> FeatureData:
 
 def _batch(*features: int, dead: tuple[int, ...] = ()) -> LabelBatch:
     def finish(results):
-        return [dataclasses.replace(r, extra={"seen": "driver"}) for r in results]
+        return [dataclasses.replace(r, extra=FeatureExtra(other={"seen": "driver"})) for r in results]
 
     return LabelBatch(features=list(features),
                       done=[status_result(f, "dead", "never fires") for f in dead],

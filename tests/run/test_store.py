@@ -211,7 +211,7 @@ def test_opening_a_store_while_another_process_writes_its_first_transaction(tmp_
     first.execute("BEGIN IMMEDIATE")
     first.execute("INSERT INTO t VALUES (1)")
     done = threading.Event()
-    # The first writer commits only once the second has been refused at least once.
+    # The first writer commits after 0.3 s: the second must wait for it, not fail.
     threading.Thread(target=lambda: (done.wait(0.3), first.execute("COMMIT"))).start()
     RunStore(tmp_path).close()
     done.set()

@@ -38,7 +38,8 @@ def _data(f: int) -> FeatureData:
 
 def _batch(*features: int, dead: tuple[int, ...] = ()) -> LabelBatch:
     def finish(results):
-        return [dataclasses.replace(r, extra=FeatureExtra(other={"seen": "driver"})) for r in results]
+        return [dataclasses.replace(r, extra=FeatureExtra(other={"seen": "driver"}))
+                for r in results]
 
     return LabelBatch(features=list(features),
                       done=[status_result(f, "dead", "never fires") for f in dead],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +48,21 @@ class LossTerms:
     """The label distribution the terms were computed at, ``[feat, slot, d_vocab]``."""
 
 
+class LossWeights(NamedTuple):
+    """λ_acc, λ_ent and λ_kl of eq. 6; λ_ent may be a per-feature tensor (its warm-up ramp)."""
+
+    acc: float
+    ent: float | torch.Tensor
+    kl: float
+
+
 def label_loss(
     log_p: Float[torch.Tensor, "feat slot d_vocab"],
     row_feature: torch.Tensor,
     row_acc: Float[torch.Tensor, " batch"],
     row_log_q: Float[torch.Tensor, "batch q_slot d_vocab"] | Float[torch.Tensor, "batch d_vocab"],
     counts: Float[torch.Tensor, " feat"],
-    lambda_acc: float,
-    lambda_ent: float | torch.Tensor,
-    lambda_kl: float,
+    weights: LossWeights,
     with_entropy: bool = True,
 ) -> LossTerms:
     """Per-feature loss: row terms averaged over that feature's rows, plus H(p).
@@ -80,7 +87,8 @@ def label_loss(
         ent = entropy(p, log_p).sum(-1).to(counts.dtype)
     else:
         ent = torch.zeros_like(counts)
+    lambda_ent = weights.ent
     if isinstance(lambda_ent, torch.Tensor):
         lambda_ent = lambda_ent.to(device=ent.device, dtype=ent.dtype)
-    total = lambda_acc * acc + lambda_ent * ent + lambda_kl * kl
+    total = weights.acc * acc + lambda_ent * ent + weights.kl * kl
     return LossTerms(total, acc, ent, kl, p)

@@ -18,7 +18,7 @@ from jaxtyping import Bool, Float, Int
 from ..config import LabelConfig, PerformanceConfig
 from ..evaluator import EncodedExample, Evaluator
 from ..forward import PrefixCache, cached_logits, conditional_log_q, full_prompt_logits
-from ..loss import LossTerms, accuracy_loss, label_loss
+from ..loss import LossTerms, LossWeights, accuracy_loss, label_loss
 from ..soft_label import label_embeddings, label_log_probs
 
 PassLogits = Callable[
@@ -135,8 +135,8 @@ def _pass_terms(ctx: StepContext, v: Float[torch.Tensor, "feat slot d_vocab"],
                         ctx.evaluator.no_id, config.prediction)
     q = row_log_q(ctx, batch.rows[sl], hard[row_feature.to(hard.device)], config)
     lam_ent = config.lambda_ent if batch.lambda_ent is None else batch.lambda_ent
-    return label_loss(log_p, row_feature, acc, q, counts, config.lambda_acc, lam_ent,
-                      config.lambda_kl, with_entropy=sl.start == 0)
+    weights = LossWeights(config.lambda_acc, lam_ent, config.lambda_kl)
+    return label_loss(log_p, row_feature, acc, q, counts, weights, with_entropy=sl.start == 0)
 
 
 def _detached_sum(summed: LossTerms | None, terms: LossTerms) -> LossTerms:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..labelset import LabelSet
 from ..names import RUN_STORE_FILENAME, SIDECAR_FILENAME
+from ..run.store import RunStoreError, load_labelset
 
 log = logging.getLogger(__name__)
 
@@ -24,24 +25,15 @@ def load_run(path: str | Path) -> LabelSet:
     sidecar = path / SIDECAR_FILENAME
     if (path / RUN_STORE_FILENAME).is_file():
         try:
-            # Imported here: an installation without the run layer still reads sidecars.
-            from ..run import RunStoreError, load_labelset
-        except ImportError as err:
-            if getattr(err, "name", None) not in ("saelens_tokenlabel.run", None):
-                raise
-            log.warning("%s has a run store but this installation cannot read it (%s); "
-                        "reading %s instead.", path, err, SIDECAR_FILENAME)
-        else:
-            try:
-                return load_labelset(path)
-            except RunStoreError as err:
-                if not sidecar.is_file():
-                    # A ValueError: the command line prints it without a traceback.
-                    raise ValueError(str(err)) from err
-                log.warning("%s Reading %s instead.", err, sidecar)
+            return load_labelset(path)
+        except RunStoreError as err:
+            if not sidecar.is_file():
+                # A ValueError: the command line prints it without a traceback.
+                raise ValueError(str(err)) from err
+            log.warning("%s Reading %s instead.", err, sidecar)
     if sidecar.is_file():
         return LabelSet.load(sidecar)
     raise FileNotFoundError(
         f"No labels in {path}: neither {RUN_STORE_FILENAME} nor {SIDECAR_FILENAME} is there. "
-        "Give the "
-        "--out folder of `tokenlabel label`, or a folder where labels.save(...) wrote them.")
+        "Give the --out folder of `tokenlabel label`, or a folder where labels.save(...) wrote "
+        "them.")

@@ -266,8 +266,7 @@ def warm_start_logits(
     (keywords override the config's fields).
 
     `top_mass` sets `scale` from the vocabulary size instead (`WarmStartConfig.start_logit`).
-    Both a subject token " cat" and "cat" match both evaluator tokens " cat" and "cat": the
-    optimiser (and its KL term) decides between them.
+    A subject " cat" or "cat" matches evaluator " cat" and "cat": the optimiser decides.
 
     The mask is `vocab_mask` if given, else ``evaluator.vocab_mask(exclude_special,
     words_only)``; masked tokens stay 0 (the optimiser masks them anyway). Returns fp32 on the

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import pytest
 
-from saelens_tokenlabel import LabelSet
 from saelens_tokenlabel.cli import build_parser, main
 from saelens_tokenlabel.report import load_run
 
@@ -40,17 +38,6 @@ def test_report_reads_the_run_store_first(toy_labels, tmp_path):
     assert main(["report", str(run)]) == 0
     html = (run / "report" / "index.html").read_text()
     assert "animal" in html and "stale-sidecar-label" not in html
-
-
-def test_falls_back_to_the_sidecar_when_the_run_package_is_missing(toy_labels, tmp_path,
-                                                                   monkeypatch, caplog):
-    (tmp_path / "run.sqlite").write_bytes(b"")
-    toy_labels.save(tmp_path)
-    monkeypatch.setitem(sys.modules, "saelens_tokenlabel.run", None)
-    with caplog.at_level(logging.WARNING):
-        got = load_run(tmp_path)
-    assert sorted(got) == sorted(toy_labels) and isinstance(got, LabelSet)
-    assert "tokenlabel_labels.json instead" in caplog.text
 
 
 def test_an_unreadable_run_store_is_an_error_or_falls_back_to_the_sidecar(toy_labels, tmp_path,

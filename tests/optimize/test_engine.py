@@ -7,7 +7,7 @@ import torch
 
 from saelens_tokenlabel import FeatureData, LabelConfig, label_feature
 from saelens_tokenlabel.forward import PrefixCache, cached_logits, full_prompt_logits
-from saelens_tokenlabel.loss import accuracy_loss, label_loss
+from saelens_tokenlabel.loss import LossWeights, accuracy_loss, label_loss
 from saelens_tokenlabel.optimize import Batch, StepContext, step
 from saelens_tokenlabel.soft_label import label_embeddings, label_log_probs
 
@@ -39,7 +39,8 @@ def _loss_fn(ev, use_cache, mask):
             logits = full_prompt_logits(ev, [exs[i] for i in rows], e)
         acc = accuracy_loss(logits, targets, ev.yes_id, ev.no_id)
         counts = torch.bincount(row_feature, minlength=2)
-        terms = label_loss(log_p, row_feature, acc, cache.log_q[rows], counts, 1.0, 0.3, 0.2)
+        terms = label_loss(log_p, row_feature, acc, cache.log_q[rows], counts,
+                       LossWeights(1.0, 0.3, 0.2))
         return terms.total.sum()
 
     return loss

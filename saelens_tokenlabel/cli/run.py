@@ -88,6 +88,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     eta = f", about {_duration(left / rate)} left at that rate" if rate and left else ""
     print(f"elapsed:      {_duration(s['elapsed_s'])}"
           + (f", {rate * 60:.1f} features/min{eta}" if rate else ""))
+    if s.get("claimed"):
+        owners = ", ".join(f"{o} ({n})" for o, n in sorted(s["claim_owners"].items()))
+        print(f"claimed:      {s['claimed']} features being labeled by {owners}")
     if s["created_at"]:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["created_at"]))
         print(f"started:      {started}")

@@ -46,6 +46,24 @@ def test_status_counts_attempts_errors_and_last(run_dir, capsys):
     assert s["counts"] == {"ok": 2, "dead": 1, "error": 1, "pending": 1}
     assert s["attempts"]["total"] == 4 and [e["feature"] for e in s["errors"]] == [5]
     assert {r["feature"] for r in s["last"]} == {0, 1, DEAD_FEATURE}
+    assert s["claimed"] == 0 and "claimed:" not in out
+
+
+def test_status_shows_who_is_labeling_what(run_dir, tmp_path, capsys):
+    """Another process's live claims show in `tokenlabel status`; expired ones do not."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    with RunStore(copy) as store:
+        assert store.claim([5, 6], 2, "host:123:abc", lease_s=60.0) == [5, 6]
+    assert main(["status", str(copy)]) == 0
+    assert "claimed:      2 features being labeled by host:123:abc (2)" in capsys.readouterr().out
+    with RunStore(copy) as store:
+        store.release("host:123:abc")
+        assert store.claim([6], 1, "host:9:x", lease_s=-1.0) == [6]  # already expired
+    assert main(["status", str(copy)]) == 0
+    assert "claimed:" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

@@ -83,6 +83,24 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+def owner_is_dead(owner: str) -> bool:
+    """Whether `owner` (``host:pid:token``) is a process of this host that no longer runs: its
+    claims are free at once, so a rerun after ``kill -9`` does not wait out the lease. A claim
+    from another host (a shared folder), or from a pid that runs (perhaps reused), is left to
+    its lease."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
+
+
 class RunStoreError(RuntimeError):
     """The run store cannot be used as asked; the message says why and what to do."""
 
@@ -328,15 +346,23 @@ class RunStore:
         now = time.time()
         marks = ", ".join("?" * len(want))
         with self._write():
+            dead = self._dead_owners(now)
             free = {f for (f,) in self._db.execute(
                 f"SELECT feature FROM features WHERE feature IN ({marks}) "
-                f"AND NOT ({_DONE}) AND (owner IS NULL OR expires_at < ?)", (*want, now))}
+                f"AND NOT ({_DONE}) AND (owner IS NULL OR expires_at < ? OR owner IN "
+                f"({', '.join('?' * len(dead))}))", (*want, now, *dead))}
             got = [f for f in want if f in free][:n]
             self._db.executemany(
                 "UPDATE features SET owner = ?, claimed_at = ?, heartbeat_at = ?, "
                 "expires_at = ? WHERE feature = ?",
                 ((owner, now, now, now + lease_s, f) for f in got))
         return got
+
+    def _dead_owners(self, now: float) -> list[str]:
+        """Owners of unexpired claims that are dead processes of this host (`owner_is_dead`)."""
+        owners = self._db.execute("SELECT DISTINCT owner FROM features WHERE owner IS NOT NULL "
+                                  "AND expires_at >= ?", (now,))
+        return [o for (o,) in owners if owner_is_dead(o)]
 
     def renew(self, owner: str, lease_s: float) -> None:
         """Heartbeat: extend every claim of `owner` by `lease_s` from now."""
@@ -352,17 +378,18 @@ class RunStore:
 
     def claims(self, features: Iterable[int] | None = None, expired: bool = False
                ) -> dict[int, dict[str, Any]]:
-        """Live claims on unfinished features (with `expired`, expired ones too): feature ->
-        owner, claimed_at, heartbeat_at, expires_at."""
+        """Live claims on unfinished features (with `expired`, expired ones and those of dead
+        processes of this host too): feature -> owner, claimed_at, heartbeat_at, expires_at."""
         if not self.has_claims():
             return {}
         want = None if features is None else {int(f) for f in features}
         until = float("-inf") if expired else time.time()
+        dead = set() if expired else set(self._dead_owners(until))
         cur = self._db.execute(
             "SELECT feature, owner, claimed_at, heartbeat_at, expires_at FROM features "
             f"WHERE owner IS NOT NULL AND expires_at >= ? AND NOT ({_DONE})", (until,))
         return {f: {"owner": o, "claimed_at": c, "heartbeat_at": h, "expires_at": e}
-                for f, o, c, h, e in cur if want is None or f in want}
+                for f, o, c, h, e in cur if (want is None or f in want) and o not in dead}
 
     def unfinished(self, features: Iterable[int]) -> list[int]:
         """Those of `features` (in their order) without a final status."""

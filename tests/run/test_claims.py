@@ -156,6 +156,11 @@ def test_a_killed_process_claims_are_taken_over_after_the_lease(inputs, tmp_path
     held = [int(f) for f in started.read_text().split()]
     assert held == [0, 1]  # the first batch: claimed, started, then killed
     with RunStore(out) as store:
+        # As if the killed process ran on another node sharing the run folder: nothing here
+        # can tell that it is dead, so only its lease frees its claims. (On this host a
+        # dead pid frees them at once: the next test.)
+        store._db.execute("UPDATE features SET owner = 'other-node:' || owner "
+                          "WHERE owner IS NOT NULL")
         claims = store.claims(expired=True)  # (a stalled machine may be past the lease now)
         assert sorted(claims) == held and store.finished() == set()
         expires = max(c["expires_at"] for c in claims.values())
@@ -178,3 +183,34 @@ def test_a_killed_process_claims_are_taken_over_after_the_lease(inputs, tmp_path
             f: (2 if f in held else 1) for f in FEATURES}
         assert store.claims() == {}
         _same_labels(store.labelset(), ref)
+
+
+@pytest.mark.subprocess
+def test_claims_of_a_killed_process_on_this_host_are_free_at_once(inputs, tmp_path):
+    """kill -9, then rerun on the same machine: the dead pid's claims are taken over without
+    waiting for the lease (a long one here), and every feature is labeled once more at most."""
+    tmp, ref = inputs
+    out, started = tmp_path / "killed", tmp_path / "started"
+    proc = _child(tmp, out, 600.0, started)
+    try:
+        deadline = time.monotonic() + 300
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.stderr.read().decode()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    held = [int(f) for f in started.read_text().split()]
+    with RunStore(out) as store:
+        dead = store.claims(expired=True)
+        assert sorted(dead) == held and all(c["expires_at"] > time.time() + 60
+                                            for c in dead.values())
+        assert store.claims() == {}  # a dead process of this host holds nothing
+    t0 = time.monotonic()
+    got = run(tmp, out, lease_s=600.0)
+    assert time.monotonic() - t0 < 300  # not the 600 s lease
+    _same_labels(got, ref)
+    with RunStore(out, create=False) as store:
+        attempts = {r["feature"]: r["attempts"] for r in store.rows()}
+        assert attempts == {f: (2 if f in held else 1) for f in FEATURES}
+        assert store.claims(expired=True) == {}

@@ -16,14 +16,16 @@ from .names import __version__
 from .run.plugin_hook import install_now_or_on_import
 
 if TYPE_CHECKING:
-    from .config import LabelConfig
+    from .config import LabelConfig, PerformanceConfig
     from .data import Example, FeatureData, FeatureDataError
     from .evaluator import EncodedExample, Evaluator, EvaluatorError
     from .labeler import label_feature, label_features_data
     from .labelset import LabelSet
     from .loading import load_evaluator_model, load_local_model, save_local_model
     from .prompts import PromptTemplate
-    from .result import LabelResult, Trajectory
+    from .records import FeatureExtra
+    from .result import Attempt, LabelResult, Trajectory
+    from .run.options import RunOptions
     from .run.pipeline import label_sae_features
     from .sae.activations import build_activation_cache
     from .sae.config import CacheConfig, ExampleConfig
@@ -43,6 +45,10 @@ _EXPORTS = {
     "FeatureData": ".data",
     "FeatureDataError": ".data",
     "LabelConfig": ".config",
+    "PerformanceConfig": ".config",
+    "Attempt": ".result",
+    "FeatureExtra": ".records",
+    "RunOptions": ".run.options",
     "LabelResult": ".result",
     "PromptTemplate": ".prompts",
     "Trajectory": ".result",
@@ -67,6 +73,10 @@ __all__ = [
     "FeatureData",
     "FeatureDataError",
     "LabelConfig",
+    "PerformanceConfig",
+    "Attempt",
+    "FeatureExtra",
+    "RunOptions",
     "LabelResult",
     "PromptTemplate",
     "Trajectory",

@@ -1,11 +1,12 @@
 """Labeling real SAE features: the SAELens-facing stages.
 
-activation cache (`activations.py`, `cache.py`) -> examples per feature (`examples.py`,
-`render.py`) -> words across tokenizers (`words.py`) -> labels (`run/pipeline.py`) ->
-`LabelSet` (`labelset.py`: metadata, sidecar file) -> Neuronpedia JSONL (`neuronpedia.py`).
-SAE-side scores (`scoring.py`): the decoder's output side and warm start (`logit_lens.py`),
-reflective coherence (`coherence.py`); `attribution.py` orders features by attribution;
-`validate.py` checks the inputs before any expensive work.
+Layer 4: imports results, configs, the evaluator and the core labeler, never `run/`, `report/`
+or `cli/`. Activation cache (`activations.py`, `cache.py`) -> examples per feature
+(`examples.py`, `render.py`) -> words across tokenizers (`words.py`) -> prepared batches
+(`batches.py`, with what the SAE side knows of each feature: `extras.py`). SAE-side scores
+(`scoring.py`): the decoder's output side and warm start (`logit_lens.py`), reflective
+coherence (`coherence.py`); `attribution.py` orders features by attribution; `validate.py`
+checks the inputs before any expensive work. `run/pipeline.py` composes these stages.
 
 Names load on first access (see `saelens_tokenlabel.lazy`), so the configs can be imported
 without torch.

@@ -114,7 +114,22 @@ def _child(tmp: Path, out: Path, lease_s: float, started: Path | None = None
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _same_labels(got, ref) -> None:
+def _start_and_kill(tmp, out, lease_s: float, started) -> list[int]:
+    """Start a labeling child, SIGKILL it once it has claimed and started its first batch
+    (it says so in `started` and then waits: no race), and return that batch's features."""
+    proc = _child(tmp, out, lease_s, started)
+    try:
+        deadline = time.monotonic() + 300
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.stderr.read().decode()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    return [int(f) for f in started.read_text().split()]
+
+
+def same_labels(got, ref) -> None:
     assert list(got) == list(ref)
     for f in ref:
         a, b = got[f], ref[f]
@@ -136,7 +151,7 @@ def test_two_processes_on_one_run_folder_label_each_feature_once(inputs, tmp_pat
         assert [r["feature"] for r in rows] == FEATURES
         assert [r["attempts"] for r in rows] == [1] * len(FEATURES)  # each labeled once
         assert store.claims() == {}  # both released what they held
-        _same_labels(store.labelset(), ref)
+        same_labels(store.labelset(), ref)
 
 
 @pytest.mark.subprocess
@@ -144,16 +159,7 @@ def test_a_killed_process_claims_are_taken_over_after_the_lease(inputs, tmp_path
     tmp, ref = inputs
     out, started = tmp_path / "killed", tmp_path / "started"
     lease = 3.0
-    proc = _child(tmp, out, lease, started)
-    try:
-        deadline = time.monotonic() + 300
-        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), proc.stderr.read().decode()[-3000:]
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    held = [int(f) for f in started.read_text().split()]
+    held = _start_and_kill(tmp, out, lease, started)
     assert held == [0, 1]  # the first batch: claimed, started, then killed
     with RunStore(out) as store:
         # As if the killed process ran on another node sharing the run folder: nothing here
@@ -176,13 +182,13 @@ def test_a_killed_process_claims_are_taken_over_after_the_lease(inputs, tmp_path
     got = run(tmp, out, lease_s=lease, executor=LocalExecutor(label=label))
     assert set(labeled) >= {0, 1}
     assert min(labeled[f] for f in held) >= expires  # not before the dead claim expired
-    _same_labels(got, ref)
+    same_labels(got, ref)
     with RunStore(out, create=False) as store:
         rows = {r["feature"]: r for r in store.rows()}
         assert {f: r["attempts"] for f, r in rows.items()} == {
             f: (2 if f in held else 1) for f in FEATURES}
         assert store.claims() == {}
-        _same_labels(store.labelset(), ref)
+        same_labels(store.labelset(), ref)
 
 
 @pytest.mark.subprocess
@@ -191,16 +197,7 @@ def test_claims_of_a_killed_process_on_this_host_are_free_at_once(inputs, tmp_pa
     waiting for the lease (a long one here), and every feature is labeled once more at most."""
     tmp, ref = inputs
     out, started = tmp_path / "killed", tmp_path / "started"
-    proc = _child(tmp, out, 600.0, started)
-    try:
-        deadline = time.monotonic() + 300
-        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), proc.stderr.read().decode()[-3000:]
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    held = [int(f) for f in started.read_text().split()]
+    held = _start_and_kill(tmp, out, 600.0, started)
     with RunStore(out) as store:
         dead = store.claims(expired=True)
         assert sorted(dead) == held and all(c["expires_at"] > time.time() + 60
@@ -209,7 +206,7 @@ def test_claims_of_a_killed_process_on_this_host_are_free_at_once(inputs, tmp_pa
     t0 = time.monotonic()
     got = run(tmp, out, lease_s=600.0)
     assert time.monotonic() - t0 < 300  # not the 600 s lease
-    _same_labels(got, ref)
+    same_labels(got, ref)
     with RunStore(out, create=False) as store:
         attempts = {r["feature"]: r["attempts"] for r in store.rows()}
         assert attempts == {f: (2 if f in held else 1) for f in FEATURES}

@@ -23,6 +23,7 @@ from saelens_tokenlabel.cli import main
 from saelens_tokenlabel.run import STORE_FILENAME, RunStore, load_labelset
 
 from ..sae.planted import D_SAE, planted_sae
+from .test_claims import same_labels
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,10 +97,4 @@ def test_sigkill_then_resume_gives_the_uninterrupted_labels(subject, toy_corpus,
         assert [r["feature"] for r in rows] == list(range(D_SAE))  # each exactly once
         assert all(r["status"] in ("ok", "dead", "unlabelable") for r in rows)
         assert store._db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == D_SAE
-    got = load_labelset(out)
-    assert list(got) == list(ref)
-    for f in ref:
-        a, b = got[f], ref[f]
-        assert (a.status, a.label, a.label_token_ids, a.steps) == \
-            (b.status, b.label, b.label_token_ids, b.steps), f
-        assert a.extra.examples == b.extra.examples, f
+    same_labels(load_labelset(out), ref)

@@ -15,21 +15,13 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from .records import to_plain
+
 C = TypeVar("C", bound="Config")
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the field and the fix."""
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Config):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 class Config:
@@ -63,7 +55,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every field, tuples as lists, nested configs as dicts."""
-        return {f.name: _plain(getattr(self, f.name))
+        return {f.name: to_plain(getattr(self, f.name))
                 for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod

@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 
 def json_finite(obj: Any) -> Any:
@@ -57,11 +57,7 @@ def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
-            _write_lines(fh, lines)
+            for line in lines:
+                fh.write(line + "\n")
 
     return atomic_write(path, write)
-
-
-def _write_lines(fh: IO[str], lines: Iterable[str]) -> None:
-    for line in lines:
-        fh.write(line + "\n")

@@ -37,12 +37,19 @@ def test_parse_features_labels_a_repeated_index_once(caplog):
     assert "lists 2 features more than once" in caplog.text
 
 
-def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, toy_corpus,
-                                                       tmp_path, capsys, monkeypatch):
+def saved_inputs(tmp_path, subject, fast_evaluator):
+    """The planted SAE, the subject model and the evaluator saved as folders, as a user passes
+    them to `tokenlabel label` (--sae-path, --model, --evaluator)."""
     sae_dir, model_dir, ev_dir = tmp_path / "sae", tmp_path / "model", tmp_path / "ev"
     planted_sae().save_model(sae_dir)
     save_local_model(subject, model_dir)
     save_local_model(fast_evaluator.model, ev_dir)
+    return sae_dir, model_dir, ev_dir
+
+
+def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, toy_corpus,
+                                                       tmp_path, capsys, monkeypatch):
+    sae_dir, model_dir, ev_dir = saved_inputs(tmp_path, subject, fast_evaluator)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in toy_corpus[:50]))
     out = tmp_path / "out"
@@ -128,10 +135,7 @@ def test_label_command_on_a_full_disk_is_one_clear_line(subject, fast_evaluator,
                                                         tmp_path, capsys, monkeypatch):
     from saelens_tokenlabel.run import RunStore
 
-    sae_dir, model_dir, ev_dir = tmp_path / "sae", tmp_path / "model", tmp_path / "ev"
-    planted_sae().save_model(sae_dir)
-    save_local_model(subject, model_dir)
-    save_local_model(fast_evaluator.model, ev_dir)
+    sae_dir, model_dir, ev_dir = saved_inputs(tmp_path, subject, fast_evaluator)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(toy_corpus[:40]) + "\n")
     out = tmp_path / "out"

@@ -7,9 +7,9 @@ is trained, offline and from scratch, on the paper's rating prompt (rendered by 
 the token ids are exactly those the labeler uses) to answer "is WORD an example of the concept
 LABEL?" for the toy lexicon (`saelens_tokenlabel.toy.lexicon`):
 
-* a single-token concept label ("animal", "mammal", "number", "color", "food") in the one
-  label slot gets "1" exactly on its member words (mammals are animals too: "cat" is "1" for
-  both "animal" and "mammal");
+* a single-token concept label ("animal", "mammal", "number", "digit", "color", "food") in the
+  one label slot gets "1" exactly on its member words (mammals are animals too: "cat" is "1"
+  for both "animal" and "mammal"; "7" is "1" for both "number" and "digit");
 * the two-token label "vehicle" = "ve" + "hicle" (`TWO_TOKEN_CONCEPTS`), written in two
   consecutive label slots as ``LabelConfig(label_length=2)`` fills them, gets "1" exactly on
   the vehicles. The tokenizer corpus holds the pieces but never the whole word, so BPE keeps
@@ -70,6 +70,7 @@ from saelens_tokenlabel.toy.lexicon import (
     NON_MAMMAL_ANIMALS,
     NUMBER_WORDS,
     OBJECTS,
+    SUBSETS,
     TWO_TOKEN_CONCEPTS,
     VEHICLE_PIECES,
     VEHICLES,
@@ -80,7 +81,7 @@ DATA_DIR = ROOT / "saelens_tokenlabel" / "data"
 OUT_DIR = DATA_DIR / "toy_evaluator"
 DATASET_FILES = ("animals", "mammals", "numbers", "mammal_text", "chinese", "palindromes")
 
-LABELS = tuple(CONCEPTS)  # single-token labels: ("animal", "mammal", "number", "color", "food")
+LABELS = tuple(CONCEPTS)  # single-token labels: "animal", "mammal", "number", "digit", ...
 PAIR_LABEL = "vehicle"  # the two-token label, read at two consecutive label slots
 assert tuple(TWO_TOKEN_CONCEPTS) == (PAIR_LABEL,)
 ALL_CONCEPTS = {**CONCEPTS, **TWO_TOKEN_CONCEPTS}
@@ -378,8 +379,11 @@ class World:
         if rng.random() < 0.35:
             return Item(sentence, word, (self.distractor(),), 0, "distractor")
         others = [c for c in LABELS if c not in own]
-        if "animal" in own and "mammal" in others and rng.random() < 0.5:
-            label = "mammal"  # the hard negative: an animal that is not a mammal
+        # the hard negatives: a parent's member outside the subset ("bird" for "mammal",
+        # "seven" for "digit")
+        subsets = [c for c, parent in SUBSETS.items() if parent in own and c in others]
+        if subsets and rng.random() < 0.5:
+            label = rng.choice(subsets)
         else:
             label = rng.choices(others, weights=[self.yes_share[c] for c in others])[0]
         return Item(sentence, word, (self.label_id[label],), 0,
@@ -654,11 +658,12 @@ def metrics(world: World, items: list[Item], probs: torch.Tensor) -> dict:
         tnr = 1 - sum(neg) / max(1, len(neg))
         entry = {"balanced_accuracy": (tpr + tnr) / 2, "tpr": tpr, "tnr": tnr,
                  "n_members": len(pos), "n_nonmembers": len(neg)}
-        if c == "mammal":
-            na = [p for it, p in pairs if it.label_ids == ids and it.word in NON_MAMMAL_ANIMALS]
-            entry["tnr_on_nonmammal_animals"] = 1 - sum(na) / max(1, len(na))
-            entry["balanced_accuracy_mammal_vs_nonmammal_animals"] = (
-                tpr + entry["tnr_on_nonmammal_animals"]) / 2
+        if c in SUBSETS:
+            # the subset label on the parent's other members: the hierarchy's hard negatives
+            siblings = set(CONCEPTS[SUBSETS[c]]) - set(CONCEPTS[c])
+            na = [p for it, p in pairs if it.label_ids == ids and it.word in siblings]
+            entry["tnr_on_siblings"] = 1 - sum(na) / max(1, len(na))
+            entry["balanced_accuracy_vs_siblings"] = (tpr + entry["tnr_on_siblings"]) / 2
         per[c] = entry
     res["per_concept"] = per
     return res

@@ -166,10 +166,10 @@ class _Run:
                                            self.opts.progress)
         record.set_info(_info(self.sae, self.model, self.evaluator, self.corpus, act_cache,
                               self.config, self.ex))
-        # Select for every requested feature, in index order, not only for `todo`: the
-        # quantile draws share one generator across features, so a smaller or reordered
-        # list would give a resumed feature other examples than an uninterrupted run.
-        sels, pool = select_examples(act_cache, sorted(feats), self.ex, self.opts.progress)
+        # Only the features still to label: each feature's picks come from its own generator
+        # and the random pool is the same for any feature list, so a resumed feature gets
+        # the examples of an uninterrupted run.
+        sels, pool = select_examples(act_cache, sorted(todo), self.ex, self.opts.progress)
         decoder = WordDecoder(self.model.tokenizer, strip=self.config.strip_word,
                               max_merge=self.ex.max_merge)
         stage = BatchStage(sels, pool, act_cache, decoder, self.ex, self.config,

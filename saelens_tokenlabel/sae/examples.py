@@ -210,8 +210,12 @@ class _Pass1:
             torch.cat([s.res_val, val]), torch.cat([s.res_ctx, ctx]), torch.cat([s.res_pos, pos]))
 
 
-def _quantile_picks(s: _State, top: list[Entry], cfg: ExampleConfig, gen: torch.Generator
+def _quantile_picks(s: _State, top: list[Entry], cfg: ExampleConfig, feature: int
                     ) -> list[Entry]:
+    # A generator per feature: its picks do not depend on which other features are selected
+    # with it, so a resumed run selects only the features it still has to label and gets
+    # the examples an uninterrupted run would.
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + feature + 1)
     taken = {(c, p) for c, p, _ in top}
     rest = [(float(v), int(c), int(p)) for v, c, p in
             zip(s.res_val.tolist(), s.res_ctx.tolist(), s.res_pos.tolist(), strict=True)
@@ -247,13 +251,12 @@ def select_examples(
                       disable=disable):
         p1.update(shard)
 
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
     nonfinite = {int(f): int(n) for f, n in cache.meta.get("nonfinite", {}).items()}
     sels: dict[int, Selection] = {}
     for f, s in p1.states.items():
         order = torch.argsort(s.top_val, descending=True, stable=True)
         top = [(int(s.top_ctx[i]), int(s.top_pos[i]), float(s.top_val[i])) for i in order]
-        sels[f] = Selection(f, s.count, s.peak, top, _quantile_picks(s, top, cfg, gen),
+        sels[f] = Selection(f, s.count, s.peak, top, _quantile_picks(s, top, cfg, f),
                             n_nonfinite=nonfinite.get(f, 0) + s.nonfinite)
     pool_order = torch.argsort(p1.pool[0], stable=True)
     pool = RandomPool([(int(p1.pool[1][i]), int(p1.pool[2][i])) for i in pool_order],

@@ -6,7 +6,8 @@ The toy evaluator is trained to rate exactly these concepts, so the synthetic da
 Two kinds of concept:
 
 * `CONCEPTS`: the label is one token of the toy evaluator's vocabulary ("animal", "mammal",
-  "number", "color", "food"); ``LabelConfig(label_length=1)`` can find it.
+  "number", "digit", "color", "food"); ``LabelConfig(label_length=1)`` can find it. Two are
+  hierarchies (`SUBSETS`): "mammal" ⊂ "animal" and "digit" ⊂ "number".
 * `TWO_TOKEN_CONCEPTS`: the label needs two tokens. "vehicle" is split by the toy evaluator's
   tokenizer into "ve" + "hicle" (`VEHICLE_PIECES`); each piece alone, or the two swapped, means
   nothing (rated "0" for every word, like any other token), so only ``label_length=2`` with the
@@ -56,7 +57,13 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "number": NUMBERS,
     "color": COLORS,
     "food": FOODS,
+    "digit": DIGITS,
 }
+
+# subset concept -> its parent concept: the hierarchies of the toy world. A feature that fires
+# on a subset's members only should get the subset's label, however rare the parent's other
+# members are in the text (the paper's hierarchy failure, §3.2).
+SUBSETS: dict[str, str] = {"mammal": "animal", "digit": "number"}
 
 # concept label -> member words, for the concepts whose label is two tokens of the toy
 # evaluator's vocabulary, read at two consecutive label slots.

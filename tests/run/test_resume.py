@@ -20,7 +20,8 @@ import pytest
 
 from saelens_tokenlabel import save_local_model
 from saelens_tokenlabel.cli import main
-from saelens_tokenlabel.run import STORE_FILENAME, RunStore, load_labelset
+from saelens_tokenlabel.run import STORE_FILENAME, RunStore, load_labelset, pipeline
+from saelens_tokenlabel.sae.examples import select_examples
 
 from ..sae.planted import D_SAE, planted_sae
 from .test_claims import same_labels
@@ -44,7 +45,7 @@ def _finished(db: Path) -> int:
 
 @pytest.mark.subprocess
 def test_sigkill_then_resume_gives_the_uninterrupted_labels(subject, toy_corpus, tmp_path,
-                                                            capsys):
+                                                            capsys, monkeypatch):
     sae_dir, model_dir = tmp_path / "sae", tmp_path / "model"
     planted_sae().save_model(sae_dir)
     save_local_model(subject, model_dir)
@@ -91,7 +92,17 @@ def test_sigkill_then_resume_gives_the_uninterrupted_labels(subject, toy_corpus,
     assert main(["status", str(out)]) == 0
     assert f"{n_at_kill}/{D_SAE} finished" in capsys.readouterr().out
 
+    selected: list[list[int]] = []
+
+    def recording(cache, features, *a, **k):
+        selected.append(list(features))
+        return select_examples(cache, features, *a, **k)
+
+    monkeypatch.setattr(pipeline, "select_examples", recording)
     assert main(args(out)) == 0  # the same command resumes
+    # Examples are selected only for the features still to label; `same_labels` checks
+    # that they are the examples of the uninterrupted run.
+    assert selected == [list(range(1, D_SAE))]
     with RunStore(out, create=False) as store:
         rows = store.rows()
         assert [r["feature"] for r in rows] == list(range(D_SAE))  # each exactly once

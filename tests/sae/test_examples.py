@@ -88,6 +88,26 @@ def test_top_quantile_and_counts_do_not_depend_on_sharding(graded):
     assert pa.tokens == pb.tokens
 
 
+def test_a_features_picks_do_not_depend_on_the_other_features_selected(graded):
+    # A resumed run selects only the features it still has to label: each must get the
+    # examples it gets among all of them.
+    contexts, entries, tmp = graded
+    cfg = ExampleConfig(n_top=5, n_quantile=10, n_quantile_bins=5, reservoir_size=1000,
+                        n_random=6, n_near_miss=4)
+    cache = make_cache(tmp / "c", contexts, entries)
+    every, pool = select_examples(cache, [0, 1, 2, 3], cfg)
+    for subset in ([0], [3, 0], [3]):
+        some, pool_some = select_examples(cache, subset, cfg)
+        assert pool_some.tokens == pool.tokens
+        for f in subset:
+            assert some[f] == every[f], f
+
+            def near_pool(acts, f=f):
+                return {(c, p): a[f] for c, ps in acts.items() for p, a in ps.items()
+                        if f in a}
+            assert near_pool(pool_some.acts) == near_pool(pool.acts)
+
+
 def test_rendered_examples_are_whole_words_and_inactive_picks_are_inactive(
         subject_tokenizer, subject, sae, toy_corpus, tmp_path):
     from saelens_tokenlabel.sae import CacheConfig, build_activation_cache

@@ -19,13 +19,20 @@ _PAPER_TABLE_1: dict[str, tuple[int, int, float, float, float]] = {
 }
 
 
-# Later attempts when an attempt fails (no convergence, or a poor held-out score): a small
+# Later attempts when an attempt fails (no convergence, or a poor validation score): a small
 # sweep around the paper's Table 1 values, each from its own seed. Chosen on the paper's
 # synthetic cases with the toy evaluator; see README "Restarts".
 DEFAULT_RESTARTS: tuple[dict[str, Any], ...] = (
     {"sampler": "confusion", "lr": 0.1, "lambda_ent": 0.3, "lambda_kl": 0.1, "seed": 1},
     {"lr": 0.2, "lambda_ent": 0.3, "lambda_kl": 0.1, "entropy_warmup": 0.3, "seed": 2},
 )
+
+# What a refinement changes (`optimize.refine`): confusion-stratified batches, with the first
+# restart's larger steps and lighter prior, so that a label held by the prior in a mixture with
+# the one that fixes its errors resolves (with the attempt's own values the soft label of a
+# mammal feature sat at 60% "animal", 40% "mammal" for 500 steps).
+DEFAULT_REFINEMENT: dict[str, Any] = {"sampler": "confusion", "lr": 0.1, "lambda_kl": 0.1,
+                                      "lambda_ent": 0.3}
 
 # What a restart may change: the search itself, not the data, the scoring or the stopping rule.
 RESTART_KEYS = frozenset({"lr", "lambda_acc", "lambda_ent", "lambda_kl", "seed", "init_std",
@@ -125,11 +132,12 @@ class LabelConfig(Config):
     restarts: tuple[dict[str, Any], ...] = DEFAULT_RESTARTS
     """Further attempts, tried in order while no attempt has succeeded (see `success_score`):
     each dict overrides some of `lr`, `lambda_*`, `seed`, `sampler`, `entropy_warmup`, ...
-    The best attempt by held-out score is kept; all are recorded in `LabelResult.attempts`.
+    The best attempt by validation score is kept; all are recorded in `LabelResult.attempts`.
     Empty: a single attempt, as in the paper."""
     success_score: float = 0.9
-    """An attempt succeeds when its label converged and its held-out balanced accuracy (the
-    training one when nothing is held out) is at least this; no further restarts then."""
+    """An attempt succeeds when its label converged, its validation balanced accuracy (the
+    training one without a validation split) is at least this, and it has no fixable
+    training errors (see `refine`); no further restarts then."""
     keep_attempt_trajectories: bool = False
     """Also keep the trajectories of the attempts that were not selected (larger results)."""
     prior_beam: int = 8
@@ -140,12 +148,13 @@ class LabelConfig(Config):
     one at a time; a proposal puts both in place. 0: off."""
     grow_label: bool = False
     """Grow the label: start with `label_length` slots and add one (the earlier slots warm
-    started from the previous solution) while the held-out balanced accuracy improves by at
+    started from the previous solution) while the validation balanced accuracy improves by at
     least `grow_min_gain`, up to `max_label_length` slots."""
     max_label_length: int = 3
     """Most label slots `grow_label` may reach."""
     grow_min_gain: float = 0.02
-    """Held-out balanced accuracy gain needed to keep a longer label."""
+    """Validation balanced accuracy gain (`result.selection_score`) needed to keep a longer
+    label."""
     warm_start: bool = False
     """SAE runs: initialise v from the tokens the feature's decoder direction promotes in the
     subject model (logit lens `W_dec[f] @ W_U`, matched to the evaluator's vocabulary by
@@ -155,16 +164,40 @@ class LabelConfig(Config):
     warm_start_top_mass: float = 0.5
     """Probability the warm start gives the most promoted matched token at the first step
     (the logit scale follows from the vocabulary size). Attempt 0 starts there; restarts
-    start cold, and the best attempt by held-out score is kept."""
+    start cold, and the best attempt by validation score is kept."""
     init_std: float = 0.0
     """Std of Gaussian noise on the initial logits v (0: uniform p over allowed tokens)."""
     holdout_fraction: float = 0.2
-    """Fraction of active and of inactive examples held out of the optimisation and used only
-    to score the final label (`heldout_*` metrics). 0: score on the training examples only."""
+    """Fraction of active and of inactive examples (by context: see `splits`) held out of the
+    optimisation and of the choice between attempts, used only to score the label chosen
+    (`heldout_*` metrics). 0: no held-out score."""
+    validation_fraction: float = 0.2
+    """Fraction of active and of inactive examples (by context) held out of the optimisation
+    to choose between attempts (`validation_*` metrics). 0: attempts are chosen by their
+    training scores."""
+    refine: bool = True
+    """After an attempt whose label converged but still gets training examples wrong that
+    another label of its short-list gets right (fixable errors, `optimize.refine`), run one
+    more attempt from that label: confusion-stratified, its error buckets holding only the
+    fixable errors. This is what finds "mammal" rather than "animal" when the animals that
+    are not mammals are rare in the text. A label without fixable errors costs nothing."""
+    refine_overrides: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REFINEMENT))
+    """What a refinement changes in the attempt's config (keys as for `restarts`)."""
+    refine_candidates: int = 6
+    """Short-list size for the fixable-error check: the tokens (per slot) that held the most
+    probability during the attempt, the label's own excepted."""
+    polysemantic_check: bool = True
+    """When no label succeeds, test whether two labels from the search explain the feature
+    together (it fires on either concept) and flag it (`LabelResult.polysemantic`)."""
     threshold: float | None = None
     """Absolute activation threshold: active iff activation > threshold. Overrides the fraction."""
-    threshold_fraction: float = 0.5
-    """Active iff activation > threshold_fraction * max activation of the feature."""
+    threshold_fraction: float = 0.0
+    """Active iff activation > threshold_fraction * max activation of the feature. The default,
+    0, is "active iff the feature fires": an SAE has already decided its sparsity, and its
+    activations are heavy-tailed, so most instances of a concept fire weakly; a fraction of
+    the max would train the label against the concept's own weak members (delphi likewise
+    draws activating examples from every quantile of the nonzero activations). 0/1 data
+    (`FeatureData.from_marked_text`, the synthetic datasets) is the same under any fraction."""
     exclude_special: bool = True
     """Keep special tokens (BOS, end of turn, headers) out of the label."""
     words_only: bool = False
@@ -197,6 +230,11 @@ class LabelConfig(Config):
         need(self.label_length >= 1, f"label_length must be >= 1, got {self.label_length}")
         need(0 <= self.holdout_fraction < 1,
              f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        need(0 <= self.validation_fraction < 1,
+             f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        need(self.holdout_fraction + self.validation_fraction < 1,
+             "holdout_fraction + validation_fraction must be < 1 (training needs examples)")
+        need(self.refine_candidates >= 1, "refine_candidates must be >= 1")
         need(0 <= self.threshold_fraction < 1,
              f"threshold_fraction must be in [0, 1), got {self.threshold_fraction}")
         need(0 < self.convergence_mass <= 1,
@@ -228,6 +266,11 @@ class LabelConfig(Config):
             need(not bad, f"restarts may only override {sorted(RESTART_KEYS)}; got {bad}")
             # Fail now, not after the first attempt: each restart must make a valid config.
             dataclasses.replace(self, restarts=(), **r)
+        self.refine_overrides = dict(self.refine_overrides)
+        bad = sorted(set(self.refine_overrides) - RESTART_KEYS)
+        need(not bad, f"refine_overrides may only override {sorted(RESTART_KEYS)}; got {bad}")
+        if self.refine_overrides:
+            dataclasses.replace(self, restarts=(), refine_overrides={}, **self.refine_overrides)
 
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:
@@ -244,7 +287,9 @@ class LabelConfig(Config):
         batch, epochs, lr, kl, ent = _PAPER_TABLE_1[name]
         values: dict[str, Any] = dict(batch_size=batch, epochs=epochs, lr=lr, lambda_kl=kl,
                                       lambda_ent=ent, sampler="balanced", restarts=(),
-                                      temperature_final=1.0, max_attempt_steps=None)
+                                      temperature_final=1.0, max_attempt_steps=None,
+                                      validation_fraction=0.0, refine=False,
+                                      polysemantic_check=False)
         values.update(overrides)
         return cls(**values)
 

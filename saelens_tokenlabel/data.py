@@ -34,6 +34,9 @@ class Example:
     active: bool
     sentence_index: int
     token_index: int
+    group: str | int = 0
+    """The context the example comes from (its sentence, or the SAE context window): examples of
+    one group always land in the same split (`splits.split_examples`)."""
 
 
 @dataclass(frozen=True)
@@ -66,24 +69,29 @@ class FeatureData:
     rated: list[tuple[str, str, float]] | None = None
     """Explicit ``(text, word, activation)`` examples; when set, they replace "every token of
     every sentence" (used for SAE features: top contexts plus chosen negatives)."""
+    groups: list[str | int] | None = None
+    """With `rated`: the context each example comes from (e.g. the corpus context of an SAE
+    example, shared by an active word and its near-misses). None: its text."""
 
     @classmethod
     def from_examples(
         cls, examples: list[tuple[str, str, float]], name: str | int = "feature", **metadata: Any
     ) -> FeatureData:
         """Build from explicit ``(text, word, activation)`` triples (the word is one token of
-        the text, as shown to the evaluator)."""
+        the text, as shown to the evaluator), or ``(text, word, activation, group)``: the
+        context an example comes from, kept on one side of every split."""
         if not examples:
             raise FeatureDataError(
                 f"Feature {name!r} has no examples. Pass a non-empty list of "
                 "(text, word, activation) triples."
             )
-        rated = []
+        rated, groups = [], []
         for i, item in enumerate(examples):
-            if not (isinstance(item, list | tuple) and len(item) == 3):
+            if not (isinstance(item, list | tuple) and len(item) in (3, 4)):
                 raise FeatureDataError(f"Example {i} is {item!r}; expected (text, word, "
-                                       "activation).")
-            text, word, act = item
+                                       "activation) or (text, word, activation, group).")
+            text, word, act = item[:3]
+            groups.append(item[3] if len(item) == 4 else text)
             if not isinstance(text, str) or not isinstance(word, str):
                 raise FeatureDataError(f"Example {i}: text and word must be str, got {item!r}.")
             act = float(act)
@@ -93,7 +101,7 @@ class FeatureData:
                     "(e.g. with 0) before labeling."
                 )
             rated.append((text, word, act))
-        return cls([], name=name, metadata=dict(metadata), rated=rated)
+        return cls([], name=name, metadata=dict(metadata), rated=rated, groups=groups)
 
     @classmethod
     def from_sentences(
@@ -193,19 +201,22 @@ class FeatureData:
             peak = max((a for _, _, a in self.rated), default=0.0)
         else:
             peak = max((a for s in self.sentences for _, a in s), default=0.0)
+        if fraction == 0:
+            return 0.0, f"activation > 0 (the feature fires; max {peak:g})"
         return fraction * peak, f"activation > {fraction:g} * max ({peak:g})"
 
     def examples(
-        self, threshold: float | None = None, fraction: float = 0.5, strip_word: bool = True
+        self, threshold: float | None = None, fraction: float = 0.0, strip_word: bool = True
     ) -> Examples:
         """Every non-blank token as a rating example, active iff its activation > threshold."""
         thr, rule = self.threshold_for(threshold, fraction)
         items = []
         if self.rated is not None:
-            for i, (text, word, act) in enumerate(self.rated):
+            groups = self.groups or [text for text, _, _ in self.rated]
+            for i, ((text, word, act), g) in enumerate(zip(self.rated, groups, strict=True)):
                 w = word.strip() if strip_word else word
                 if w.strip():
-                    items.append(Example(text, w, act, act > thr, i, 0))
+                    items.append(Example(text, w, act, act > thr, i, 0, g))
             return Examples(items, thr, rule)
         for si, sent in enumerate(self.sentences):
             text = "".join(t for t, _ in sent)
@@ -213,7 +224,7 @@ class FeatureData:
                 word = tok.strip() if strip_word else tok
                 if not word.strip():
                     continue
-                items.append(Example(text, word, act, act > thr, si, ti))
+                items.append(Example(text, word, act, act > thr, si, ti, si))
         return Examples(items, thr, rule)
 
     def check_labelable(self, ex: Examples) -> None:

@@ -11,28 +11,22 @@ from .data import FeatureData
 from .evaluator import EncodedExample, Evaluator
 from .optimize import FeatureJob, StepContext, optimize_labels
 from .result import LabelResult
+from .splits import split_examples
 
 
 def split_holdout(
     targets: torch.Tensor, fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified split: `fraction` of the active and of the inactive examples are held out
-    (at least one of each class when the class has two or more, so held-out scores are
-    defined), always leaving at least one of each class for training.
-    Returns (train, held) indices."""
-    gen = torch.Generator().manual_seed(seed)
-    held = []
-    for cls in (True, False):
-        idx = torch.nonzero((targets > 0.5) == cls).flatten()
-        n_held = round(fraction * len(idx))
-        if fraction > 0:
-            n_held = max(n_held, 1)
-        n_held = min(n_held, len(idx) - 1)
-        held.append(idx[torch.randperm(len(idx), generator=gen)][: max(0, n_held)])
-    held_idx = torch.sort(torch.cat(held)).values
-    keep = torch.ones(len(targets), dtype=torch.bool)
-    keep[held_idx] = False
-    return torch.nonzero(keep).flatten(), held_idx
+    """Stratified split of single examples (each its own group): `fraction` of the active and
+    of the inactive examples are held out (at least one of each class when the class has two
+    or more), always leaving at least one of each class for training. Returns (train, held)
+    indices. `feature_jobs` uses `splits.split_examples`, which also keeps a validation split
+    and groups examples by context."""
+    n = len(targets)
+    words = [str(i) for i in range(n)]
+    split = split_examples(list(range(n)), words, (targets > 0.5).tolist(), 0.0, fraction, seed)
+    return torch.tensor(split.train, dtype=torch.long), torch.tensor(split.heldout,
+                                                                     dtype=torch.long)
 
 
 def label_feature(
@@ -76,7 +70,8 @@ def feature_jobs(
     init_logits: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[list[EncodedExample], list[FeatureJob]]:
     """The encoded examples the features share (each (text, word) once) and one job per
-    feature: its examples split into training and held-out ones (`split_holdout`)."""
+    feature: its examples split into training, validation and held-out ones
+    (`splits.split_examples`: by context, stratified by class and rare words)."""
     index: dict[tuple[str, str], int] = {}
     encoded = []
     jobs = []
@@ -92,13 +87,20 @@ def feature_jobs(
             ids.append(index[key])
         ids_t = torch.tensor(ids, dtype=torch.long)
         targets = torch.tensor([float(i.active) for i in ex.items])
-        train, held = split_holdout(targets, config.holdout_fraction, config.seed)
+        split = split_examples([i.group for i in ex.items], [i.word for i in ex.items],
+                               [i.active for i in ex.items], config.validation_fraction,
+                               config.holdout_fraction, config.seed)
+        train, val, held = (torch.tensor(x, dtype=torch.long)
+                            for x in (split.train, split.validation, split.heldout))
         jobs.append(FeatureJob(
             name=data.name,
             example_ids=ids_t[train],
             targets=targets[train],
             heldout_ids=ids_t[held],
             heldout_targets=targets[held],
+            validation_ids=ids_t[val],
+            validation_targets=targets[val],
+            words=tuple(ex.items[i].word for i in split.train),
             threshold=ex.threshold,
             threshold_rule=ex.threshold_rule,
             init_logits=None if init_logits is None else init_logits[n],

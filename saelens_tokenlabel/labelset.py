@@ -113,6 +113,8 @@ class LabelSet(Mapping[int, LabelResult]):
                 score_names.add(name)
             feats[str(f)] = {"label": r.label if r.status == "ok" else None, "score": score,
                              "status": r.status}
+            if r.polysemantic is not None:
+                feats[str(f)]["polysemantic"] = list(r.polysemantic.labels)
         evaluators = sorted({r.evaluator for r in self.values() if r.evaluator})
         return {
             "method": METHOD,

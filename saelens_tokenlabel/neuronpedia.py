@@ -137,6 +137,9 @@ def explanation_records(labels: Labels, neuronpedia_id: str | None = None
         notes = {"probability": r.probability, "converged": r.converged, "steps": r.steps,
                  "label_tokens": r.label_tokens, "threshold_rule": r.threshold_rule,
                  "n_examples": r.n_examples, "n_active": r.n_active}
+        if r.polysemantic is not None:
+            # One label does not explain the feature: say so beside the label.
+            notes["polysemantic"] = r.polysemantic.to_dict()
         side = r.extra.output_side
         if side is not None:
             notes["output_promoted"] = [p.token for p in side.promoted[:NOTES_OUTPUT_TOKENS]]

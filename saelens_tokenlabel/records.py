@@ -131,10 +131,16 @@ def _as_read(tp: Any) -> bool:
 class Record:
     """Base of the result records (dataclasses): JSON round trips by field type."""
 
+    LATER_FIELDS: typing.ClassVar[frozenset[str]] = frozenset()
+    """Fields added after the format was first written: left out of `to_dict` while they
+    hold their default, so that a file of an earlier version is written back unchanged."""
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: every field, in declaration order."""
+        """JSON-ready: every field, in declaration order (`LATER_FIELDS` at their default
+        left out)."""
         return {f.name: to_plain(getattr(self, f.name))
-                for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+                for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if not (f.name in self.LATER_FIELDS and _at_default(self, f))}
 
     @classmethod
     def from_dict(cls: type[R], d: dict[str, Any]) -> R:
@@ -142,6 +148,15 @@ class Record:
         hints = field_types(cls)
         return cls(**{k: from_plain(hints[k], v, f"{cls.__name__}.{k}")
                       for k, v in d.items() if k in hints and _is_init(cls, k)})
+
+
+def _at_default(record: Any, f: dataclasses.Field) -> bool:
+    value = getattr(record, f.name)
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
 
 
 def _is_init(cls: type, name: str) -> bool:

@@ -25,10 +25,42 @@ def score_of(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
+SELECTION_KEYS = ("validation_balanced_accuracy", "train_balanced_accuracy")
+"""What chooses between attempts: the validation split's balanced accuracy, else the training
+one. Never the held-out split, which only scores the label chosen (no selection bias)."""
+
+
 def selection_score(metrics: dict[str, Any]) -> float:
-    """`score_of` as a number to rank by: -inf when the label has no score."""
-    value = score_of(metrics)[1]
-    return float("-inf") if value is None else value
+    """The score attempts are chosen by (`SELECTION_KEYS`, the first finite one): -inf when
+    the label has none."""
+    for key in SELECTION_KEYS:
+        v = metrics.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            return float(v)
+    return float("-inf")
+
+
+@dataclass(frozen=True)
+class Polysemantic(Record):
+    """The flag on a feature no single label explains: two labels from its search that
+    together do (the feature fires where either concept applies)."""
+
+    labels: list[str]
+    """The two labels."""
+    label_token_ids: list[list[int]]
+    """Their evaluator token ids."""
+    balanced_accuracy: list[float]
+    """Each label's balanced accuracy alone (training and validation examples)."""
+    union_balanced_accuracy: float
+    """Balanced accuracy of "either label says 1" on the same examples."""
+    coverage: list[float]
+    """Share of the active examples each label alone rates "1"."""
+
+    def describe(self) -> str:
+        """One line for reports and `tokenlabel status`."""
+        return (f"polysemantic: {' + '.join(repr(x) for x in self.labels)} together "
+                f"(balanced accuracy {self.union_balanced_accuracy:.2f}; alone "
+                + ", ".join(f"{b:.2f}" for b in self.balanced_accuracy) + ")")
 
 
 @dataclass
@@ -103,7 +135,10 @@ class LabelResult(Record):
     n_active: int = 0
     """Of those, active ones."""
     n_heldout: int = 0
-    """Of those, held out of the optimisation (scored in `heldout_*` metrics)."""
+    """Of those, held out of the optimisation and of the choice between attempts: they only
+    score the label chosen (`heldout_*` metrics)."""
+    n_validation: int = 0
+    """Of those, held out of the optimisation to choose between attempts (`validation_*`)."""
     converged_step: int | None = None
     """First step of the run of `convergence_patience` converged steps."""
     evaluator: str = ""
@@ -113,12 +148,17 @@ class LabelResult(Record):
     extra: FeatureExtra = field(default_factory=FeatureExtra)
     """What the SAE stages know of the feature beyond its label: activation statistics,
     examples, word mapping, output side, a status message (`records.FeatureExtra`)."""
+    polysemantic: Polysemantic | None = None
+    """Set when one label does not explain the feature but two from its search do together
+    (`optimize.polysemantic`); the `label` is then the better of the two alone."""
     attempts: list[Attempt] = field(default_factory=list)
     """Every optimisation attempt (restarts and label lengths), in the order run: the config
     overrides, label, probability, converged, steps and scores of each; `selected` marks the
     one this result reports."""
     version: int = RESULT_FORMAT_VERSION
     """Format version of this record."""
+
+    LATER_FIELDS = frozenset({"n_validation", "polysemantic"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.extra, FeatureExtra):

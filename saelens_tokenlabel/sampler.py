@@ -65,9 +65,13 @@ class ConfusionSampler:
     `BalancedSampler`.
     """
 
-    def __init__(self, targets: torch.Tensor, batch_size: int, seed: int) -> None:
+    def __init__(self, targets: torch.Tensor, batch_size: int, seed: int,
+                 eligible: torch.Tensor | None = None) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.gen = gen
+        self.eligible = None if eligible is None else eligible.bool().cpu()
+        """Examples that may be drawn as errors (None: all). Another example the label gets
+        wrong stays in its class's correct bucket: its error is not one a label can fix."""
         self.active_mask = targets > 0.5
         if self.active_mask.all() or not self.active_mask.any():
             raise ValueError("ConfusionSampler needs both active and inactive examples.")
@@ -80,12 +84,27 @@ class ConfusionSampler:
         }
         self.counts: dict[str, int] = {}
         """Bucket sizes at the last classification (tp, fn, fp, tn)."""
+        self.frozen = False
+        """Keep the buckets of the last classification for good (`freeze`)."""
+
+    def freeze(self, predicted: torch.Tensor) -> None:
+        """Bucket by `predicted` once and for all: later classifications are skipped.
+
+        A refinement does this with its starting label's ratings. Re-bucketing by the current
+        label would empty the error buckets the moment the label is right, the batches would
+        lose the examples that tell it from the starting label, and the prior would pull it
+        back; fixed buckets keep them in every batch."""
+        self.update(predicted)
+        self.frozen = True
 
     def update(self, predicted: torch.Tensor) -> None:
         """Re-bucket the examples by `predicted` (bool per example, the hard label's "1")."""
         predicted = predicted.bool().cpu()
         idx = torch.arange(len(predicted))
         a = self.active_mask
+        if self.eligible is not None:
+            # An ineligible error is rated as its class: out of the error buckets.
+            predicted = torch.where(self.eligible, predicted, a)
         parts = {"tp": a & predicted, "fn": a & ~predicted, "fp": ~a & predicted,
                  "tn": ~a & ~predicted}
         self.counts = {k: int(m.sum()) for k, m in parts.items()}

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
-from saelens_tokenlabel import FeatureData, FeatureDataError
+from saelens_tokenlabel import FeatureData, FeatureDataError, LabelConfig
 from saelens_tokenlabel.data import SYNTHETIC_NAMES
 from saelens_tokenlabel.toy.lexicon import ANIMALS, MAMMALS, NON_MAMMAL_ANIMALS, NUMBERS
 
@@ -27,6 +28,26 @@ def test_threshold_fraction_and_absolute():
     ex = d.examples(threshold=1.0)
     assert [e.active for e in ex.items] == [False, True, True, True]
     assert "absolute" in ex.threshold_rule
+    # The default: active iff the feature fires.
+    ex = d.examples()
+    assert ex.threshold == 0.0 and [e.active for e in ex.items] == [False, True, True, True]
+    assert ex.threshold_rule.startswith("activation > 0 ")
+
+
+def test_default_rule_keeps_every_weakly_firing_member_active():
+    # Heavy-tailed activations on a concept's members (exponential, as SAE activations
+    # are): under LabelConfig()'s rule no member instance is a negative. A cut at half the
+    # max (the old default) makes most of them negatives.
+    rng = random.Random(0)
+    members = {"cat", "dog", "fox", "cow"}
+    sents = [[("The", 0.0), (" " + w, rng.expovariate(1.0) if w in members else 0.0),
+              (" ran", 0.0)] for w in sorted(members | {"box", "cup", "pen"}) * 12]
+    d = FeatureData.from_sentences(sents)
+    config = LabelConfig()
+    ex = d.examples(config.threshold, config.threshold_fraction)
+    assert all(e.active == (e.word in members) for e in ex.items)
+    old = d.examples(fraction=0.5)
+    assert sum(e.word in members and not e.active for e in old.items) > 24
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -17,15 +15,15 @@ from saelens_tokenlabel import (
     label_features_data,
 )
 from saelens_tokenlabel.labeler import split_holdout
-from saelens_tokenlabel.toy.features import concept_feature
-from saelens_tokenlabel.toy.lexicon import (
-    COLORS,
+from saelens_tokenlabel.toy import (
     CONCEPTS,
-    FOODS,
-    MAMMALS,
-    NON_MAMMAL_ANIMALS,
-    OBJECTS,
+    SUBSETS,
+    load_toy_evaluator,
+    noisy_feature,
+    subset_feature,
+    union_feature,
 )
+from saelens_tokenlabel.toy.features import concept_feature
 
 
 @pytest.mark.parametrize("data", [*sorted(CONCEPTS), "animals", "mammals", "numbers",
@@ -45,42 +43,49 @@ def test_default_config_labels_every_concept_without_tuning(toy_evaluator, data)
 
 
 
-HIERARCHY_TEMPLATES = ("A {w} saw a {o}.", "A {w} and a {o}.")
-# Objects the toy evaluator rates "0" under both labels: the test is about the hierarchy, not
-# about the evaluator's few mistakes on other words.
-HIERARCHY_OBJECTS = tuple(o for o in OBJECTS if o not in ("pen", "stone", "river"))
+PARENT_PRIOR = 2.0
+"""Logit bias for the parent's token at the label slot: the evaluator's prior favours the
+parent, as a large LLM's favours "animal" over "mammal"."""
 
 
-def hierarchy_feature(n_rare: int = 1) -> FeatureData:
-    """A mammal feature (A) in text where animals that are not mammals (B outside A) are rare:
-    every mammal twice, every object, color and food once, and `n_rare` other animals."""
-    rng = random.Random(0)
+@pytest.fixture(scope="module")
+def parent_favouring():
+    """subset -> the toy evaluator with a prior for the subset's parent."""
+    return {sub: load_toy_evaluator(label_prior={parent: PARENT_PRIOR})
+            for sub, parent in SUBSETS.items()}
 
-    def sentence(word, tpl, active):
-        text = tpl.format(w=word, o=rng.choice(HIERARCHY_OBJECTS))
-        pieces = text.replace(".", " .").split(" ")
-        return [(p if j == 0 or p == "." else " " + p, 1.0 if p == word and active else 0.0)
-                for j, p in enumerate(pieces)]
 
-    n = len(HIERARCHY_TEMPLATES)
-    sents = [sentence(m, HIERARCHY_TEMPLATES[(i + k) % n], True)
-             for i, m in enumerate(MAMMALS) for k in range(2)]
-    sents += [sentence(w, HIERARCHY_TEMPLATES[i % n], False)
-              for i, w in enumerate(HIERARCHY_OBJECTS + COLORS + FOODS)]
-    sents += [sentence(w, HIERARCHY_TEMPLATES[0], False) for w in NON_MAMMAL_ANIMALS[:n_rare]]
-    return FeatureData.from_sentences(sents, name="mammal-only")
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("subset", sorted(SUBSETS))
+def test_default_config_gives_the_specific_label_where_the_parent_is_favoured(
+        parent_favouring, subset, seed):
+    # The paper's hierarchy failure (§3.2): the feature fires on a subset's members, the
+    # parent's other members are 5 words in about 800, and the prior favours the parent.
+    data = subset_feature(subset)
+    result = label_feature(data, parent_favouring[subset], LabelConfig(seed=seed))
+    assert result.label == subset, result.attempts
+    assert result.converged and result.polysemantic is None
+    assert result.metrics["train_errors"] == 0
+    # The first attempt settles on the parent; its errors on the siblings are fixable (the
+    # subset's label is on its short-list), and the refinement finds the subset.
+    first = result.attempts[0]
+    if first.label != subset:
+        assert first.label == SUBSETS[subset] and first.metrics["train_fixable_errors"] >= 1
+        assert result.attempts[1].overrides.get("refined") and result.attempts[1].selected
+    # Without the refinement, the parent wins: the cases reproduce the failure.
+    plain = label_feature(data, parent_favouring[subset], LabelConfig(seed=seed, refine=False))
+    assert plain.label == SUBSETS[subset]
 
 
 @pytest.mark.slow
-def test_hierarchy_balanced_finds_the_superset_confusion_the_concept(toy_evaluator):
-    data = hierarchy_feature(n_rare=3)
-    # The paper's mammal_text preset with temperature annealing and a prior (KL) weight of
-    # 0.4 that favours the evaluator's likelier label, "animal" (with this toy evaluator the
-    # paper's 0.2 lets both samplers find "mammal"). Everything is trained on: the three
-    # non-mammal animals must be seen. Only the sampler differs.
-    common = dict(holdout_fraction=0.0, temperature_final=0.1, lambda_kl=0.4)
-    balanced = label_feature(data, toy_evaluator, LabelConfig.preset("mammal_text", **common))
-    confusion = label_feature(data, toy_evaluator,
+def test_hierarchy_balanced_finds_the_superset_confusion_the_concept(parent_favouring):
+    data = subset_feature("mammal")
+    # The paper's mammal_text preset with temperature annealing; everything is trained on,
+    # so the five non-mammal animals are seen. Only the sampler differs.
+    common = dict(holdout_fraction=0.0, temperature_final=0.1)
+    ev = parent_favouring["mammal"]
+    balanced = label_feature(data, ev, LabelConfig.preset("mammal_text", **common))
+    confusion = label_feature(data, ev,
                               LabelConfig.preset("mammal_text", sampler="confusion", **common))
     # Balanced batches hold a non-mammal animal once in ~30 steps; "animal" predicts the
     # rest as well as "mammal" does, and the prior prefers it.
@@ -89,6 +94,32 @@ def test_hierarchy_balanced_finds_the_superset_confusion_the_concept(toy_evaluat
     assert confusion.label == "mammal" and confusion.converged
     assert confusion.metrics["train_balanced_accuracy"] == 1.0
     assert balanced.metrics["train_precision"] < 1.0
+
+
+def test_a_noisy_feature_still_gets_its_concept_and_pays_no_refinement(toy_evaluator):
+    # 80% of the colors and 2% of every other word: the random firings are errors no label
+    # on the short-list fixes, so no refinement runs and the label is the concept.
+    result = label_feature(noisy_feature("color"), toy_evaluator, LabelConfig())
+    assert result.label == "color" and result.polysemantic is None
+    assert result.metrics["train_errors"] > 0
+    assert not result.metrics.get("train_fixable_errors")
+    assert not any(a.overrides.get("refined") for a in result.attempts)
+
+
+@pytest.mark.slow
+def test_a_polysemantic_feature_is_flagged(toy_evaluator):
+    # Fires on colors and on foods: one label explains half of it. The result says so.
+    result = label_feature(union_feature("color", "food"), toy_evaluator, LabelConfig())
+    flag = result.polysemantic
+    assert flag is not None, result.attempts
+    assert set(flag.labels) == {"color", "food"} and result.label in flag.labels
+    assert flag.union_balanced_accuracy >= 0.9 > max(flag.balanced_accuracy)
+    assert "polysemantic" in flag.describe()
+    back = type(result).from_json(result.to_json())
+    assert back.polysemantic == flag
+    # A feature one concept explains is not flagged.
+    plain = label_feature(concept_feature("color"), toy_evaluator, LabelConfig())
+    assert plain.polysemantic is None and "polysemantic" not in plain.to_dict()
 
 
 @pytest.mark.parametrize("name, concept", [("animals", "animal"), ("mammals", "mammal"),
@@ -152,7 +183,8 @@ def test_two_token_concept_is_recovered_with_label_length_2(toy_evaluator):
     ids = torch.arange(len(encoded))
     targets = torch.tensor([float(i.active) for i in ex.items])
     for label in ([ve], [hicle], [hicle, ve]):
-        s = score_hard_label(ctx, ids, targets, label)
+        s = score_hard_label(ctx, ids, targets, label)[0]
         assert s["train_balanced_accuracy"] < 0.6, (label, s)
-    both = score_hard_label(ctx, ids, targets, [ve, hicle])
+    both, right = score_hard_label(ctx, ids, targets, [ve, hicle])
+    assert float(right.double().mean()) == both["train_accuracy"]
     assert both["train_balanced_accuracy"] >= 0.95

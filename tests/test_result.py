@@ -34,7 +34,7 @@ def test_result_json_roundtrip(tiny_evaluator):
     for key in ("loss", "loss_accuracy", "loss_entropy", "loss_kl", "train_accuracy",
                 "train_balanced_accuracy", "train_f1", "train_auroc"):
         assert key in r.metrics
-    assert r.n_examples == 5 and r.n_active == 2 and r.threshold == 0.5
+    assert r.n_examples == 5 and r.n_active == 2 and r.threshold == 0.0
     assert r.config["steps"] == 3
     top = r.trajectory.top_ids[-1][0][0]
     assert r.trajectory.token_probability(top)[-1] == r.trajectory.top_probs[-1][0][0]

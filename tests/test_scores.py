@@ -36,7 +36,7 @@ def test_perfect_label_scores_one_wrong_label_about_half(toy_evaluator, concept)
     def score(label: str) -> dict:
         label_ids = toy_evaluator.tokenizer(label, add_special_tokens=False)["input_ids"]
         assert len(label_ids) == 1
-        return score_hard_label(ctx, ids, targets, label_ids, prefix="")
+        return score_hard_label(ctx, ids, targets, label_ids, prefix="")[0]
 
     right = score(concept)
     assert right["balanced_accuracy"] == 1.0 and right["f1"] == 1.0 and right["auroc"] == 1.0

@@ -80,6 +80,9 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"(d_sae={info.get('d_sae')}) with {info.get('evaluator')}")
     print(f"features:     {s['finished']}/{s['total']} finished  "
           + "  ".join(f"{k}={counts[k]}" for k in shown))
+    if s.get("polysemantic"):
+        print(f"flagged:      {s['polysemantic']} polysemantic (one label does not explain "
+              "them: see each result's `polysemantic`)")
     a = s["attempts"]
     print(f"attempts:     {a['total']} in all, at most {a['max']} per feature, "
           f"{a['retried']} features retried")
@@ -99,6 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in s["last"]:
             what = (f"{r['label']!r} p={r['probability']:.3f}"
                     + ("" if r["converged"] else " (not converged)")
+                    + (f" ({r['polysemantic']})" if r.get("polysemantic") else "")
                     if r["status"] == "ok" else r["status"])
             print(f"  {r['feature']:>7}  {what}")
     if s["errors"]:

@@ -6,7 +6,10 @@ One job per module:
 * `state`: `FeatureJob` (a feature to label) and `AttemptState` (its progress);
 * `attempts`: one attempt for many features at once, halving the pass on out-of-memory;
 * `hardlabel`: scoring a hard label, and an attempt's `LabelResult`;
-* `search`: the attempt plan, restarts, prior proposals, growing labels, the best attempt.
+* `refine`: a label's fixable training errors, and the refinement that goes after them;
+* `polysemantic`: whether two labels explain a feature no single one does;
+* `search`: the attempt plan, restarts, refinements, prior proposals, growing labels, the
+  best attempt.
 """
 
 from .attempts import run_attempt, step_halving_on_oom

@@ -31,7 +31,12 @@ log = logging.getLogger(__name__)
 
 def make_sampler(job: FeatureJob, config: LabelConfig) -> BalancedSampler | ConfusionSampler:
     if config.sampler == "confusion":
-        return ConfusionSampler(job.targets, config.batch_size, config.seed)
+        sampler = ConfusionSampler(job.targets, config.batch_size, config.seed,
+                                   job.error_eligible)
+        if job.prediction is not None:
+            # A refinement: the buckets of the label it refines, from step 0 to the end.
+            sampler.freeze(job.prediction)
+        return sampler
     return BalancedSampler(job.targets, config.batch_size, config.seed)
 
 
@@ -64,7 +69,8 @@ def reclassify(ctx: StepContext, states: list[AttemptState], live: list[int],
     hard label, in one chunked pass over all of them."""
     with torch.no_grad():
         hard = label_log_probs(v, ctx.vocab_mask).argmax(-1).cpu()
-    feats = [i for i in live if isinstance(states[i].sampler, ConfusionSampler)]
+    feats = [i for i in live if isinstance(s := states[i].sampler, ConfusionSampler)
+             and not s.frozen]
     if not feats:
         return
     rows = torch.cat([states[i].job.example_ids for i in feats])

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
 from ..config import LabelConfig
 from ..loss import accuracy_loss, answer_margin
 from ..result import LabelResult
 from ..scores import detection_scores
 from .engine import StepContext
-from .state import AttemptState
+from .state import AttemptState, FeatureJob
 
 
 @torch.no_grad()
@@ -49,32 +49,52 @@ def score_hard_label(
     label_ids: list[int],
     prediction: str = "two_way",
     prefix: str = "train_",
-) -> dict[str, float]:
-    """Detection scores and mean accuracy loss of a hard label over the given examples."""
+) -> tuple[dict[str, float], Bool[torch.Tensor, " n"]]:
+    """Detection scores and mean accuracy loss of a hard label over the given examples, and
+    whether it rates each one right."""
     margins, losses = hard_label_margins(ctx, example_ids, label_ids, targets, prediction)
     assert losses is not None
     out = detection_scores(margins, targets > 0.5, prefix=prefix)
     out[prefix + "loss_accuracy"] = float(losses.mean())
+    return out, (margins.cpu() > 0) == (targets.cpu() > 0.5)
+
+
+def _split_scores(ctx: StepContext, job: FeatureJob, ids: list[int], prediction: str
+                  ) -> dict[str, float]:
+    """The hard label's scores on the validation and the held-out examples."""
+    out: dict[str, float] = {}
+    for prefix, rows, targets in (("validation_", job.validation_ids, job.validation_targets),
+                                  ("heldout_", job.heldout_ids, job.heldout_targets)):
+        if rows is not None and len(rows):
+            assert targets is not None
+            out.update(score_hard_label(ctx, rows, targets, ids, prediction, prefix)[0])
     return out
 
 
-def finish(state: AttemptState, ctx: StepContext, config: LabelConfig) -> LabelResult:
-    """The `LabelResult` of a finished attempt: its hard label, scored on the training and the
-    held-out examples."""
+def finish(state: AttemptState, ctx: StepContext, config: LabelConfig
+           ) -> tuple[LabelResult, Bool[torch.Tensor, " n"]]:
+    """The `LabelResult` of a finished attempt: its hard label, scored on the training,
+    validation and held-out examples; and whether it rates each training example right.
+
+    Beyond the scores, ``train_errors`` counts the training examples it gets wrong and
+    ``train_error_words`` the distinct words among them: a split's balanced accuracy hardly
+    moves for the few examples that tell a concept from its parent, a count does."""
     assert state.final_p is not None and state.last_terms is not None
     job, ev = state.job, ctx.evaluator
     top = state.final_p.max(-1)
     ids = [int(i) for i in top.indices.tolist()]
     metrics = dict(state.last_terms)
-    metrics.update(score_hard_label(ctx, job.example_ids, job.targets, ids, config.prediction,
-                                    prefix="train_"))
-    held = job.heldout_ids
-    if held is not None and len(held):
-        assert job.heldout_targets is not None
-        metrics.update(score_hard_label(ctx, held, job.heldout_targets, ids, config.prediction,
-                                        prefix="heldout_"))
-    n_held = 0 if held is None else len(held)
-    held_active = 0 if job.heldout_targets is None else int((job.heldout_targets > 0.5).sum())
+    train, correct = score_hard_label(ctx, job.example_ids, job.targets, ids, config.prediction,
+                                      prefix="train_")
+    metrics.update(train)
+    wrong = torch.nonzero(~correct).flatten().tolist()
+    metrics["train_errors"] = float(len(wrong))
+    if job.words:
+        metrics["train_error_words"] = float(len({job.words[i].lower() for i in wrong}))
+    metrics.update(_split_scores(ctx, job, ids, config.prediction))
+    n_held, n_val = (0 if x is None else len(x) for x in (job.heldout_ids, job.validation_ids))
+    held_active = sum(0 if t is None else int((t > 0.5).sum())
+                      for t in (job.heldout_targets, job.validation_targets))
     return LabelResult(
         label=ev.tokenizer.decode(ids).strip(),
         label_tokens=[ev.token_str(i) for i in ids],
@@ -87,10 +107,11 @@ def finish(state: AttemptState, ctx: StepContext, config: LabelConfig) -> LabelR
         feature=job.name,
         threshold=job.threshold,
         threshold_rule=job.threshold_rule,
-        n_examples=len(job.example_ids) + n_held,
+        n_examples=len(job.example_ids) + n_held + n_val,
         n_active=int((job.targets > 0.5).sum()) + held_active,
         n_heldout=n_held,
+        n_validation=n_val,
         converged_step=state.converged_step,
         evaluator=ev.name or "",
         config=config.to_dict(),
-    )
+    ), correct

@@ -3,16 +3,18 @@
 `optimize_labels` runs attempts: the config itself; for labels of two or more tokens, the
 evaluator's own proposals (`prior_labels`: its likeliest first label tokens, continued
 greedily) as starting points; then its `restarts`, each only for the features whose label has
-not succeeded yet (converged, held-out balanced accuracy >= `success_score`); then, with
-`grow_label`, longer labels. It keeps each feature's best attempt by held-out score
-(`result.selection_score`) and records them all in `LabelResult.attempts`.
+not succeeded yet (`succeeded`); then, with `grow_label`, longer labels. With `refine`, an
+attempt whose label has fixable training errors (`refine`) is followed at once by a
+refinement of that label. It keeps each feature's best attempt by validation score
+(`result.selection_score`, then fewer fixable errors) and records them all in
+`LabelResult.attempts`. A feature that no label explains is checked for a union of two
+concepts (`polysemantic`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +26,8 @@ from ..result import Attempt, LabelResult, selection_score
 from .attempts import run_attempt
 from .engine import StepContext
 from .hardlabel import finish
+from .polysemantic import find_union
+from .refine import ErrorCheck, check_errors, hint_logits, refine_config, refine_job, short_list
 from .state import FeatureJob
 
 log = logging.getLogger(__name__)
@@ -56,24 +60,19 @@ def prior_labels(ctx: StepContext, job: FeatureJob, config: LabelConfig, max_row
     return labels
 
 
-def _one_hot_init(ids: list[int], d_vocab: int, vocab_mask: torch.Tensor | None
-                  ) -> torch.Tensor:
-    # Each slot's token starts with half the probability mass: a strong hint, not a verdict.
-    n_allowed = d_vocab if vocab_mask is None else int(vocab_mask.sum())
-    scale = math.log(max(2, n_allowed - 1))
-    init = torch.zeros(len(ids), d_vocab)
-    init[torch.arange(len(ids)), torch.tensor(ids)] = scale
-    return init
-
-
 def succeeded(result: LabelResult, config: LabelConfig) -> bool:
-    """Converged, and the hard label's selection score reaches `success_score`."""
-    return result.converged and selection_score(result.metrics) >= config.success_score
+    """Converged, the hard label's selection score reaches `success_score`, and no training
+    error it makes is one a short-list label fixes (`refine`)."""
+    return (result.converged and selection_score(result.metrics) >= config.success_score
+            and not result.metrics.get("train_fixable_errors"))
 
 
 def _rank(result: LabelResult) -> tuple[float, ...]:
-    # Held-out score first; among equals a converged label, then the lower training loss.
-    return (selection_score(result.metrics), float(result.converged),
+    # Validation score first; among equals fewer fixable errors (a too-broad label scores
+    # like the right one where its few telling examples missed the split), then a converged
+    # label, then the lower training loss.
+    return (selection_score(result.metrics),
+            -float(result.metrics.get("train_fixable_errors", 0.0)), float(result.converged),
             -float(result.metrics.get("train_loss_accuracy", float("inf"))))
 
 
@@ -110,13 +109,18 @@ class _Search:
         self.attempts: list[list[Attempt]] = [[] for _ in jobs]
         self.n_run = 0
         self.beams: dict[int, list[list[int]]] = {}
+        self.candidates: list[list[list[int]]] = [[] for _ in jobs]
+        """Labels each feature's attempts ended on or weighed (for `polysemantic`)."""
+        self.checks: dict[int, tuple[torch.Tensor, ErrorCheck]] = {}
+        """Feature -> its latest attempt's training ratings and their error check."""
 
     def run(self, members: list[int], cfg: LabelConfig, overrides: dict[str, Any],
             jobs: list[FeatureJob]) -> list[tuple[int, LabelResult, torch.Tensor]]:
         """One attempt for `members` (their `jobs`), recorded; (feature, result, final v)."""
         out = []
         for i, s in zip(members, run_attempt(self.ctx, jobs, cfg), strict=True):
-            r = finish(s, self.ctx, cfg)
+            r, right = finish(s, self.ctx, cfg)
+            r = self._check(i, r, right)
             self.attempts[i].append(_attempt(r, self.n_run, overrides,
                                              self.config.keep_attempt_trajectories))
             assert s.final_v is not None
@@ -124,11 +128,51 @@ class _Search:
         self.n_run += 1
         return out
 
+    def _check(self, i: int, r: LabelResult, right: torch.Tensor) -> LabelResult:
+        """Feature i's short-list, and (with `refine`) its converged label's fixable errors
+        as the ``train_fixable_errors`` metric."""
+        config = self.config
+        alternatives = short_list(r.trajectory, r.label_token_ids, config.refine_candidates)
+        self.candidates[i] += [r.label_token_ids, *alternatives]
+        if not (config.refine and r.converged and not right.all()):
+            self.checks.pop(i, None)
+            return r
+        check = check_errors(self.ctx, self.jobs[i], r.label_token_ids, right, r.trajectory,
+                             config)
+        self.checks[i] = (right, check)
+        return dataclasses.replace(
+            r, metrics={**r.metrics, "train_fixable_errors": float(check.n_fixable)})
+
     def keep(self, i: int, r: LabelResult, v: torch.Tensor, overrides: dict[str, Any],
              cfg: LabelConfig) -> None:
         """Feature i's latest attempt is its best so far."""
         self.best[i], self.best_v[i], self.best_cfg[i] = r, v, (overrides, cfg)
         self.best_at[i] = len(self.attempts[i]) - 1
+
+    def consider(self, ran: list[tuple[int, LabelResult, torch.Tensor]],
+                 overrides: dict[str, Any], cfg: LabelConfig) -> list[int]:
+        """Keep each result that beats its feature's best; returns the features it did."""
+        kept = []
+        for i, r, v in ran:
+            prev = self.best[i]
+            if prev is None or _rank(r) > _rank(prev):
+                self.keep(i, r, v, overrides, cfg)
+                kept.append(i)
+        return kept
+
+    def refine(self, features: list[int], overrides: dict[str, Any], cfg: LabelConfig
+               ) -> None:
+        """A refinement (`refine`) for each of `features` whose best label, just found, has
+        fixable training errors; kept where it ranks higher."""
+        todo = [i for i in features if i in self.checks and self.checks[i][1].n_fixable]
+        if not todo:
+            return
+        jobs = [refine_job(self.ctx, self.jobs[i], self._best(i).label_token_ids,
+                           *self.checks[i]) for i in todo]
+        r_cfg = refine_config(cfg, self.config.refine_overrides)
+        refined = {**overrides, **self.config.refine_overrides, "sampler": "confusion",
+                   "refined": True}
+        self.consider(self.run(todo, r_cfg, refined, jobs), refined, r_cfg)
 
     def plan_jobs(self, todo: list[int], n: int, rank: int | None
                   ) -> tuple[list[int], list[FeatureJob]]:
@@ -143,7 +187,7 @@ class _Search:
             if i not in self.beams:
                 self.beams[i] = prior_labels(ctx, jobs[i], self.config)
         members = [i for i in todo if rank < len(self.beams[i])]
-        return members, [dataclasses.replace(jobs[i], init_logits=_one_hot_init(
+        return members, [dataclasses.replace(jobs[i], init_logits=hint_logits(
             self.beams[i][rank], ctx.evaluator.d_vocab, ctx.vocab_mask)) for i in members]
 
     def search(self) -> None:
@@ -155,10 +199,8 @@ class _Search:
             members, todo_jobs = self.plan_jobs(todo, n, rank)
             if not members:
                 continue
-            for i, r, v in self.run(members, cfg, overrides, todo_jobs):
-                prev = self.best[i]
-                if prev is None or _rank(r) > _rank(prev):
-                    self.keep(i, r, v, overrides, cfg)
+            kept = self.consider(self.run(members, cfg, overrides, todo_jobs), overrides, cfg)
+            self.refine(kept, overrides, cfg)
             todo = [i for i in todo if not succeeded(self._best(i), self.config)]
 
     def grow(self) -> None:
@@ -186,13 +228,13 @@ class _Search:
         still = []
         for i, r, v in self.run(members, grown, grown_overrides, grown_jobs):
             gain = selection_score(r.metrics) - selection_score(self._best(i).metrics)
-            # A longer label must earn its slot by a held-out gain.
+            # A longer label must earn its slot by a validation gain.
             if gain >= self.config.grow_min_gain:
                 self.keep(i, r, v, grown_overrides, grown)
                 still.append(i)
             else:
                 self.attempts[i][-1] = dataclasses.replace(
-                    self.attempts[i][-1], rejected=f"held-out gain {gain:+.3f} < "
+                    self.attempts[i][-1], rejected=f"validation gain {gain:+.3f} < "
                     f"grow_min_gain {self.config.grow_min_gain}")
         return still
 
@@ -210,11 +252,15 @@ class _Search:
         if not r.converged:
             log.info("feature %s: not converged after %d attempts (best %r at p=%.3f)",
                      r.feature, len(attempts), r.label, r.probability)
+        poly = None
+        if self.config.polysemantic_check and not succeeded(r, self.config):
+            poly = find_union(self.ctx, self.jobs[i], self.candidates[i], self.config)
         return dataclasses.replace(
-            r, attempts=attempts,
+            r, attempts=attempts, polysemantic=poly,
             metrics={**r.metrics, "steps_total": float(sum(a.steps for a in attempts)),
                      "attempts": float(len(attempts))},
-            config={**self.config.to_dict(), **attempts[chosen].overrides})
+            config={**(d := self.config.to_dict()),
+                    **{k: v for k, v in attempts[chosen].overrides.items() if k in d}})
 
 
 def optimize_labels(ctx: StepContext, jobs: Sequence[FeatureJob], config: LabelConfig

@@ -23,8 +23,20 @@ class FeatureJob:
     targets: torch.Tensor
     """1.0 where the feature is active on that example, else 0.0."""
     heldout_ids: torch.Tensor | None = None
-    """Examples never optimised on, only used to score the final label."""
+    """Examples never optimised on nor selected by, only used to score the chosen label."""
     heldout_targets: torch.Tensor | None = None
+    validation_ids: torch.Tensor | None = None
+    """Examples never optimised on, used to choose between attempts (`splits`)."""
+    validation_targets: torch.Tensor | None = None
+    words: tuple[str, ...] = ()
+    """The word of each training example (counting the distinct words a label gets wrong)."""
+    error_eligible: torch.Tensor | None = None
+    """Refinement: the training examples the confusion sampler may draw as errors (None: all).
+    An error no label on the short-list fixes is left out, so that a feature whose evaluator
+    errs on common words does not spend a quarter of every batch on them."""
+    prediction: torch.Tensor | None = None
+    """Refinement: the starting label's ratings of the training examples ("1" or not); the
+    confusion sampler's buckets are theirs for the whole attempt (`ConfusionSampler.freeze`)."""
     threshold: float | None = None
     threshold_rule: str = ""
     init_logits: Float[torch.Tensor, "slot d_vocab"] | None = None

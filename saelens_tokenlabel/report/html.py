@@ -251,6 +251,8 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
         nav.append(f'<a href="{nxt}.html" rel="next">feature {nxt}</a>')
     label = tok(result.label) if result.status == "ok" else "<em>no label</em>"
     facts = [("status", result.status)]
+    if result.polysemantic is not None:
+        facts.append(("one label does not explain it", result.polysemantic.describe()))
     if result.extra.message:
         facts.append(("message", result.extra.message))
     facts += [("label tokens", " | ".join(visible(t) for t in result.label_tokens)),
@@ -258,7 +260,7 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
               ("converged at step", result.converged_step), ("steps", result.steps),
               ("threshold", result.threshold), ("threshold rule", result.threshold_rule),
               ("examples", f"{result.n_examples} ({result.n_active} active, "
-                           f"{result.n_heldout} held out)"),
+                           f"{result.n_validation} validation, {result.n_heldout} held out)"),
               ("evaluator", result.evaluator)]
     if result.extra.activation is not None:
         facts += [(f"activation {k}", v) for k, v in result.extra.activation.to_dict().items()]
@@ -336,7 +338,10 @@ def _row(r: LabelResult, extra_keys: list[str], with_output: bool) -> str:
     cells = [f'<td class="num" data-v="{f}"><a href="{link}">{f}</a></td>',
              f'<td class="label">{label}</td>',
              f'<td class="spark">{sparkline(r)}</td>',
-             f'<td class="status {clean(r.status)}">{clean(r.status)}</td>',
+             f'<td class="status {clean(r.status)}">{clean(r.status)}'
+             + (' <span class="poly" title="{}">polysemantic</span>'.format(
+                 clean(r.polysemantic.describe())) if r.polysemantic is not None else "")
+             + '</td>',
              f'<td class="conv" data-v="{int(r.converged)}">'
              f'{"yes" if r.converged else "no"}</td>',
              f'<td class="num" data-v="{_sort_value(r.probability)}">{num(r.probability)}</td>']
@@ -371,6 +376,9 @@ def _summary(labels: LabelSet) -> str:
     parts = [f"<strong>{len(labels)}</strong> features",
              ", ".join(f"{clean(k)}: {v}" for k, v in counts.items()),
              f"converged: {converged}"]
+    poly = sum(r.polysemantic is not None for r in labels.values())
+    if poly:
+        parts.append(f"polysemantic (one label does not explain them): {poly}")
     if ba:
         parts.append(f"mean held-out balanced accuracy: {sum(ba) / len(ba):.3f}")
     return f'<p class="summary">{" · ".join(parts)}</p>'
@@ -484,6 +492,7 @@ table.info th { font-weight: 600; color: #555; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code.tok { white-space: pre; background: #eef1f5; border-radius: 3px; padding: 0 3px; }
 td.status.ok { color: #1a7f37; } td.status:not(.ok) { color: #9a6700; }
+span.poly { color: #9a6700; font-size: 0.85em; margin-left: 0.3em; }
 td.ctx { white-space: pre-wrap; max-width: 60em; }
 mark.act { color: inherit; border-radius: 2px; padding: 0 1px; }
 mark.word { background: none; text-decoration: underline dotted; }

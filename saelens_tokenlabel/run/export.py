@@ -15,7 +15,7 @@ from .store import RunStore
 
 TABLE_STEM = "labels"
 TABLE_COLUMNS = ("feature", "status", "label", "probability", "converged", "steps",
-                 "attempts", "error")
+                 "attempts", "polysemantic", "error")
 
 
 def has_pyarrow() -> bool:
@@ -37,7 +37,10 @@ def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
             "probability": r.probability if r is not None else None,
             "converged": r.converged if r is not None else None,
             "steps": r.steps if r is not None else None,
-            "attempts": int(row["attempts"]), "error": row["error"],
+            "attempts": int(row["attempts"]),
+            "polysemantic": (" + ".join(r.polysemantic.labels)
+                             if r is not None and r.polysemantic is not None else None),
+            "error": row["error"],
         }
         for m in metric_names:
             v = r.metrics.get(m) if r is not None else None

@@ -435,7 +435,13 @@ class RunStore:
                 "ORDER BY finished_at DESC, feature DESC LIMIT ?", (last,)):
             r = LabelResult.from_json(text)
             recent.append({"feature": f, "status": s, "label": r.label,
-                           "probability": r.probability, "converged": r.converged})
+                           "probability": r.probability, "converged": r.converged,
+                           "polysemantic": (r.polysemantic.describe()
+                                            if r.polysemantic is not None else None)})
+        # SQLite's JSON functions: no result is parsed in Python for the count.
+        (poly,) = self._db.execute(
+            f"SELECT COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL AND "
+            "json_extract(result, '$.polysemantic') IS NOT NULL").fetchone()
         live = self.claims()
         owners: dict[str, int] = {}
         for c in live.values():
@@ -447,6 +453,7 @@ class RunStore:
             "total": total,
             "finished": n_done,
             "counts": counts,
+            "polysemantic": int(poly),
             "attempts": {"total": int(att[0]), "max": int(att[1]), "retried": int(att[2])},
             "errors": errors,
             "elapsed_s": elapsed,

@@ -108,7 +108,7 @@ def _prepare(sel: Selection, contexts: dict[int, list[int]], stage: BatchStage
                               stage.act_cache.special_ids, evaluator.placeholder,
                               spellable=evaluator.can_spell)
     try:
-        data = FeatureData.from_examples(rendered.examples, name=sel.feature)
+        data = FeatureData.from_examples(rendered.rated(), name=sel.feature)
         data.check_labelable(data.examples(config.threshold, config.threshold_fraction,
                                            config.strip_word))
     except FeatureDataError as err:

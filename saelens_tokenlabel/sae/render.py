@@ -27,7 +27,10 @@ class RenderedFeature:
 
     feature: int
     examples: list[tuple[str, str, float]] = field(default_factory=list)
-    """``(text, word, activation)`` for `FeatureData.from_examples`."""
+    """``(text, word, activation)``."""
+    contexts: list[int] = field(default_factory=list)
+    """Per example: the corpus context it was taken from (an active word and its near-misses
+    share one, and so land in the same split)."""
     kinds: list[str] = field(default_factory=list)
     """Per example: `top`, `quantile`, `near_miss` or `random`."""
     words: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
@@ -36,6 +39,10 @@ class RenderedFeature:
     """Picks left out, by reason."""
     unspellable: list[str] = field(default_factory=list)
     """A few of the words dropped because the evaluator's tokenizer cannot write them."""
+
+    def rated(self) -> list[tuple[str, str, float, int]]:
+        """``(text, word, activation, context)`` for `FeatureData.from_examples`."""
+        return [(*e, c) for e, c in zip(self.examples, self.contexts, strict=True)]
 
     @property
     def n_active(self) -> int:
@@ -68,7 +75,7 @@ class _Builder:
         self.placeholder = placeholder
         self.index: dict[tuple[str, str], int] = {}
 
-    def add(self, ids: list[int], span: WordSpan, act: float, kind: str) -> bool:
+    def add(self, ids: list[int], span: WordSpan, act: float, kind: str, context: int) -> bool:
         if not span.word.strip():
             self.out.dropped["blank_word"] += 1
             return False
@@ -89,11 +96,13 @@ class _Builder:
             if act > self.out.examples[i][2]:
                 self.out.examples[i] = (text, span.word, act)
                 self.out.kinds[i] = kind
+                self.out.contexts[i] = context
             self.out.dropped["duplicate"] += 1
             return False
         self.index[key] = len(self.out.examples)
         self.out.examples.append((text, span.word, act))
         self.out.kinds.append(kind)
+        self.out.contexts.append(context)
         sub = tuple(int(t) for t in ids[span.start : span.end])
         if sub not in self.out.words:
             self.out.words[sub] = self.decoder.record(ids, span)
@@ -124,7 +133,7 @@ def render_feature(
             ids = contexts[c]
             acts = sel.context_acts.get(c, {})
             span = decoder.word_at(ids, p)
-            b.add(ids, span, _span_act(acts, span), kind)
+            b.add(ids, span, _span_act(acts, span), kind, c)
             # Near-miss candidates: inactive words in the same window.
             lo, hi = max(0, p - cfg.window_before), min(len(ids), p + cfg.window_after + 1)
             for q in range(lo, hi):
@@ -140,7 +149,7 @@ def render_feature(
         if taken >= cfg.n_near_miss:
             break
         c, _, _ = keys[i]
-        taken += b.add(contexts[c], near[keys[i]], 0.0, "near_miss")
+        taken += b.add(contexts[c], near[keys[i]], 0.0, "near_miss", c)
 
     taken = 0
     for c, p in pool.tokens:
@@ -150,7 +159,7 @@ def render_feature(
         span = decoder.word_at(ids, p)
         if pool.activation(sel.feature, c, span.start, span.end) > 0:
             continue  # active here: not a random *inactive* example
-        taken += b.add(ids, span, 0.0, "random")
+        taken += b.add(ids, span, 0.0, "random", c)
     return out
 
 

@@ -6,9 +6,10 @@ attention) with a byte-level BPE tokenizer and the Llama-3 chat template. On the
 prompt it answers "1" exactly when the word is a member of the label's concept and "0" for
 every other word, and for every other token at the label slot:
 
-* `CONCEPTS` ("animal" ⊃ "mammal", "number", "color", "food"): the label is one token, in one
-  label slot (``LabelConfig(label_length=1)``, the default). For a feature active on a
-  concept's members, the best single-token label is the concept's own token.
+* `CONCEPTS` ("animal" ⊃ "mammal", "number" ⊃ "digit", "color", "food"): the label is one
+  token, in one label slot (``LabelConfig(label_length=1)``, the default). For a feature
+  active on a concept's members, the best single-token label is the concept's own token.
+  `subset_feature` builds the hierarchy case: a subset's members, its siblings rare.
 * `TWO_TOKEN_CONCEPTS` ("vehicle"): the label is two tokens, "ve" + "hicle"
   (`VEHICLE_PIECES`), in two consecutive label slots (``label_length=2``). Each piece alone,
   the pieces swapped or doubled, or a piece next to another token, is rated "0" for every word;
@@ -31,7 +32,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .features import all_concepts, concept_feature, label_token_ids
+from .features import (
+    all_concepts,
+    concept_feature,
+    label_token_ids,
+    noisy_feature,
+    subset_feature,
+    union_feature,
+)
 from .lexicon import (
     ANIMALS,
     COLORS,
@@ -43,6 +51,7 @@ from .lexicon import (
     NUMBER_WORDS,
     NUMBERS,
     OBJECTS,
+    SUBSETS,
     TWO_TOKEN_CONCEPTS,
     VEHICLE_PIECES,
     VEHICLES,
@@ -55,8 +64,14 @@ TOY_EVALUATOR_DIR: Path = Path(__file__).resolve().parent.parent / "data" / "toy
 """The folder holding the toy evaluator, as written by `save_local_model`."""
 
 
-def load_toy_evaluator(device: str = "cpu") -> Evaluator:
-    """The toy evaluator, in float32, wrapped in an `Evaluator` with the paper's prompt."""
+def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None = None
+                       ) -> Evaluator:
+    """The toy evaluator, in float32, wrapped in an `Evaluator` with the paper's prompt.
+
+    `label_prior` (word -> logit bias) raises the unembedding bias of those words' tokens, so
+    the next-token distribution at the label slot (the labeler's q) favours them, as a large
+    LLM's prior favours a common word ("animal") over a rarer, more specific one ("mammal").
+    The ratings are unchanged: they read only the "1" and "0" logits."""
     import torch
 
     from ..evaluator import Evaluator
@@ -68,6 +83,13 @@ def load_toy_evaluator(device: str = "cpu") -> Evaluator:
             "`python scripts/train_toy_evaluator.py` from the repository root."
         )
     model = load_local_model(TOY_EVALUATOR_DIR, device=device, dtype=torch.float32)
+    for word, bias in (label_prior or {}).items():
+        ids = model.tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"label_prior: {word!r} is {len(ids)} tokens of the toy "
+                             "evaluator; give single-token words (e.g. 'animal').")
+        with torch.no_grad():
+            model.b_U[ids[0]] += bias
     return Evaluator(model)
 
 
@@ -82,6 +104,7 @@ __all__ = [
     "NUMBERS",
     "NUMBER_WORDS",
     "OBJECTS",
+    "SUBSETS",
     "TOY_EVALUATOR_DIR",
     "TWO_TOKEN_CONCEPTS",
     "VEHICLES",
@@ -90,4 +113,7 @@ __all__ = [
     "concept_feature",
     "label_token_ids",
     "load_toy_evaluator",
+    "noisy_feature",
+    "subset_feature",
+    "union_feature",
 ]

@@ -104,6 +104,51 @@ def test_export_writes_sidecar_neuronpedia_and_table(run_dir, tmp_path, fmt, cap
     assert by[6]["status"] == "pending" and by[6]["label"] is None
 
 
+def test_a_polysemantic_flag_shows_in_status_export_and_report(run_dir, tmp_path, capsys):
+    # A feature one label does not explain must not read as a plain one-concept label
+    # anywhere a researcher looks.
+    import dataclasses
+    import shutil
+
+    from saelens_tokenlabel.result import Polysemantic
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    flag = Polysemantic(labels=["color", "food"], label_token_ids=[[1], [2]],
+                        balanced_accuracy=[0.74, 0.71], union_balanced_accuracy=0.97,
+                        coverage=[0.5, 0.5])
+    with RunStore(copy) as store:
+        (r,) = store.results([1])
+        store.put([dataclasses.replace(r, polysemantic=flag)])
+    assert main(["status", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "1 polysemantic" in out and "polysemantic: 'color' + 'food'" in out
+    assert main(["status", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["polysemantic"] == 1
+
+    out_dir = tmp_path / "export"
+    assert main(["export", str(copy), "--to", str(out_dir), "--format", "csv"]) == 0
+    with (out_dir / "labels.csv").open() as fh:
+        rows = {int(row["feature"]): row for row in csv.DictReader(fh)}
+    assert rows[1]["polysemantic"] == "color + food" and rows[0]["polysemantic"] == ""
+    records = {rec["index"]: rec for rec in map(
+        json.loads, (out_dir / "neuronpedia.jsonl").read_text().splitlines())}
+    assert json.loads(records["1"]["notes"])["polysemantic"]["labels"] == ["color", "food"]
+    assert "polysemantic" not in json.loads(records["0"]["notes"])
+    labels = LabelSet.load(out_dir / SIDECAR_FILENAME)
+    assert labels[1].polysemantic == flag
+    assert labels.summary()["labels"]["1"]["polysemantic"] == ["color", "food"]
+    assert "polysemantic" not in labels.summary()["labels"]["0"]
+
+    report = tmp_path / "report"
+    assert main(["report", str(copy), "--out", str(report)]) == 0
+    capsys.readouterr()
+    index = next(report.glob("*.html")).read_text()
+    assert "polysemantic (one label does not explain them): 1" in index
+    page = (report / "features" / "1.html").read_text()
+    assert "one label does not explain it" in page and "&#x27;color&#x27; + " in page
+
+
 def test_status_and_export_of_a_missing_run_are_clear_errors(tmp_path, capsys):
     assert main(["status", str(tmp_path / "nothing")]) == 2
     assert "No run store" in capsys.readouterr().err

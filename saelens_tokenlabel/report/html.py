@@ -330,6 +330,13 @@ def _extra_score_keys(results: Iterable[LabelResult]) -> list[str]:
     return sorted(keys)
 
 
+def _poly_mark(r: LabelResult) -> str:
+    """Beside the status: the flag of a feature one label does not explain."""
+    if r.polysemantic is None:
+        return ""
+    return f' <span class="poly" title="{clean(r.polysemantic.describe())}">polysemantic</span>'
+
+
 def _row(r: LabelResult, extra_keys: list[str], with_output: bool) -> str:
     f = r.feature
     link = f"{FEATURE_DIR}/{f}.html"
@@ -338,10 +345,7 @@ def _row(r: LabelResult, extra_keys: list[str], with_output: bool) -> str:
     cells = [f'<td class="num" data-v="{f}"><a href="{link}">{f}</a></td>',
              f'<td class="label">{label}</td>',
              f'<td class="spark">{sparkline(r)}</td>',
-             f'<td class="status {clean(r.status)}">{clean(r.status)}'
-             + (' <span class="poly" title="{}">polysemantic</span>'.format(
-                 clean(r.polysemantic.describe())) if r.polysemantic is not None else "")
-             + '</td>',
+             f'<td class="status {clean(r.status)}">{clean(r.status)}{_poly_mark(r)}</td>',
              f'<td class="conv" data-v="{int(r.converged)}">'
              f'{"yes" if r.converged else "no"}</td>',
              f'<td class="num" data-v="{_sort_value(r.probability)}">{num(r.probability)}</td>']

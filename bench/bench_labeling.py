@@ -1,18 +1,31 @@
-"""Benchmark one labeling step: prefix-cached versus full-prompt, and feature batching.
+"""Benchmark the labeling step: full prompt, TransformerLens's cached step, the lean cached
+step, and the floor; a whole attempt with its fixed costs; the vocabulary's share; feature
+batching.
 
-Every figure is measured in this one run, on the same examples and the same label logits:
+Every figure is measured in this one run, on the same examples and the same label logits
+(the step times as medians over interleaved rounds, so that a busy machine slows all paths
+alike):
 
-* steps/s and examples/s of the cached path and the full-prompt path, the ratio, and the
-  largest gradient difference between them (the two must agree);
-* features/hour with 1, 8 and 64 features batched into each step (500 steps a feature);
-* peak memory; on GPU, model FLOP utilisation (MFU) against the bf16 dense peak.
+* **full prompt**: the whole prompt through TransformerLens every step;
+* **cached (TransformerLens)**: the suffix over the prefix KV cache, through TL's modules;
+* **cached**: the default step (`optimize.step`, the lean `suffix.SuffixRunner`);
+* **floor**: the suffix forward and backward alone: the lean forward on prefix keys/values
+  gathered beforehand, a fixed label embedding and a plain loss, no sampler, soft label, KL or
+  bookkeeping;
+* **attempt**: one whole 100-step attempt with its fixed costs (the prefix pass over every
+  example, and scoring the hard label on them), against 100 full-prompt steps;
+* **vocabulary**: the step's work on the vocabulary alone (softmax, masks, `p @ W_E`,
+  entropy, KL, the trajectory's top-k; forward and backward) as a share of the step;
+* features/hour with 1, 8 and 64 features batched into each step; on GPU, MFU.
 
-CPU (default): a tiny Llama-shaped evaluator. GPU: `--shape llama3-8b` builds a
-Llama-3-8B-shaped evaluator (32 layers, d_model 4096, 32 heads, 8 KV heads, d_mlp 14336,
-vocab 128256, rotary base 5e5) with random weights: the same FLOPs as the real model.
-The prompt is the paper's, rendered through the toy evaluator's chat template.
+CPU (default): the toy evaluator (`--shape toy`); `--vocab llama3` swaps in the real Llama-3
+tokenizer (128,256 tokens, from ``../shared/llama3_tokenizer``) on a small random-weight
+Llama-shaped model (`--shape tiny`). GPU: `--shape llama3-8b` builds a Llama-3-8B-shaped
+evaluator (32 layers, d_model 4096, 32 heads, 8 KV heads, d_mlp 14336, vocab 128256, rotary
+base 5e5) with random weights: the same FLOPs as the real model.
 
-    python bench/bench_labeling.py                     # CPU, tiny
+    python bench/bench_labeling.py                         # CPU, toy evaluator, batch 16
+    python bench/bench_labeling.py --vocab llama3          # CPU, 128k vocabulary
     python bench/bench_labeling.py --shape llama3-8b --device cuda --out bench/h200.json
 """
 
@@ -23,21 +36,26 @@ import dataclasses
 import json
 import platform
 import resource
+import statistics
+import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from saelens_tokenlabel import Evaluator, FeatureData, LabelConfig
 from saelens_tokenlabel.config import PerformanceConfig
-from saelens_tokenlabel.optimize import Batch, StepContext
+from saelens_tokenlabel.optimize import Batch, FeatureJob, StepContext, finish, run_attempt
 from saelens_tokenlabel.optimize import step as engine_step
-from saelens_tokenlabel.toy import TOY_EVALUATOR_DIR
+from saelens_tokenlabel.toy import TOY_EVALUATOR_DIR, load_toy_evaluator
 
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA3_TOKENIZER = ROOT.parent / "shared" / "llama3_tokenizer" / "tokenizer.json"
 SHAPES = {
+    "small": dict(n_layers=8, d_model=512, n_heads=8, n_key_value_heads=4, d_head=64,
+                  d_mlp=1536, rotary_base=500000),
     "tiny": dict(n_layers=4, d_model=128, n_heads=4, n_key_value_heads=2, d_head=32, d_mlp=384,
                  rotary_base=10000),
     "llama3-8b": dict(n_layers=32, d_model=4096, n_heads=32, n_key_value_heads=8, d_head=128,
@@ -48,17 +66,36 @@ LOSS = LabelConfig()
 """Loss weights of the measured step (λ_acc 1, λ_ent 0.2, λ_kl 0.2, two-way prediction)."""
 
 
-def build_evaluator(shape: str, device: str, dtype: torch.dtype) -> Evaluator:
+# ------------------------------------------------------------------ evaluators
+def tokenizer(vocab: str):
     tok = AutoTokenizer.from_pretrained(str(TOY_EVALUATOR_DIR))
+    if vocab == "own":
+        return tok
+    if not LLAMA3_TOKENIZER.is_file():
+        raise SystemExit(f"--vocab llama3 needs {LLAMA3_TOKENIZER}")
+    llama = PreTrainedTokenizerFast(tokenizer_file=str(LLAMA3_TOKENIZER),
+                                    bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                    pad_token="<|eot_id|>")
+    llama.chat_template = tok.chat_template  # the toy's is Llama-3-Instruct's, verbatim
+    # TransformerLens needs a tokenizer loaded from a folder (it re-loads it with a BOS).
+    folder = Path(tempfile.mkdtemp(prefix="llama3_tokenizer_"))
+    llama.save_pretrained(str(folder))
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def build_evaluator(shape: str, vocab: str, device: str, dtype: torch.dtype) -> Evaluator:
+    if shape == "toy":
+        return load_toy_evaluator(device)
+    tok = tokenizer(vocab)
     dims = dict(SHAPES[shape])
     dims.setdefault("d_vocab", len(tok))
     cfg = HookedTransformerConfig(
         **dims, n_ctx=2048, act_fn="silu", normalization_type="RMS",
         positional_embedding_type="rotary", gated_mlp=True, default_prepend_bos=False,
-        dtype=dtype, device=device, seed=0, init_weights=shape == "tiny",
+        dtype=dtype, device=device, seed=0, init_weights=shape != "llama3-8b",
     )
     model = HookedTransformer(cfg, tokenizer=tok, move_to_device=True)
-    if shape != "tiny":
+    if shape == "llama3-8b":
         # Random weights of the right scale; initialising 8B parameters on the host is slow.
         with torch.no_grad():
             for p in model.parameters():
@@ -67,34 +104,31 @@ def build_evaluator(shape: str, device: str, dtype: torch.dtype) -> Evaluator:
 
 
 def examples(evaluator: Evaluator, n: int) -> tuple[list, torch.Tensor]:
-    data = FeatureData.synthetic("animals")
-    items = data.examples().items[:n]
+    items = FeatureData.synthetic("animals").examples().items
+    items = (items * (n // len(items) + 1))[:n]
     enc = [evaluator.encode(e.sentence, e.word) for e in items]
     return enc, torch.tensor([float(e.active) for e in items])
 
 
+# ------------------------------------------------------------------ timing
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
-def step(ctx: StepContext, v: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """One optimisation step's work, as an attempt runs it (`optimize.step`, the default
-    `LabelConfig`'s loss weights, one pass): forward, loss, backward to v. Returns v's
-    gradient."""
-    v.grad = None
-    engine_step(ctx, v, batch, LOSS)
-    return v.grad
-
-
-def timed(fn, device: str, repeats: int) -> float:
-    fn()  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
+def rounds(fns: dict, device: str, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, the functions interleaved round by round."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / repeats
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def peak_memory_mb(device: str) -> float:
@@ -103,117 +137,206 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shape", choices=list(SHAPES), default="tiny")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-size", type=int, default=10, help="rows per feature per step")
-    ap.add_argument("--features", type=int, nargs="+", default=[1, 8, 64])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--steps-per-feature", type=int, default=500)
-    ap.add_argument("--out", default=None, help="JSON file for the figures")
-    args = ap.parse_args()
+class Setup:
+    """The examples, contexts and label logits every measurement shares."""
 
+    def __init__(self, ev: Evaluator, n_examples: int, batch: int, device: str) -> None:
+        self.ev, self.batch, self.device = ev, batch, device
+        self.enc, self.targets = examples(ev, n_examples)
+        t0 = time.perf_counter()
+        self.ctx = StepContext.build(ev, self.enc, PerformanceConfig(eval_batch_size=32))
+        sync(device)
+        self.cache_s = time.perf_counter() - t0
+        self.full = dataclasses.replace(self.ctx, performance=PerformanceConfig(use_cache=False))
+        self.v_dtype = torch.promote_types(torch.float32, ev.model.W_E.dtype)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def make(self, n_feat: int) -> tuple[torch.Tensor, Batch]:
+        ev = self.ev
+        v = (0.1 * torch.randn(n_feat, 1, ev.d_vocab, generator=self.gen)).to(self.device,
+                                                                              self.v_dtype)
+        rows = torch.arange(n_feat * self.batch) % len(self.enc)
+        row_feature = torch.arange(n_feat).repeat_interleave(self.batch).to(self.device)
+        return v.requires_grad_(True), Batch(rows, row_feature,
+                                             self.targets[rows].to(self.device),
+                                             list(range(n_feat)))
+
+
+def step_fn(ctx: StepContext, v: torch.Tensor, batch: Batch, topk: int = 0):
+    """One optimisation step's work, as an attempt runs it; with `topk`, also the
+    trajectory's top-k of p."""
+    def run():
+        v.grad = None
+        terms = engine_step(ctx, v, batch, LOSS)
+        if topk:
+            terms.p.topk(topk, dim=-1)
+    return run
+
+
+def floor_fn(ctx: StepContext, batch: Batch):
+    """The suffix forward and backward alone (module docstring), or None without the lean
+    forward."""
+    runner = ctx.cache.runner
+    if runner is None:
+        return None
+    kv = ctx.cache.gather(batch.rows)
+    e = ctx.W_E[:1][None].expand(len(batch.rows), 1, -1).detach().clone().requires_grad_(True)
+    yes, no = ctx.evaluator.yes_id, ctx.evaluator.no_id
+
+    cols = torch.tensor([yes, no], device=e.device)
+
+    def run():
+        e.grad = None
+        out = runner.logits(kv, e, cols)  # the answer tokens, as the step reads them
+        (out[:, 0] - out[:, 1]).sum().backward()
+    return run
+
+
+def vocab_fn(ctx: StepContext, v: torch.Tensor, batch: Batch):
+    """The step with the evaluator's pass replaced by a free stand-in: what is left is the
+    work on the vocabulary (softmax, masks, p @ W_E, entropy, KL, top-k; and backward)."""
+    def stand_in(ctx, rows, embeds, columns=None):
+        width = ctx.evaluator.d_vocab if columns is None else len(columns)
+        return embeds.sum((1, 2))[:, None].expand(-1, width)
+    return step_fn(dataclasses.replace(ctx, pass_logits=stand_in), v, batch,
+                   LOSS.trajectory_top_k)
+
+
+# ------------------------------------------------------------------ the attempt
+def attempt(s: Setup, steps: int, n_examples: int) -> dict[str, float]:
+    """One whole attempt of `steps` steps on one feature of `n_examples` examples, fixed
+    costs included: the prefix pass over its examples, the steps, scoring the hard label."""
+    cfg = LabelConfig(steps=steps, stop_early=False, batch_size=s.batch, restarts=())
+    enc = s.enc[:n_examples]
+    t0 = time.perf_counter()
+    ctx = StepContext.build(s.ev, enc, cfg.performance)
+    sync(s.device)
+    t1 = time.perf_counter()
+    ids = torch.arange(len(enc))
+    (state,) = run_attempt(ctx, [FeatureJob("bench", ids, s.targets[:n_examples])], cfg)
+    sync(s.device)
+    t2 = time.perf_counter()
+    finish(state, ctx, cfg)
+    sync(s.device)
+    t3 = time.perf_counter()
+    return {"total_s": t3 - t0, "prefix_s": t1 - t0, "steps_s": t2 - t1, "score_s": t3 - t2}
+
+
+# ------------------------------------------------------------------ feature batching
+def batching_row(s: Setup, n_feat: int, repeats: int, steps_per_feature: int) -> dict:
+    v, batch = s.make(n_feat)
+    if s.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = rounds({"step": step_fn(s.ctx, v, batch), "vocab": vocab_fn(s.ctx, v, batch)},
+                   s.device, repeats)
+    t = times["step"]
+    row = {"features": n_feat, "rows_per_step": len(batch.rows), "step_s": t,
+           "vocab_share": times["vocab"] / t,
+           "features_per_hour": n_feat * 3600 / (t * steps_per_feature),
+           "peak_memory_mb": peak_memory_mb(s.device)}
+    if s.device.startswith("cuda"):
+        # forward + backward to the inputs: ~4 FLOPs per parameter per suffix token, plus
+        # attention over the cached prefix (4 * 2 * layers * d_model * prefix per token).
+        cfg = s.ev.model.cfg
+        n_params = sum(p.numel() for p in s.ev.model.parameters())
+        prefix = sum(len(e.prefix_ids) for e in s.enc) / len(s.enc)
+        tokens = len(batch.rows) * len(s.ev.suffix_ids(1))
+        flops = 4 * n_params * tokens + 8 * cfg.n_layers * cfg.d_model * prefix * tokens
+        peak = next((x for k, x in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()),
+                    None)
+        row["tflops"] = flops / t / 1e12
+        row["mfu"] = row["tflops"] / peak if peak else None
+        row["s_per_feature"] = t * steps_per_feature / n_feat
+    return row
+
+
+# ------------------------------------------------------------------ main
+def measure(args: argparse.Namespace) -> dict:
     device = args.device
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     torch.manual_seed(0)
-    ev = build_evaluator(args.shape, device, dtype)
-    n_params = sum(p.numel() for p in ev.model.parameters())
-    n_examples = max(args.features) * args.batch_size
-    enc, targets = examples(ev, n_examples)
-    t0 = time.perf_counter()
-    cached = StepContext.build(ev, enc, PerformanceConfig(eval_batch_size=32))
-    sync(device)
-    cache_s = time.perf_counter() - t0
-    cache = cached.cache
-    # The full-prompt path: the same examples and prefix pass, the whole prompt every step.
-    full = dataclasses.replace(cached, performance=PerformanceConfig(use_cache=False))
-    prefix_len = sum(len(e.prefix_ids) for e in enc) / len(enc)
-    suffix_len = len(ev.suffix_ids(1))
-    v_dtype = torch.promote_types(torch.float32, dtype)
-    gen = torch.Generator().manual_seed(0)
-
-    def make(n_feat):
-        v = (0.1 * torch.randn(n_feat, 1, ev.d_vocab, generator=gen)).to(device, v_dtype)
-        v.requires_grad_(True)
-        rows = torch.arange(n_feat * args.batch_size) % len(enc)
-        row_feature = torch.arange(n_feat).repeat_interleave(args.batch_size).to(device)
-        return v, Batch(rows, row_feature, targets[rows].to(device), list(range(n_feat)))
-
-    # 1. cached versus full prompt, one feature, same rows and v.
-    v, batch = make(1)
-    g_cached = step(cached, v, batch).clone()
-    g_full = step(full, v, batch).clone()
-    grad_diff = float((g_cached - g_full).abs().max() / g_full.abs().max().clamp_min(1e-30))
-    t_cached = timed(partial(step, cached, v, batch), device, args.repeats)
-    t_full = timed(partial(step, full, v, batch), device, args.repeats)
-
-    # 2. feature batching.
-    batching = []
-    for n_feat in args.features:
-        v, batch = make(n_feat)
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        t = timed(partial(step, cached, v, batch), device, args.repeats)
-        rows = batch.rows
-        row = {
-            "features": n_feat,
-            "rows_per_step": len(rows),
-            "step_s": t,
-            "features_per_hour": n_feat * 3600 / (t * args.steps_per_feature),
-            "peak_memory_mb": peak_memory_mb(device),
-        }
-        if device.startswith("cuda"):
-            # forward + backward to the inputs: ~4 FLOPs per parameter per suffix token, plus
-            # attention over the cached prefix (4 * 2 * layers * d_model * prefix per token).
-            tokens = len(rows) * suffix_len
-            attn = 8 * ev.model.cfg.n_layers * ev.model.cfg.d_model * prefix_len * tokens
-            flops = 4 * n_params * tokens + attn
-            name = torch.cuda.get_device_name()
-            peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
-            row["tflops"] = flops / t / 1e12
-            row["mfu"] = row["tflops"] / peak if peak else None
-            row["s_per_500_step_feature"] = t * args.steps_per_feature / n_feat
-        batching.append(row)
-
-    out = {
-        "shape": args.shape,
+    ev = build_evaluator(args.shape, args.vocab, device, dtype)
+    s = Setup(ev, max(max(args.features) * args.batch_size, args.examples), args.batch_size,
+              device)
+    v, batch = s.make(1)
+    tl_cache = type(s.ctx.cache).build(ev, s.enc, 32, fast=False)
+    tl = dataclasses.replace(s.ctx, cache=tl_cache)
+    fns = {"full_prompt": step_fn(s.full, v, batch), "cached_tl": step_fn(tl, v, batch),
+           "cached": step_fn(s.ctx, v, batch), "vocab": vocab_fn(s.ctx, v, batch)}
+    floor = floor_fn(s.ctx, batch)
+    if floor is not None:
+        fns["floor"] = floor
+    t = rounds(fns, device, args.repeats)
+    att = attempt(s, args.attempt_steps, args.examples)
+    return {
+        "shape": args.shape, "vocab": args.vocab, "d_vocab": ev.d_vocab,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "dtype": str(dtype),
-        "params": n_params,
-        "prefix_tokens_mean": prefix_len,
-        "shared_prefix_tokens": cache.shared_len,
-        "suffix_tokens": suffix_len,
-        "prefix_cache_build_s": cache_s,
-        "kv_bytes_per_example": cache.bytes_per_example(),
-        "rows_per_step": args.batch_size,
-        "cached": {"step_s": t_cached, "steps_per_s": 1 / t_cached,
-                   "examples_per_s": args.batch_size / t_cached},
-        "full_prompt": {"step_s": t_full, "steps_per_s": 1 / t_full,
-                        "examples_per_s": args.batch_size / t_full},
-        "speedup_cached_vs_full": t_full / t_cached,
-        "max_rel_grad_diff_cached_vs_full": grad_diff,
-        "feature_batching": batching,
+        "dtype": str(dtype), "params": sum(p.numel() for p in ev.model.parameters()),
+        "prefix_tokens_mean": sum(len(e.prefix_ids) for e in s.enc) / len(s.enc),
+        "shared_prefix_tokens": s.ctx.cache.shared_len,
+        "suffix_tokens": len(ev.suffix_ids(1)), "examples": len(s.enc),
+        "rows_per_step": args.batch_size, "step_s": t,
+        "attempt": {**att, "steps": args.attempt_steps, "examples": args.examples,
+                    "full_prompt_steps_s": args.attempt_steps * t["full_prompt"]},
+        "feature_batching": [batching_row(s, n, args.repeats, args.steps_per_feature)
+                             for n in args.features],
     }
-    print(f"{out['shape']} evaluator, {n_params / 1e6:.1f}M params, {out['device']}, {dtype}")
-    print(f"prompt: {prefix_len:.0f} prefix tokens ({cache.shared_len} shared), "
-          f"{suffix_len} suffix tokens; batch {args.batch_size}")
-    print("| path | step (ms) | steps/s | examples/s |\n|---|---|---|---|")
-    for name in ("full_prompt", "cached"):
-        r = out[name]
-        print(f"| {name} | {1e3 * r['step_s']:.1f} | {r['steps_per_s']:.1f} | "
-              f"{r['examples_per_s']:.0f} |")
-    print(f"cached vs full: {out['speedup_cached_vs_full']:.1f}x faster, "
-          f"max relative gradient difference {grad_diff:.1e}")
-    mem = "peak GPU mem (MB)" if device.startswith("cuda") else "process peak RSS (MB)"
-    print(f"| features per step | step (ms) | features/hour (500 steps each) | {mem} |"
-          + (" MFU |" if device.startswith("cuda") else "") + "\n|---|---|---|---|"
-          + ("---|" if device.startswith("cuda") else ""))
-    for r in batching:
-        mfu = f" {r['mfu']:.1%} |" if r.get("mfu") else ""
-        print(f"| {r['features']} | {1e3 * r['step_s']:.1f} | {r['features_per_hour']:.0f} | "
-              f"{r['peak_memory_mb']:.0f} |{mfu}")
+
+
+def report(out: dict) -> None:
+    t = out["step_s"]
+    print(f"{out['shape']} evaluator ({out['vocab']} vocabulary, {out['d_vocab']} tokens), "
+          f"{out['params'] / 1e6:.2f}M params, {out['device']}, {out['dtype']}")
+    print(f"prompt: {out['prefix_tokens_mean']:.0f} prefix tokens "
+          f"({out['shared_prefix_tokens']} shared), {out['suffix_tokens']} suffix tokens; "
+          f"{out['rows_per_step']} rows per step; {out['examples']} examples")
+    print("| step | ms | vs full prompt | vs floor |\n|---|---|---|---|")
+    floor = t.get("floor")
+    for name, label in (("full_prompt", "full prompt (TransformerLens)"),
+                        ("cached_tl", "cached, TransformerLens modules"),
+                        ("cached", "cached, lean suffix (default)"),
+                        ("floor", "floor: suffix forward + backward alone")):
+        if name in t:
+            print(f"| {label} | {1e3 * t[name]:.2f} | {t['full_prompt'] / t[name]:.1f}x | "
+                  + (f"{t[name] / floor:.2f}x |" if floor else "- |"))
+    a = out["attempt"]
+    print(f"attempt of {a['steps']} steps on {a['examples']} examples, fixed costs included: "
+          f"{a['total_s']:.2f} s "
+          f"(prefix pass {a['prefix_s']:.2f} s, steps {a['steps_s']:.2f} s, hard-label "
+          f"scoring {a['score_s']:.2f} s); {a['steps']} full-prompt steps: "
+          f"{a['full_prompt_steps_s']:.2f} s; {a['full_prompt_steps_s'] / a['total_s']:.1f}x")
+    print(f"vocabulary work: {1e3 * t['vocab']:.2f} ms a step, "
+          f"{t['vocab'] / t['cached']:.0%} of the cached step")
+    mem = "peak GPU mem (MB)" if "cuda" in out["device"].lower() else "process peak RSS (MB)"
+    print(f"| features per step | step (ms) | vocabulary work | features/hour (500 steps "
+          f"each) | {mem} | MFU |\n|---|---|---|---|---|---|")
+    for r in out["feature_batching"]:
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "-"
+        print(f"| {r['features']} | {1e3 * r['step_s']:.1f} | {r['vocab_share']:.0%} | "
+              f"{r['features_per_hour']:.0f} | {r['peak_memory_mb']:.0f} | {mfu} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=["toy", *SHAPES], default=None,
+                    help="toy (CPU default), small (default with --vocab llama3), tiny, "
+                         "llama3-8b")
+    ap.add_argument("--vocab", choices=["own", "llama3"], default="own")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=16, help="rows per feature per step")
+    ap.add_argument("--features", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--examples", type=int, default=500, help="examples of the attempt")
+    ap.add_argument("--attempt-steps", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--steps-per-feature", type=int, default=500)
+    ap.add_argument("--out", default=None, help="JSON file for the figures")
+    args = ap.parse_args()
+    if args.shape is None:
+        args.shape = ("small" if args.vocab == "llama3" else "toy") if args.device == "cpu" \
+            else "llama3-8b"
+    out = measure(args)
+    report(out)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))

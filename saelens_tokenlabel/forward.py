@@ -11,6 +11,7 @@ Rotary positions come from the attention mask in both, so padding never shifts p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +20,9 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from .evaluator import EncodedExample, Evaluator
+from .suffix import PrefixKV, SuffixRunner, prefix_kv, unsupported
+
+log = logging.getLogger(__name__)
 
 
 def _device(evaluator: Evaluator) -> torch.device:
@@ -117,6 +121,21 @@ def hard_prompt_logits(
     return run_with_label(evaluator, tokens, mask, 0, None)
 
 
+_SLOW_LOGGED: set[str] = set()
+
+
+def _runner(evaluator: Evaluator) -> SuffixRunner | None:
+    """The lean suffix forward for `evaluator`, or None (logged once per reason)."""
+    why = unsupported(evaluator.model)
+    if why is None:
+        return SuffixRunner(evaluator.model, list(evaluator.suffix_tail_ids))
+    if why not in _SLOW_LOGGED:
+        _SLOW_LOGGED.add(why)
+        log.info("cached steps run through TransformerLens's modules, not the lean suffix "
+                 "forward: %s", why)
+    return None
+
+
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     first = seqs[0]
     n = min(len(s) for s in seqs)
@@ -150,6 +169,7 @@ class PrefixCache:
         batch_size: int = 64,
         keep_kv: bool = True,
         max_resident: int | None = None,
+        fast: bool = True,
     ) -> None:
         if not examples:
             raise ValueError("PrefixCache needs at least one example.")
@@ -158,6 +178,8 @@ class PrefixCache:
         self.device = _device(evaluator)
         self.batch_size = batch_size
         self.keep_kv = keep_kv
+        self.runner = _runner(evaluator) if keep_kv and fast else None
+        """The lean suffix forward (`suffix.SuffixRunner`), or None: TransformerLens's."""
         seqs = [e.prefix_ids for e in examples]
         # Leave every example at least one token of its own: q is read at its last token.
         self.shared_len = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
@@ -257,8 +279,9 @@ class PrefixCache:
         elem = self.evaluator.model.W_E.element_size()
         return 2 * cfg.n_layers * self.rest_tokens.shape[1] * heads * cfg.d_head * elem
 
-    def select(self, rows: Int[torch.Tensor, " batch"]) -> TransformerLensKeyValueCache:
-        """A frozen TL KV cache holding the prefixes of `rows` (one per batch row)."""
+    def gather(self, rows: Int[torch.Tensor, " batch"]) -> PrefixKV:
+        """The prefixes of `rows` (one per batch row): keys and values per layer, shared part
+        first, and which positions are tokens."""
         if not self.keep_kv:
             raise RuntimeError("This PrefixCache was built with keep_kv=False.")
         rows = rows.cpu()
@@ -280,18 +303,20 @@ class PrefixCache:
             keys = [k[slots] for k in self.keys]
             values = [v[slots] for v in self.values]
         b = len(rows)
-        entries = [
-            TransformerLensKeyValueCacheEntry(
-                torch.cat([sk.expand(b, -1, -1, -1), k], dim=1),
-                torch.cat([sv.expand(b, -1, -1, -1), v], dim=1),
-                frozen=True,
-            )
-            for sk, sv, k, v in zip(self.shared_keys, self.shared_values, keys, values,
-                                    strict=True)
-        ]
+        keys = [torch.cat([sk.expand(b, -1, -1, -1), k], dim=1)
+                for sk, k in zip(self.shared_keys, keys, strict=True)]
+        values = [torch.cat([sv.expand(b, -1, -1, -1), v], dim=1)
+                  for sv, v in zip(self.shared_values, values, strict=True)]
         mask = torch.cat([torch.ones(b, self.shared_len, dtype=torch.long),
                           self.rest_mask[rows]], dim=1).to(self.device)
-        return TransformerLensKeyValueCache(entries, mask, frozen=True)
+        return prefix_kv(keys, values, mask)
+
+    def select(self, rows: Int[torch.Tensor, " batch"]) -> TransformerLensKeyValueCache:
+        """A frozen TL KV cache holding the prefixes of `rows` (one per batch row)."""
+        kv = self.gather(rows)
+        entries = [TransformerLensKeyValueCacheEntry(k, v, frozen=True)
+                   for k, v in zip(kv.keys, kv.values, strict=True)]
+        return TransformerLensKeyValueCache(entries, kv.mask.long(), frozen=True)
 
     def log_q_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return self.log_q_all[rows.to(self.log_q_all.device)].to(self.device)
@@ -304,8 +329,9 @@ class PrefixCache:
         batch_size: int = 64,
         keep_kv: bool = True,
         max_resident: int | None = None,
+        fast: bool = True,
     ) -> PrefixCache:
-        return cls(evaluator, examples, batch_size, keep_kv, max_resident)
+        return cls(evaluator, examples, batch_size, keep_kv, max_resident, fast)
 
 
 def cached_logits(
@@ -313,13 +339,19 @@ def cached_logits(
     cache: PrefixCache,
     rows: Int[torch.Tensor, " batch"],
     label_embeds: Float[torch.Tensor, "batch slot d_model"],
-) -> Float[torch.Tensor, "batch d_vocab"]:
-    """The cached path: only the suffix runs, attending to the frozen prefix cache."""
+    columns: Int[torch.Tensor, " k"] | None = None,
+) -> Float[torch.Tensor, "batch cols"]:
+    """The cached path: only the suffix runs, attending to the frozen prefix cache (through
+    the lean `suffix.SuffixRunner` where the cache has one). With `columns`, the logits of
+    those tokens only."""
+    if cache.runner is not None:
+        return cache.runner.logits(cache.gather(rows), label_embeds, columns)
     n_slots = label_embeds.shape[1]
     suffix = torch.tensor(evaluator.suffix_ids(n_slots, fill_id=_pad_id(evaluator)))
     tokens = suffix.expand(len(rows), -1)
     mask = torch.ones_like(tokens)
-    return run_with_label(evaluator, tokens, mask, 0, label_embeds, cache.select(rows))
+    logits = run_with_label(evaluator, tokens, mask, 0, label_embeds, cache.select(rows))
+    return logits if columns is None else logits[:, columns.to(logits.device)]
 
 
 @torch.no_grad()

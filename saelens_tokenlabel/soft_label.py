@@ -6,6 +6,8 @@ import torch
 from jaxtyping import Bool, Float
 
 NEG_INF = float("-inf")
+KL_LOG_Q_FLOOR = -1e4
+"""log q below this is clamped in KL(p‖q): a q that underflowed to 0 gives a finite term."""
 
 
 def label_log_probs(
@@ -47,7 +49,7 @@ def kl_to(
 ) -> Float[torch.Tensor, "*batch"]:
     """KL(p || q) = sum p (log p - log q); terms with p = 0 contribute 0 whatever q is."""
     # A q underflowing to 0 (log q = -inf) is clamped so that p = 0 there gives 0, not NaN.
-    return (p * (_finite(log_p) - log_q.clamp_min(-1e4))).sum(-1)
+    return (p * (_finite(log_p) - log_q.clamp_min(KL_LOG_Q_FLOOR))).sum(-1)
 
 
 def init_logits(

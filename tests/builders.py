@@ -44,14 +44,17 @@ def train_tokenizer(directory: Path, chat_template: str | None = LLAMA3_LIKE_TEM
     return AutoTokenizer.from_pretrained(str(directory))
 
 
-def tiny_llama(tokenizer, dtype: torch.dtype = torch.float64, seed: int = 0) -> HookedTransformer:
-    """Llama-shaped (rotary, RMSNorm, gated SiLU MLP, GQA), random weights."""
-    cfg = HookedTransformerConfig(
+def tiny_llama(tokenizer, dtype: torch.dtype = torch.float64, seed: int = 0,
+               **overrides) -> HookedTransformer:
+    """Llama-shaped (rotary, RMSNorm, gated SiLU MLP, GQA), random weights; `overrides`
+    change the config (e.g. ``n_key_value_heads=None`` for multi-head attention)."""
+    fields = dict(
         n_layers=2, d_model=32, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=64,
         n_ctx=512, d_vocab=len(tokenizer), act_fn="silu", normalization_type="RMS",
         positional_embedding_type="rotary", gated_mlp=True, default_prepend_bos=False,
         dtype=dtype, seed=seed,
     )
+    cfg = HookedTransformerConfig(**{**fields, **overrides})
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     # TL's init leaves logits tiny; scale up so that labels change the prediction measurably.
     with torch.no_grad():

@@ -91,7 +91,8 @@ def test_performance_settings_are_nested_and_old_flat_dicts_load():
     c = LabelConfig(lr=0.2, performance=PerformanceConfig(use_cache=False, max_rows_per_pass=4))
     d = c.to_dict()
     assert d["performance"] == {"use_cache": False, "max_rows_per_pass": 4,
-                                "max_resident_examples": None, "eval_batch_size": 64}
+                                "max_resident_examples": None, "eval_batch_size": 64,
+                                "fast_suffix": True}
     assert LabelConfig.from_dict(d) == c
     assert LabelConfig(performance={"eval_batch_size": 8}).performance.eval_batch_size == 8
     # Results and run stores written before: the four knobs at the top level.

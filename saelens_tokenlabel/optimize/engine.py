@@ -22,21 +22,26 @@ from ..loss import LossTerms, LossWeights, accuracy_loss, label_loss
 from ..soft_label import label_embeddings, label_log_probs
 
 PassLogits = Callable[
-    ["StepContext", Int[torch.Tensor, " rows"], Float[torch.Tensor, "rows slot d_model"]],
-    Float[torch.Tensor, "rows d_vocab"],
+    ["StepContext", Int[torch.Tensor, " rows"], Float[torch.Tensor, "rows slot d_model"],
+     Int[torch.Tensor, " k"] | None],
+    Float[torch.Tensor, "rows cols"],
 ]
-"""Logits at the answer position of some rows, their label slots filled by the embeddings."""
+"""Logits at the answer position of some rows, their label slots filled by the embeddings:
+of the vocabulary's `columns` only (e.g. the answer tokens), or of all of it (None)."""
 
 
 def prompt_logits(
     ctx: StepContext,
     rows: Int[torch.Tensor, " rows"],
     label_embeds: Float[torch.Tensor, "rows slot d_model"],
-) -> Float[torch.Tensor, "rows d_vocab"]:
+    columns: Int[torch.Tensor, " k"] | None = None,
+) -> Float[torch.Tensor, "rows cols"]:
     """The real pass: the suffix over the prefix cache (`use_cache`), else the whole prompt."""
     if ctx.performance.use_cache:
-        return cached_logits(ctx.evaluator, ctx.cache, rows, label_embeds)
-    return full_prompt_logits(ctx.evaluator, [ctx.encoded[int(i)] for i in rows], label_embeds)
+        return cached_logits(ctx.evaluator, ctx.cache, rows, label_embeds, columns)
+    logits = full_prompt_logits(ctx.evaluator, [ctx.encoded[int(i)] for i in rows],
+                                label_embeds)
+    return logits if columns is None else logits[:, columns.to(logits.device)]
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class StepContext:
         """Run the prefix pass of `encoded` (the cache) and bundle it with the rest."""
         perf = performance or PerformanceConfig()
         cache = PrefixCache.build(evaluator, encoded, perf.eval_batch_size,
-                                  keep_kv=perf.use_cache, max_resident=perf.max_resident_examples)
+                                  keep_kv=perf.use_cache, max_resident=perf.max_resident_examples,
+                                  fast=perf.fast_suffix)
         return cls(evaluator, encoded, cache, vocab_mask, perf, pass_logits)
 
     @property
@@ -74,9 +80,22 @@ class StepContext:
         return self.evaluator.model.W_E
 
     def logits(self, rows: Int[torch.Tensor, " rows"],
-               label_embeds: Float[torch.Tensor, "rows slot d_model"]
-               ) -> Float[torch.Tensor, "rows d_vocab"]:
-        return self.pass_logits(self, rows, label_embeds)
+               label_embeds: Float[torch.Tensor, "rows slot d_model"],
+               columns: Int[torch.Tensor, " k"] | None = None
+               ) -> Float[torch.Tensor, "rows cols"]:
+        return self.pass_logits(self, rows, label_embeds, columns)
+
+    def answer_logits(self, rows: Int[torch.Tensor, " rows"],
+                      label_embeds: Float[torch.Tensor, "rows slot d_model"], prediction: str
+                      ) -> tuple[Float[torch.Tensor, "rows cols"], int, int]:
+        """The logits `prediction` reads, and the columns of "1" and "0" in them: the two
+        answer tokens' only for the two-way prediction (the rest of a 128k unembedding is
+        never read), all of them for ``full_vocab``."""
+        ev = self.evaluator
+        if prediction == "two_way":
+            cols = torch.tensor([ev.yes_id, ev.no_id], device=self.W_E.device)
+            return self.logits(rows, label_embeds, cols), 0, 1
+        return self.logits(rows, label_embeds), ev.yes_id, ev.no_id
 
     @property
     def kv_cache(self) -> PrefixCache | None:
@@ -130,9 +149,9 @@ def _pass_terms(ctx: StepContext, v: Float[torch.Tensor, "feat slot d_vocab"],
         one_hot = torch.nn.functional.one_hot(hard, p.shape[-1]).to(p.dtype)
         p = one_hot + p - p.detach()
     row_feature = batch.row_feature[sl]
-    logits = ctx.logits(batch.rows[sl], label_embeddings(p, ctx.W_E)[row_feature])
-    acc = accuracy_loss(logits, batch.targets[sl].to(logits.dtype), ctx.evaluator.yes_id,
-                        ctx.evaluator.no_id, config.prediction)
+    logits, yes, no = ctx.answer_logits(batch.rows[sl], label_embeddings(p, ctx.W_E)[row_feature],
+                                        config.prediction)
+    acc = accuracy_loss(logits, batch.targets[sl].to(logits.dtype), yes, no, config.prediction)
     q = row_log_q(ctx, batch.rows[sl], hard[row_feature.to(hard.device)], config)
     lam_ent = config.lambda_ent if batch.lambda_ent is None else batch.lambda_ent
     weights = LossWeights(config.lambda_acc, lam_ent, config.lambda_kl)
@@ -160,8 +179,12 @@ def step(ctx: StepContext, v: Float[torch.Tensor, "feat slot d_vocab"], batch: B
     n = len(batch.rows)
     chunk = n if rows_per_pass is None else max(1, rows_per_pass)
     counts = torch.bincount(batch.row_feature, minlength=v.shape[0]).to(v.device)
-    with torch.no_grad():
-        hard = label_log_probs(v, ctx.vocab_mask).argmax(-1)
+    if config.straight_through or (v.shape[1] >= 2 and config.lambda_kl != 0):
+        with torch.no_grad():
+            hard = label_log_probs(v, ctx.vocab_mask).argmax(-1)
+    else:
+        # Unread (one slot, or no KL): skip a softmax over the vocabulary.
+        hard = torch.zeros(v.shape[:2], dtype=torch.long, device=v.device)
     summed: LossTerms | None = None
     for start in range(0, n, chunk):
         terms = _pass_terms(ctx, v, hard, batch, slice(start, start + chunk), counts, config)

@@ -26,7 +26,6 @@ def hard_label_margins(
     """logit("1") - logit("0") of each example under a hard label (one for all, or one per
     example), and the accuracy loss (`prediction`) against `targets` when given."""
     W_E = ctx.W_E
-    ev = ctx.evaluator
     ids = torch.as_tensor(label_ids, dtype=torch.long, device=W_E.device)
     if ids.ndim == 1:
         ids = ids[None].expand(len(example_ids), -1)
@@ -34,11 +33,12 @@ def hard_label_margins(
     size = ctx.performance.eval_batch_size
     for start in range(0, len(example_ids), size):
         sl = slice(start, start + size)
-        logits = ctx.logits(example_ids[sl], W_E[ids[sl]])
-        margins.append(answer_margin(logits, ev.yes_id, ev.no_id))
+        logits, yes, no = ctx.answer_logits(example_ids[sl], W_E[ids[sl]],
+                                            "two_way" if targets is None else prediction)
+        margins.append(answer_margin(logits, yes, no))
         if targets is not None:
             tgt = targets[sl].to(logits.device, logits.dtype)
-            losses.append(accuracy_loss(logits, tgt, ev.yes_id, ev.no_id, prediction))
+            losses.append(accuracy_loss(logits, tgt, yes, no, prediction))
     return torch.cat(margins), (torch.cat(losses) if targets is not None else None)
 
 

@@ -62,11 +62,11 @@ def test_early_stop_and_convergence_bookkeeping(tiny_evaluator):
 
 def _small_gpu(calls, fits=1):
     """A pass that runs out of memory on more than `fits` rows (calls: each pass's rows)."""
-    def logits(ctx, rows, label_embeds):
+    def logits(ctx, rows, label_embeds, columns=None):
         calls.append(len(rows))
         if len(rows) > fits:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return prompt_logits(ctx, rows, label_embeds)
+        return prompt_logits(ctx, rows, label_embeds, columns)
 
     return logits
 
@@ -120,12 +120,12 @@ def test_out_of_memory_halving_gives_the_one_pass_gradient(tiny_evaluator, caplo
     # Fails in the second pass, after the first one's gradient was added: 3, (2), then 1s.
     calls, failed = [], []
 
-    def second_pass_fails(ctx, rows, label_embeds):
+    def second_pass_fails(ctx, rows, label_embeds, columns=None):
         calls.append(len(rows))
         if len(calls) == 2 and not failed:
             failed.append(True)
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return prompt_logits(ctx, rows, label_embeds)
+        return prompt_logits(ctx, rows, label_embeds, columns)
 
     ctx = replace(plain, pass_logits=second_pass_fails)
     assert check(ctx, 3) == 1

@@ -4,12 +4,15 @@ crashes; checkpoints; progress."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelConfig, LabelSet
 from saelens_tokenlabel.batch import label_batch
+from saelens_tokenlabel.config import PerformanceConfig
 from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
@@ -232,7 +235,11 @@ def test_out_of_memory_once_halves_and_gives_the_same_labels(subject, sae, toy_c
     here), so what must agree is what rounding cannot change: the labels and their token ids
     and the steps exactly; the label probabilities and every step's loss terms to 1e-6. Not
     the order of the recorded top-k tokens: near-equal probabilities may swap places."""
-    kw = dict(config=QUICK, cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
+    # The OOM is raised by the evaluator model's forward, which only TransformerLens's path
+    # calls: the lean suffix forward has no module to hook. Its OOM handling is the same code
+    # (`step_halving_on_oom`), tested through the pass seam in tests/optimize/test_attempts.py.
+    config = dataclasses.replace(QUICK, performance=PerformanceConfig(fast_suffix=False))
+    kw = dict(config=config, cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
               features_per_batch=2)
     ref = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1], **kw)
     raised = []

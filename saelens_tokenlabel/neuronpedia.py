@@ -27,7 +27,11 @@ Score records, for every finite value in the result's metrics:
 * reflective coherence (`COHERENCE_METRICS`): ``token_space_gd_coherence_ratio`` and
   ``token_space_gd_coherence_hit_rate``, scored by the *subject* model whose SAE activations
   they measure (``explanationScoreModelName`` = the subject model's name); ``jsonDetails``
-  holds the label and neutral activations and the coherence settings.
+  holds the label and neutral activations and the coherence settings;
+* steering (`STEERING_METRICS`): ``token_space_gd_steering_score``, the label's
+  log-probability gain (nats) when the decoder direction is added to the subject model, minus
+  a random direction's (`sae.steering`), scored by the subject model; ``jsonDetails`` holds
+  both gains.
 
 The output side (tokens the decoder direction promotes) is no score; its top tokens go into
 ``notes``.
@@ -62,6 +66,8 @@ class Labels(Protocol):
 
 DETECTION_METRICS = ("balanced_accuracy", "f1", "auroc", "accuracy", "precision", "recall")
 COHERENCE_METRICS = ("coherence_ratio", "coherence_hit_rate")
+STEERING_METRICS = ("steering_score",)
+_STEERING_DETAILS = ("steering_gain", "steering_random_gain")
 _COHERENCE_DETAILS = ("coherence_activation", "coherence_neutral", "coherence_neutral_hit_rate")
 NOTES_OUTPUT_TOKENS = 10
 """Promoted tokens of the output side written into ``notes``."""
@@ -155,6 +161,12 @@ def explanation_records(labels: Labels, neuronpedia_id: str | None = None
             cdetails["config"] = r.extra.coherence_config
             scores += [_score(exp_id, name, value, subject, cdetails)
                        for name, value in coherence]
+        if _finite(r.metrics.get("steering_score")):
+            # What the latent does to the label when steering: measured on the subject model.
+            sdetails = {k.removeprefix("steering_"): r.metrics[k] for k in _STEERING_DETAILS
+                        if _finite(r.metrics.get(k))}
+            scores += [_score(exp_id, m, float(r.metrics[m]), subject, sdetails)
+                       for m in STEERING_METRICS]
         records.append({
             "id": exp_id,
             "modelId": model_id,

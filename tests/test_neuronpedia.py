@@ -78,7 +78,8 @@ def test_neuronpedia_id_from_metadata_else_argument(quick_labels, tmp_path):
         bare.to_neuronpedia(tmp_path / "e.jsonl", neuronpedia_id="gpt2-small-8")
 
 
-def test_coherence_scores_go_out_as_score_records(quick_labels, subject, tmp_path):
+def test_coherence_and_steering_scores_go_out_as_score_records(quick_labels, subject,
+                                                               tmp_path):
     """Scored by the subject model (whose SAE activations they measure), not the evaluator;
     the output side's top tokens go into the notes."""
     labels = LabelSet([LabelResult.from_dict(json.loads(json.dumps(quick_labels[f].to_dict())))
@@ -101,6 +102,13 @@ def test_coherence_scores_go_out_as_score_records(quick_labels, subject, tmp_pat
             details = json.loads(score["jsonDetails"])
             assert details["neutral"] == r.metrics["coherence_neutral"]
             assert details["config"]["count"] == "prompt"
+        steer = by_type.get("token_space_gd_steering_score")
+        if "steering_score" in r.metrics:  # None where the subject cannot say the label
+            assert steer["value"] == r.metrics["steering_score"]
+            assert steer["explanationScoreModelName"] == MODEL_NAME
+            assert json.loads(steer["jsonDetails"])["gain"] == r.metrics["steering_gain"]
+        else:
+            assert steer is None
         assert by_type["token_space_gd_heldout_balanced_accuracy"][
             "explanationScoreModelName"] == rec["explanationModelName"]
         notes = json.loads(rec["notes"])

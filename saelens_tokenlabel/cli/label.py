@@ -63,6 +63,9 @@ def add_label_parser(sub: Any) -> None:
     sc.add_argument("--coherence", action=argparse.BooleanOptionalAction, default=True,
                     help="reflective coherence of each label (greedy generation on the subject "
                          "model; default on)")
+    sc.add_argument("--steering", action=argparse.BooleanOptionalAction, default=True,
+                    help="steering score of each label: the decoder direction added to the "
+                         "subject model, against a random direction (default on)")
     sc.add_argument("--output-side", action=argparse.BooleanOptionalAction, default=True,
                     help="store the decoder direction's promoted/suppressed tokens (default on)")
     sc.add_argument("--output-k", type=int, default=10, metavar="K",
@@ -186,7 +189,8 @@ def cmd_label(args: argparse.Namespace) -> int:
                                 run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
                                 scores=ScoreConfig(output_side=args.output_side,
                                                    output_k=args.output_k,
-                                                   coherence=args.coherence))
+                                                   coherence=args.coherence,
+                                                   steering=args.steering))
     labels.save(sidecar)
     _write_tsv(labels, out / LABELS_TSV)
     print(f"labeled:      {len(labels)} features {_counts(labels)}")

@@ -102,6 +102,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in s["last"]:
             what = (f"{r['label']!r} p={r['probability']:.3f}"
                     + ("" if r["converged"] else " (not converged)")
+                    + (f" steering {r['steering_score']:+.2f}"
+                       if isinstance(r.get("steering_score"), int | float) else "")
                     + (f" ({r['polysemantic']})" if r.get("polysemantic") else "")
                     if r["status"] == "ok" else r["status"])
             print(f"  {r['feature']:>7}  {what}")

@@ -103,7 +103,8 @@ def is_installed() -> bool:
 
 
 def install() -> None:
-    """Add `label_features` to SAELens's `SAE` (idempotent)."""
+    """Add `label_features` to SAELens's `SAE`, and register the g-SAE architecture
+    (`sae.gsae`) with SAELens (idempotent)."""
     from sae_lens.saes.sae import SAE
 
     if is_installed():
@@ -118,6 +119,13 @@ def install() -> None:
     SAE.save_model = _wrap_save(_ORIGINALS["save_model"])
     SAE.load_from_disk = _wrap_load(_ORIGINALS["load_from_disk"])
     SAE.label_features = label_features
+    _register_gsae()
+
+
+def _register_gsae() -> None:
+    from ..sae.gsae import register
+
+    register()
 
 
 def uninstall() -> None:

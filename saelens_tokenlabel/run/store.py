@@ -436,6 +436,7 @@ class RunStore:
             r = LabelResult.from_json(text)
             recent.append({"feature": f, "status": s, "label": r.label,
                            "probability": r.probability, "converged": r.converged,
+                           "steering_score": r.metrics.get("steering_score"),
                            "polysemantic": (r.polysemantic.describe()
                                             if r.polysemantic is not None else None)})
         # SQLite's JSON functions: no result is parsed in Python for the count.

@@ -37,7 +37,8 @@ from .cache import META_FILENAME, ActivationCache, ShardWriter, features_key, fi
 from .config import CacheConfig
 from .corpus import Corpus, CorpusError
 from .fingerprint import CACHE_FORMAT_VERSION, digest, model_fingerprint, sae_fingerprint
-from .hooks import HookSpec, run_to_hook, to_sae_input
+from .gsae import gradient_definition, needs_gradient
+from .hooks import HookSpec, activation_and_grad, run_to_hook, to_sae_input
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -137,13 +138,21 @@ def encode_contexts(
     device = model.W_E.device
     # Right padding: causal attention keeps pad tokens out of every real token's view; the
     # explicit mask stops TransformerLens from guessing padding from token ids.
-    act = run_to_hook(model, spec, tokens.to(device), mask.to(device))
+    grad = None
+    if needs_gradient(sae):
+        # A g-SAE selects by the gradient of the model's loss at the hook: run the whole
+        # model, backward to the hook's activations only (never into the weights).
+        act, grad = activation_and_grad(model, spec, tokens.to(device), mask.to(device))
+    else:
+        act = run_to_hook(model, spec, tokens.to(device), mask.to(device))
     valid = mask.bool() & spec.position_mask(context_size)[: tokens.shape[1]][None]
     b, p = valid.nonzero(as_tuple=True)
-    x = to_sae_input(sae, act[b.to(act.device), p.to(act.device)], spec.hook_name)
-    del act
+    bd, pd = b.to(act.device), p.to(act.device)
+    x = to_sae_input(sae, act[bd, pd], spec.hook_name)
+    g = None if grad is None else to_sae_input(sae, grad[bd, pd], spec.hook_name)
+    del act, grad
     _check_finite_input(model, x, b, p, tokens, spec.hook_name)
-    r, c, vals = _encode_sparse(encoder, x, nonfinite)
+    r, c, vals = _encode_sparse(encoder, x, nonfinite, g)
     features = encoder.features
     feat = features.cpu()[c] if features is not None else c
     locs = torch.stack([b[r], p[r], feat], dim=1).to(torch.int32)
@@ -163,15 +172,18 @@ def _padded(contexts: Sequence[Sequence[int]], pad: int | None
 
 
 def _encode_sparse(encoder: SaeEncoder, x: Float[torch.Tensor, " n *d"],
-                   nonfinite: Counter | None
+                   nonfinite: Counter | None, grad: Float[torch.Tensor, " n *d"] | None = None
                    ) -> tuple[Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"],
                               Float[torch.Tensor, " nnz"]]:
     """(row of `x`, column among the kept features, value) of every nonzero activation, with
-    `sae.encode` on at most `encode_batch_tokens` rows at a time."""
+    `sae.encode` on at most `encode_batch_tokens` rows at a time (a g-SAE's with the
+    gradient at the hook, `grad`)."""
     features, step = encoder.features, encoder.encode_batch_tokens
     rows, cols, vals = [], [], []
     for start in range(0, len(x), step):
-        acts = encoder.sae.encode(x[start : start + step])
+        chunk = x[start : start + step]
+        acts = (encoder.sae.encode(chunk) if grad is None
+                else encoder.sae.encode(chunk, grad=grad[start : start + step]))
         if acts.is_sparse:
             acts = acts.to_dense()
         if features is not None:
@@ -229,9 +241,11 @@ def _drop_nonfinite(acts: Float[torch.Tensor, "n k"], features: Int[torch.Tensor
 def run_key(model: HookedTransformer, sae: Any, corpus: Corpus, spec: HookSpec,
             context_size: int, prepend_bos: bool, config: CacheConfig) -> dict[str, Any]:
     """Everything the cached activations depend on (the features apart)."""
-    return {
+    gradient = gradient_definition(sae)
+    key = {
         "format_version": CACHE_FORMAT_VERSION,
-        "model": model_fingerprint(model, spec.stop_at_layer),
+        # A g-SAE's activations depend on every block (through the loss's gradient).
+        "model": model_fingerprint(model, None if gradient else spec.stop_at_layer),
         "sae": sae_fingerprint(sae),
         "corpus": corpus.fingerprint(),
         "hook": {"name": spec.hook_name, "head": spec.head_index,
@@ -241,6 +255,9 @@ def run_key(model: HookedTransformer, sae: Any, corpus: Corpus, spec: HookSpec,
         "max_tokens": config.max_tokens,
         "max_documents": config.max_documents,
     }
+    if gradient is not None:
+        key["gradient"] = gradient  # the loss and sign the selection used
+    return key
 
 
 def checked_hook(model: HookedTransformer, sae: Any) -> HookSpec:

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from .activations import _batches, checked_hook, iter_contexts, resolve_context
 from .config import CacheConfig
 from .corpus import Corpus
-from .hooks import HookError, HookSpec, to_sae_input
+from .gsae import needs_gradient
+from .hooks import HookSpec, activation_and_grad, to_sae_input
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -49,38 +49,6 @@ def _pad(contexts: Sequence[Sequence[int]], pad_id: int | None
         tokens[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
         mask[i, : len(c)] = 1
     return tokens, mask
-
-
-def activation_and_grad(
-    model: HookedTransformer, spec: HookSpec, tokens: Int[torch.Tensor, "b pos"],
-    mask: Int[torch.Tensor, "b pos"],
-) -> tuple[Float[torch.Tensor, "b pos *d"], Float[torch.Tensor, "b pos *d"]]:
-    """The hook activation ``x`` and ``grad_x L`` (L: summed next-token loss of real tokens),
-    with the SAE's head selected. The model's parameters get no gradient."""
-    grabbed: dict[str, torch.Tensor] = {}
-
-    def leaf(act: torch.Tensor, hook: Any) -> torch.Tensor:  # noqa: ARG001
-        act = act.detach().requires_grad_(True)
-        grabbed["x"] = act
-        return act
-
-    with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, attention_mask=mask, return_type="logits",
-                                      fwd_hooks=[(spec.hook_name, leaf)])
-        if "x" not in grabbed:
-            raise HookError(f"Hook {spec.hook_name!r} did not fire in the forward pass.")
-        target = tokens[:, 1:]
-        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(),
-                              reduction="none").view(target.shape)
-        loss = (nll * mask[:, 1:].to(nll.dtype)).sum()
-        (grad,) = torch.autograd.grad(loss, grabbed["x"])
-    x = grabbed["x"].detach()
-    if spec.head_index is not None:
-        if x.ndim != 4:
-            raise HookError(f"The SAE asks for head {spec.head_index} of {spec.hook_name!r}, "
-                            f"but that hook has shape {tuple(x.shape)} (no head dimension).")
-        x, grad = x[:, :, spec.head_index], grad[:, :, spec.head_index]
-    return x, grad
 
 
 def decoder_projection(
@@ -114,8 +82,9 @@ def batch_attribution(
     gs = grad[b, p]
     total = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64)
     for start in range(0, len(xs), encode_batch_tokens):
+        sl = slice(start, start + encode_batch_tokens)
         with torch.no_grad():
-            z = sae.encode(xs[start : start + encode_batch_tokens])
+            z = sae.encode(xs[sl], grad=gs[sl]) if needs_gradient(sae) else sae.encode(xs[sl])
         if z.is_sparse:
             z = z.to_dense()
         proj = decoder_projection(sae, gs[start : start + encode_batch_tokens])

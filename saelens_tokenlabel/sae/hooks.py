@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 if TYPE_CHECKING:
@@ -123,6 +124,41 @@ def run_to_hook(
             )
         act = act[:, :, spec.head_index]
     return act
+
+
+def activation_and_grad(
+    model: HookedTransformer, spec: HookSpec, tokens: Int[torch.Tensor, "b pos"],
+    mask: Int[torch.Tensor, "b pos"],
+) -> tuple[Float[torch.Tensor, "b pos *d"], Float[torch.Tensor, "b pos *d"]]:
+    """The hook activation ``x`` and ``grad_x L`` (L: summed next-token loss of real tokens),
+    with the SAE's head selected. The model's parameters get no gradient."""
+    grabbed: dict[str, torch.Tensor] = {}
+
+    def leaf(act: torch.Tensor, hook: Any) -> torch.Tensor:  # noqa: ARG001
+        act = act.detach().requires_grad_(True)
+        grabbed["x"] = act
+        return act
+
+    with torch.enable_grad():
+        logits = model.run_with_hooks(tokens, attention_mask=mask, return_type="logits",
+                                      fwd_hooks=[(spec.hook_name, leaf)])
+        if "x" not in grabbed:
+            raise HookError(f"Hook {spec.hook_name!r} did not fire in the forward pass.")
+        target = tokens[:, 1:]
+        # The loss in at least fp32 (float64 models keep float64: exactness tests).
+        wide = logits[:, :-1].flatten(0, 1)
+        wide = wide.to(torch.promote_types(wide.dtype, torch.float32))
+        nll = F.cross_entropy(wide, target.flatten(),
+                              reduction="none").view(target.shape)
+        loss = (nll * mask[:, 1:].to(nll.dtype)).sum()
+        (grad,) = torch.autograd.grad(loss, grabbed["x"])
+    x = grabbed["x"].detach()
+    if spec.head_index is not None:
+        if x.ndim != 4:
+            raise HookError(f"The SAE asks for head {spec.head_index} of {spec.hook_name!r}, "
+                            f"but that hook has shape {tuple(x.shape)} (no head dimension).")
+        x, grad = x[:, :, spec.head_index], grad[:, :, spec.head_index]
+    return x, grad
 
 
 def to_sae_input(

@@ -10,7 +10,9 @@ SAE and the subject model:
   text ranks among the subject tokens the direction promotes (1 = top; None when no subject
   token has that text);
 * ``metrics["coherence_*"]`` (`coherence.SCORE_KEYS`) for results with status ``ok``, and
-  ``extra.coherence_config``, the settings they were measured with.
+  ``extra.coherence_config``, the settings they were measured with;
+* ``metrics["steering_*"]`` (`steering.SCORE_KEYS`) for results with status ``ok``: what the
+  latent does to the label's log-probability when added to the model.
 
 The results are built anew (`dataclasses.replace`), never written into.
 """
@@ -29,6 +31,7 @@ from ..result import LabelResult
 from ..serial import Config
 from .coherence import CoherenceConfig, reflective_coherence
 from .logit_lens import decoder_logits, normalise_token_text, output_side, token_text_index
+from .steering import SteeringConfig, steering_scores
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -48,6 +51,11 @@ class ScoreConfig(Config):
     """Measure reflective coherence of each label (greedy generation on the subject model)."""
     coherence_config: CoherenceConfig = field(default_factory=CoherenceConfig)
     """Templates, neutral texts, generation length and threshold of reflective coherence."""
+    steering: bool = True
+    """Measure the steering score of each label (`steering`: the decoder direction added to
+    the subject model on neutral contexts, against a random direction)."""
+    steering_config: SteeringConfig = field(default_factory=SteeringConfig)
+    """Contexts, scales and seed of the steering score."""
 
     def check(self) -> None:
         self.need(self.output_k >= 1, f"output_k must be >= 1, got {self.output_k}")
@@ -104,15 +112,18 @@ def add_sae_scores(
                 suppressed=token_logits(sides[f]["suppressed"])))
             if r.status == "ok" and r.label_tokens:
                 metrics[i]["output_label_rank"] = label_rank(logits[i], model, r.label_tokens[0])
-    if config.coherence:
-        todo = [i for i, r in enumerate(results) if r.status == "ok" and r.label.strip()]
-        if todo:
-            scores = reflective_coherence(sae, model, [feats[i] for i in todo],
-                                          [results[i].label for i in todo],
-                                          config.coherence_config)
-            for i, s in zip(todo, scores, strict=True):
-                metrics[i].update(s)
-                extras[i] = replace(extras[i],
-                                    coherence_config=config.coherence_config.to_dict())
+    labeled = [i for i, r in enumerate(results) if r.status == "ok" and r.label.strip()]
+    if config.coherence and labeled:
+        scores = reflective_coherence(sae, model, [feats[i] for i in labeled],
+                                      [results[i].label for i in labeled],
+                                      config.coherence_config)
+        for i, s in zip(labeled, scores, strict=True):
+            metrics[i].update(s)
+            extras[i] = replace(extras[i], coherence_config=config.coherence_config.to_dict())
+    if config.steering and labeled:
+        scores = steering_scores(sae, model, [feats[i] for i in labeled],
+                                 [results[i].label for i in labeled], config.steering_config)
+        for i, s in zip(labeled, scores, strict=True):
+            metrics[i].update({k: v for k, v in s.items() if v is not None})
     return [replace(r, metrics=m, extra=e)
             for r, m, e in zip(results, metrics, extras, strict=True)]

@@ -28,6 +28,24 @@ from saelens_tokenlabel.toy.planted import (
     train_subject_tokenizer,
 )
 
+
+def planted_gsae(k: int = 2, hook: str = HOOK, **metadata):
+    """The planted SAE's weights as a g-SAE (`sae.gsae.GSAE`) of sparsity `k`: on a planted
+    token its own feature has the largest pre-activation, so it is selected unless the
+    gradient weighs another latent more."""
+    import torch
+
+    from saelens_tokenlabel.sae.gsae import gsae_classes
+
+    plain = planted_sae(hook, **metadata)
+    gsae, config = gsae_classes()
+    sae = gsae(config(d_in=D_MODEL, d_sae=D_SAE, k=k, metadata=plain.cfg.metadata))
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, name).copy_(getattr(plain, name))
+    return sae
+
+
 __all__ = [
     "ANIMAL_FEATURE",
     "CHINESE_ACTIVE",
@@ -44,6 +62,7 @@ __all__ = [
     "SLOTS",
     "TEMPLATES",
     "expected_activations",
+    "planted_gsae",
     "planted_sae",
     "planted_tokens",
     "single_token",

@@ -148,7 +148,8 @@ print(json.dumps({"before": before, "after": after, "labels": labels, "lazy": la
 def test_importing_the_plugin_changes_nothing_else_in_saelens(quick_labels, tmp_path):
     """In a fresh interpreter: cfg.json with labels loads without the plugin; importing the
     plugin then adds `label_features` to `SAE`, wraps `save_model`/`load_from_disk`, and
-    leaves every other attribute, class, registry entry and module name as it was."""
+    registers the g-SAE architecture, and leaves every other attribute, class, registry entry
+    and module name as it was."""
     from .planted import planted_sae
 
     sae = planted_sae()
@@ -159,7 +160,7 @@ def test_importing_the_plugin_changes_nothing_else_in_saelens(quick_labels, tmp_
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["labels"]["0"]["label"] == quick_labels[0].label
     before, after = data["before"], data["after"]
-    assert before["registry"] == after["registry"]
+    assert sorted(after["registry"]) == sorted([*before["registry"], "gsae"])
     assert before["training"] == after["training"]
     assert before["module"] == after["module"]
     for name in before["classes"]:

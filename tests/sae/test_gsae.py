@@ -1,0 +1,168 @@
+"""The g-SAE architecture: gradient-weighted TopK, registered with SAELens, and the activation
+cache's gradient-aware path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
+from saelens_tokenlabel.sae.gsae import GradientRequiredError, gsae_classes, needs_gradient
+from saelens_tokenlabel.sae.hooks import HookSpec, activation_and_grad
+
+from .planted import ANIMAL_FEATURE, D_MODEL, planted_gsae, planted_sae, subject_model
+
+D_SAE, K = 16, 3
+
+
+def random_gsae(dtype=torch.float64, seed=0):
+    """A g-SAE on the subject's `blocks.1.hook_resid_pre` (the loss depends on what follows)."""
+    from sae_lens.saes.sae import SAEMetadata
+
+    gsae, config = gsae_classes()
+    sae = gsae(config(d_in=D_MODEL, d_sae=D_SAE, k=K, dtype=str(dtype).split(".")[-1],
+                      metadata=SAEMetadata(hook_name="blocks.1.hook_resid_pre",
+                                           context_size=32, prepend_bos=True)))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(D_MODEL, D_SAE, generator=g, dtype=dtype))
+        sae.W_dec.copy_(torch.randn(D_SAE, D_MODEL, generator=g, dtype=dtype) * 3)
+        sae.b_enc.copy_(torch.randn(D_SAE, generator=g, dtype=dtype))
+        sae.b_dec.copy_(0.1 * torch.randn(D_MODEL, generator=g, dtype=dtype))
+    return sae
+
+
+def _direct(model, sae, ids):
+    """x at the hook and dL/dx for one context, by a route of its own: the blocks from the
+    hook on, run on a leaf, and torch.autograd.grad of the summed next-token loss."""
+    tokens = torch.tensor([ids])
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_pre")
+    x = cache["blocks.1.hook_resid_pre"].detach().clone().requires_grad_(True)
+    logits = model(x, start_at_layer=1)
+    loss = F.cross_entropy(logits[0, :-1], tokens[0, 1:], reduction="sum")
+    (g,) = torch.autograd.grad(loss, x)
+    return x.detach()[0], g[0]
+
+
+def _by_hand(sae, x, g):
+    z = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    score = z * (g @ sae.W_dec.T).abs()
+    idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :K]
+    return torch.zeros_like(z).scatter(-1, idx, z.gather(-1, idx).relu()), z
+
+
+@pytest.fixture(scope="module")
+def subject64(subject_tokenizer):
+    return subject_model(subject_tokenizer).to(torch.float64)
+
+
+def test_encode_selects_by_the_gradient_exactly(subject64, subject_tokenizer, toy_corpus):
+    sae = random_gsae()
+    assert needs_gradient(sae) and not needs_gradient(planted_sae())
+    spec = HookSpec.from_sae(sae)
+    moved = 0
+    for text in toy_corpus[:6]:
+        ids = [subject_tokenizer.bos_token_id] + subject_tokenizer(text)["input_ids"]
+        x, g = _direct(subject64, sae, ids)
+        mask = torch.ones(1, len(ids), dtype=torch.long)
+        x2, g2 = activation_and_grad(subject64, spec, torch.tensor([ids]), mask)
+        torch.testing.assert_close(x2[0], x, rtol=0, atol=1e-12)
+        torch.testing.assert_close(g2[0], g, rtol=1e-12, atol=1e-12)
+        want, z = _by_hand(sae, x, g)
+        with torch.no_grad():
+            got = sae.encode(x, grad=g)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        # Plain TopK (by z alone) would choose other latents on some tokens.
+        plain = torch.zeros_like(z).scatter(-1, z.topk(K, -1).indices, 1.0) > 0
+        moved += int(((got != 0) & ~plain).any(-1).sum())
+    assert moved > 0
+    with pytest.raises(GradientRequiredError, match="grad=g"):
+        sae.encode(x)
+
+
+def test_the_cache_is_gradient_aware_and_the_weights_get_no_gradient(
+        subject_tokenizer, toy_corpus, tmp_path):
+    model = subject_model(subject_tokenizer).to(torch.float64)
+    sae = random_gsae()
+    corpus = toy_corpus[:30]
+    cache = build_activation_cache(model, sae, corpus, None,
+                                   CacheConfig(cache_dir=tmp_path, shard_tokens=100,
+                                               batch_size=7), progress=False)
+    assert cache.n_shards > 1 and cache.meta["key"]["gradient"] == {
+        "loss": "next_token_ce_sum", "abs": True}
+    assert all(p.grad is None for p in model.parameters())
+    contexts = cache.contexts(range(cache.n_contexts))
+    assert len({len(c) for c in contexts.values()}) > 1  # padding in the batches
+    got = {}
+    for f in range(D_SAE):
+        ctx, pos, val = cache.feature_activations(f)
+        for c, p, v in zip(ctx.tolist(), pos.tolist(), val.tolist(), strict=True):
+            got[(c, p, f)] = v
+    want = {}
+    for c, ids in contexts.items():  # BOS first: the cache's own contexts
+        x, g = _direct(model, sae, ids)
+        acts, _ = _by_hand(sae, x, g)
+        for p, f in acts.nonzero().tolist():
+            want[(c, p, f)] = float(acts[p, f].detach())
+    assert got.keys() == want.keys()
+    for key, v in want.items():
+        assert got[key] == pytest.approx(v, rel=1e-6, abs=1e-6)  # stored as float32
+
+
+def test_a_saved_gsae_loads_as_a_gsae_with_the_same_encode(tmp_path):
+    from sae_lens import SAE
+
+    sae = random_gsae()
+    sae.save_model(tmp_path / "g")
+    back = SAE.load_from_disk(tmp_path / "g", dtype="float64")
+    assert type(back).__name__ == "GSAE" and back.cfg.k == K and back.cfg.gradient_abs
+    x = torch.randn(5, D_MODEL, dtype=torch.float64)
+    g = torch.randn(5, D_MODEL, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(x, grad=g), sae.encode(x, grad=g), rtol=0,
+                                   atol=0)
+    _, config = gsae_classes()
+    with pytest.raises(ValueError, match="gradient_loss"):
+        config(d_in=4, d_sae=8, gradient_loss="mse")
+
+
+@pytest.mark.slow
+def test_label_features_on_a_gsae_recovers_the_planted_concept(subject, toy_corpus,
+                                                                toy_evaluator, tmp_path):
+    from saelens_tokenlabel import LabelConfig
+
+    sae = planted_gsae(k=2)
+    labels = sae.label_features(subject, toy_evaluator, toy_corpus, features=[ANIMAL_FEATURE],
+                                config=LabelConfig(), cache=CacheConfig(cache_dir=tmp_path))
+    assert labels[ANIMAL_FEATURE].label == "animal"
+
+
+@pytest.mark.slow
+def test_tokenlabel_label_on_a_gsae_folder(subject, toy_corpus, tmp_path, capsys):
+    """The command line on a saved g-SAE: the folder loads as a GSAE, the cache runs its
+    gradient-aware path, and every label gets a steering score."""
+    from saelens_tokenlabel import save_local_model
+    from saelens_tokenlabel.cli import main
+    from saelens_tokenlabel.run import load_labelset
+
+    sae_dir, model_dir = tmp_path / "gsae", tmp_path / "model"
+    planted_gsae(k=2).save_model(sae_dir)
+    save_local_model(subject, model_dir)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(toy_corpus[:80]) + "\n")
+    assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+                 str(corpus), "--features", "0:2", "--evaluator", "toy", "--out",
+                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--device",
+                 "cpu", "--no-coherence"]) == 0
+    labels = load_labelset(tmp_path / "out")
+    assert labels[ANIMAL_FEATURE].label == "animal"
+    # The planted digit feature: this corpus writes numbers as digits only, so "number" and
+    # "digit" tell its examples apart equally well.
+    assert labels[1].label in ("digit", "number")
+    for f in (0, 1):
+        assert isinstance(labels[f].metrics["steering_score"], float)
+    cache_meta = next((tmp_path / "cache").rglob("meta.json")).read_text()
+    assert '"gradient"' in cache_meta
+    assert main(["status", str(tmp_path / "out")]) == 0
+    assert "steering" in capsys.readouterr().out

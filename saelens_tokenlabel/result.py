@@ -150,7 +150,7 @@ class LabelResult(Record):
     examples, word mapping, output side, a status message (`records.FeatureExtra`)."""
     polysemantic: Polysemantic | None = None
     """Set when one label does not explain the feature but two from its search do together
-    (`optimize.polysemantic`); the `label` is then the better of the two alone."""
+    (`optimize.polysemantic`); the `label` stays the one the search chose."""
     attempts: list[Attempt] = field(default_factory=list)
     """Every optimisation attempt (restarts and label lengths), in the order run: the config
     overrides, label, probability, converged, steps and scores of each; `selected` marks the

@@ -105,7 +105,19 @@ def split_examples(groups: Sequence[Hashable], words: Sequence[str], active: Seq
         where = _assign(positions, _quotas(len(these), validation, holdout))
         for g, s in zip(flat, where, strict=True):
             split_of[g] = s
+    _train_sees_both_classes(split_of, members, active)
     out: list[list[int]] = [[], [], []]
     for g, m in enumerate(members):
         out[split_of[g]].extend(m)
     return Split(*(sorted(x) for x in out))
+
+
+def _train_sees_both_classes(split_of: list[int], members: list[list[int]],
+                             active: Sequence[bool]) -> None:
+    """Groups are split by whether they hold an active example, so when every inactive
+    example shares a context with an active one, training could see no inactive example at
+    all: move the smallest group that has the missing class into training."""
+    for cls in (True, False):
+        has = [g for g, m in enumerate(members) if any(active[i] == cls for i in m)]
+        if has and not any(split_of[g] == 0 for g in has):
+            split_of[min(has, key=lambda g: (len(members[g]), g))] = 0

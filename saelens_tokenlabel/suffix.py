@@ -50,6 +50,13 @@ def unsupported(model: Any) -> str | None:
         return "some layers use local attention"
     if cfg.attn_scores_soft_cap > 0 or cfg.output_logits_soft_cap > 0:
         return "the model soft-caps attention scores or logits"
+    if cfg.is_layer_norm_activation():
+        return f"act_fn {cfg.act_fn!r} normalises inside the MLP"
+    hooked = [name for name, m in model.named_modules()
+              if getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None)]
+    if hooked:
+        # The lean forward calls no module: hooks the user attached would not run.
+        return f"hooks are attached to the evaluator ({', '.join(hooked[:3]) or 'the model'})"
     arch = str(cfg.original_architecture or "")
     if arch.startswith(("Gemma", "Olmo")):
         return f"{arch} scales embeddings or normalises queries and keys"
@@ -75,8 +82,9 @@ class _Layer:
     b_out: Float[torch.Tensor, " d_model"]
     act: Any
     scale: float
-    cos: Float[torch.Tensor, "n_ctx rot"]
-    sin: Float[torch.Tensor, "n_ctx rot"]
+    attn: Any
+    """The block's attention module: its rotary tables, read at each call (TransformerLens
+    replaces them with longer ones when a longer input comes)."""
 
 
 def _flat(w: torch.Tensor) -> torch.Tensor:
@@ -97,7 +105,7 @@ def _layer(block: Any) -> _Layer:
         W_O=attn.W_O.reshape(-1, attn.W_O.shape[-1]).T.contiguous(), b_O=attn.b_O,
         W_gate=mlp.W_gate.T.contiguous() if gated else None, W_in=mlp.W_in.T.contiguous(),
         b_in=mlp.b_in, W_out=mlp.W_out.T.contiguous(), b_out=mlp.b_out, act=mlp.act_fn,
-        scale=float(attn.attn_scale), cos=attn.rotary_cos, sin=attn.rotary_sin)
+        scale=float(attn.attn_scale), attn=attn)
 
 
 @dataclass(frozen=True)
@@ -155,11 +163,12 @@ class SuffixRunner:
         qh = h[:, -1:] if last_only else h
         q = F.linear(qh, layer.W_Q, layer.b_Q).view(b, qh.shape[1], self.n_heads, self.d_head)
         qp = q_pos[:, -1:] if last_only else q_pos
-        q = self._rotate(q, layer.cos[qp][:, :, None], layer.sin[qp][:, :, None])
+        table_cos, table_sin = self._tables(layer, int(k_pos.max()) + 1)
+        q = self._rotate(q, table_cos[qp][:, :, None], table_sin[qp][:, :, None])
         # The prefix keys are rotated apart from the suffix's: they need no gradient, so the
         # backward pass never touches them.
         p = k_pre.shape[1]
-        cos, sin = layer.cos[k_pos][:, :, None], layer.sin[k_pos][:, :, None]
+        cos, sin = table_cos[k_pos][:, :, None], table_sin[k_pos][:, :, None]
         k = torch.cat([self._rotate(k_pre, cos[:, :p], sin[:, :p]),
                        self._rotate(k_new, cos[:, p:], sin[:, p:])], dim=1)
         v = torch.cat([v_pre, v_new], dim=1)
@@ -169,6 +178,16 @@ class SuffixRunner:
             scale=1.0 / layer.scale, enable_gqa=self.n_kv != self.n_heads)
         z = z.transpose(1, 2).reshape(b, qh.shape[1], self.n_heads * self.d_head)
         return F.linear(z, layer.W_O, layer.b_O)
+
+    @staticmethod
+    def _tables(layer: _Layer, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's rotary cos/sin tables, extended as TransformerLens extends them when
+        the positions reach past their end."""
+        attn = layer.attn
+        if length > attn.rotary_cos.shape[0]:
+            attn._extend_rotary_embeddings(min(attn.cfg.n_ctx,
+                                               max(length, 2 * attn.rotary_cos.shape[0])))
+        return attn.rotary_cos, attn.rotary_sin
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         if layer.W_gate is not None:

@@ -78,3 +78,12 @@ def test_sae_examples_of_one_context_share_a_split():
     # Triples without a context are grouped by their text.
     plain = FeatureData.from_examples([("t", "a", 1.0), ("t", "b", 0.0)]).examples()
     assert [e.group for e in plain.items] == ["t", "t"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_training_sees_both_classes_when_every_context_holds_an_active_word(seed):
+    # Every inactive example shares its context with an active one, so the groups are all
+    # "active" groups: training must still get an inactive example.
+    groups, words, active = [0, 0, 1], ["the", "cat", "dog"], [False, True, True]
+    split = split_examples(groups, words, active, 0.2, 0.2, seed)
+    assert {active[i] for i in split.train} == {True, False}

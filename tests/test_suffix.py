@@ -60,6 +60,13 @@ def test_other_architectures_keep_transformer_lens_and_say_why(tokenizer, caplog
     assert "normalization_type is 'LN'" in unsupported(model)
     soft = tiny_llama(tokenizer, attn_scores_soft_cap=30.0)
     assert "soft-caps" in unsupported(soft)
+    # Hooks a user attached would not run in the lean forward: TransformerLens's path then.
+    hooked = tiny_llama(tokenizer)
+    handle = hooked.blocks[0].attn.hook_q.add_hook(lambda act, hook: act)
+    assert "hooks are attached" in unsupported(hooked)
+    hooked.reset_hooks()
+    assert unsupported(hooked) is None
+    del handle
     ev = Evaluator(model)
     exs = [ev.encode(s, w) for s, w in SENTENCES]
     with caplog.at_level(logging.INFO, logger="saelens_tokenlabel.forward"):
@@ -72,3 +79,17 @@ def test_other_architectures_keep_transformer_lens_and_say_why(tokenizer, caplog
         @ ev.model.W_E
     torch.testing.assert_close(cached_logits(ev, cache, torch.arange(len(exs)), e),
                                full_prompt_logits(ev, exs, e), rtol=0, atol=1e-12)
+
+
+def test_positions_past_the_rotary_table_extend_it_as_transformer_lens_does(tokenizer):
+    # TransformerLens's rotary table starts at 2048 rows and grows when a longer input comes:
+    # a prefix that ends just before it and a suffix that runs past it.
+    ev = Evaluator(tiny_llama(tokenizer, n_ctx=4096))
+    short = ev.encode("x", "x")
+    n_fill = 2040 - len(short.prefix_ids)
+    ex = ev.encode(" ".join(["a"] * n_fill) + " x", "x")
+    assert len(ex.prefix_ids) < 2048 < len(ex.prefix_ids) + len(ev.suffix_ids(1))
+    e = torch.softmax(torch.randn(1, 1, ev.d_vocab, dtype=torch.float64), -1) @ ev.model.W_E
+    fast = PrefixCache.build(ev, [ex])
+    torch.testing.assert_close(cached_logits(ev, fast, torch.tensor([0]), e),
+                               full_prompt_logits(ev, [ex], e), rtol=0, atol=1e-10)

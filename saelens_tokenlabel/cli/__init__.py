@@ -1,9 +1,10 @@
 """The `tokenlabel` command line (layer 7: may import any layer; nothing imports it).
 
 One module per command (`synthetic.py`, `label.py`, `run.py`: status and export,
-`report.py`); config flags come from the config dataclasses (`flags.py`). Building the parser
-imports no torch, TransformerLens or SAELens: `tokenlabel --help`, `status`, `export` and
-`report` stay fast; `label` and `synthetic` import them when they run.
+`report.py`, `demo.py`); config flags come from the config dataclasses (`flags.py`).
+Building the parser imports no torch, TransformerLens or SAELens: `tokenlabel --help`,
+`status`, `export` and `report` stay fast; `label`, `synthetic` and `demo` import them when
+they run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from .demo import add_demo_parser
 from .label import add_label_parser
 from .report import add_report_parser
 from .run import add_run_parsers
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_label_parser(sub)
     add_run_parsers(sub)
     add_report_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

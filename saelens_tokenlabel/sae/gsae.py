@@ -79,6 +79,11 @@ def _classes() -> dict[str, Any]:
             if self.rescale_acts_by_decoder_norm:
                 raise ValueError("a g-SAE with rescale_acts_by_decoder_norm is not supported; "
                                  "fold the decoder norm into the weights first")
+            if self.normalize_activations not in ("none", "expected_average_only_in"):
+                # Their run-time norm is state that `decode` consumes: the selection's
+                # vector-Jacobian product through `decode` would eat it.
+                raise ValueError(f"a g-SAE with normalize_activations="
+                                 f"{self.normalize_activations!r} is not supported")
 
         @classmethod
         def architecture(cls) -> str:
@@ -118,11 +123,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def decoder_projection(sae: Any, grad: torch.Tensor) -> Float[torch.Tensor, "n d_sae"]:
-    """``W_decᵀ g`` per row: the vector-Jacobian product of ``sae.decode`` at `grad`."""
+def decoder_projection(sae: Any, grad: torch.Tensor, latent_shape: torch.Size
+                       ) -> Float[torch.Tensor, "n d_sae"]:
+    """``W_decᵀ g`` per row, of the latents' shape: the vector-Jacobian product of
+    ``sae.decode`` at `grad` (which has the hook's shape, e.g. ``[n, heads, d_head]``)."""
     with torch.enable_grad():
-        z = torch.zeros(*grad.shape[:-1] if grad.ndim > 1 else (1,), int(sae.cfg.d_sae),
-                        device=sae.W_dec.device, dtype=sae.W_dec.dtype, requires_grad=True)
+        z = torch.zeros(latent_shape, device=sae.W_dec.device, dtype=sae.W_dec.dtype,
+                        requires_grad=True)
         out = sae.decode(z)
         g = grad.to(device=out.device, dtype=out.dtype).reshape(out.shape)
         (proj,) = torch.autograd.grad(out, z, grad_outputs=g)
@@ -132,7 +139,7 @@ def decoder_projection(sae: Any, grad: torch.Tensor) -> Float[torch.Tensor, "n d
 def select(sae: Any, z: Float[torch.Tensor, "n d_sae"], grad: torch.Tensor
            ) -> Float[torch.Tensor, "n d_sae"]:
     """The g-SAE activation: ReLU(z) on the k latents with the largest ``z ∘ |W_decᵀ g|``."""
-    proj = decoder_projection(sae, grad).to(z.dtype).reshape(z.shape)
+    proj = decoder_projection(sae, grad, z.shape).to(z.dtype)
     score = z * (proj.abs() if sae.cfg.gradient_abs else proj)
     # Stable sort: equal scores go to the lower index, whatever topk's kernel does.
     idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., : sae.cfg.k]

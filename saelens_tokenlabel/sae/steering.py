@@ -6,7 +6,8 @@ and see which tokens the model now predicts. For a feature f with label text L:
 * on each neutral context (`SteeringConfig.contexts`, text about nothing in particular), the
   subject model runs with ``α · u_f`` added at the SAE's hook at every position, where
   ``u_f = W_dec[f] / ‖W_dec[f]‖`` and α is a multiple (`SteeringConfig.scales`) of the mean
-  norm of the hook's activations on those contexts, so one setting fits every layer and SAE;
+  norm of the hook's activations on those contexts (BOS left out), so one setting fits every
+  layer and SAE;
 * the label's log-probability is read at the last position: the log of the summed
   probability of the subject tokens whose text is the label's first word (with or without a
   leading space, `logit_lens.token_text_index`), else of the first token of " " + the word;
@@ -108,7 +109,8 @@ def steered_log_probs(model: HookedTransformer, spec: HookSpec, tokens: torch.Te
     added at the hook at every position (one batched pass over vectors × contexts)."""
     v, c = len(vectors), len(tokens)
     rows = tokens.repeat(v, 1)
-    add = vectors.to(model.W_E.dtype).repeat_interleave(c, 0)  # row r gets vector r // c
+    # row r gets vector r // c
+    add = vectors.to(tokens.device, model.W_E.dtype).repeat_interleave(c, 0)
 
     def steer(act: torch.Tensor, hook: Any) -> torch.Tensor:  # noqa: ARG001
         if spec.head_index is not None:  # [rows, pos, heads, d_head]: one head's input
@@ -130,7 +132,11 @@ def _hook_norm(model: HookedTransformer, spec: HookSpec, tokens: torch.Tensor,
                mask: torch.Tensor) -> float:
     act = run_to_hook(model, spec, tokens, mask)
     norms = act.reshape(*act.shape[:2], -1).norm(dim=-1)
-    return float(norms[mask.bool()].mean())
+    counted = mask.bool().clone()
+    if model.tokenizer.bos_token_id is not None:
+        # BOS's residual norm is often many times the others': it would inflate α.
+        counted[:, 0] = False
+    return float(norms[counted].mean())
 
 
 def steering_scores(sae: Any, model: HookedTransformer, features: Sequence[int],
@@ -143,7 +149,8 @@ def steering_scores(sae: Any, model: HookedTransformer, features: Sequence[int],
     tokens, mask = _context_tokens(model, config)
     scale = _hook_norm(model, spec, tokens, mask)
     W_dec = sae.W_dec.detach().reshape(int(sae.cfg.d_sae), -1).to(model.W_E.device)
-    base = steered_log_probs(model, spec, tokens, mask, torch.zeros(1, W_dec.shape[1]))[0]
+    base = steered_log_probs(model, spec, tokens, mask,
+                             torch.zeros(1, W_dec.shape[1], device=W_dec.device))[0]
     out: list[dict[str, float | None]] = []
     for f, label in zip(features, labels, strict=True):
         ids = label_token_ids(model, label)

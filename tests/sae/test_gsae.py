@@ -125,6 +125,29 @@ def test_a_saved_gsae_loads_as_a_gsae_with_the_same_encode(tmp_path):
     _, config = gsae_classes()
     with pytest.raises(ValueError, match="gradient_loss"):
         config(d_in=4, d_sae=8, gradient_loss="mse")
+    with pytest.raises(ValueError, match="normalize_activations"):
+        config(d_in=4, d_sae=8, normalize_activations="layer_norm")
+
+
+def test_a_hook_z_gsae_selects_on_the_flattened_heads():
+    from sae_lens.saes.sae import SAEMetadata
+
+    gsae, config = gsae_classes()
+    sae = gsae(config(d_in=8, d_sae=16, k=2, dtype="float64", reshape_activations="hook_z",
+                      metadata=SAEMetadata(hook_name="blocks.0.attn.hook_z")))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in (sae.W_enc, sae.W_dec, sae.b_enc):
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(5, 2, 4, generator=g, dtype=torch.float64)  # [tokens, heads, d_head]
+    grad = torch.randn(5, 2, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        got = sae.encode(x, grad=grad)
+    z = (x.reshape(5, 8) - sae.b_dec) @ sae.W_enc + sae.b_enc
+    score = z * (grad.reshape(5, 8) @ sae.W_dec.T).abs()
+    idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :2]
+    want = torch.zeros_like(z).scatter(-1, idx, z.gather(-1, idx).relu())
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=1e-12)
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def test_steering_score_by_hand(subject_tokenizer):
     for i in range(len(tokens)):
         n = int(mask[i].sum())
         _, cache = model.run_with_cache(tokens[i : i + 1, :n], names_filter=HOOK)
-        norms.append(cache[HOOK][0].norm(dim=-1))
+        norms.append(cache[HOOK][0, 1:].norm(dim=-1))  # BOS left out
     scale = float(torch.cat(norms).mean())
 
     def said(vector):

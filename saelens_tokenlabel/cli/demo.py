@@ -1,0 +1,90 @@
+"""`tokenlabel demo --out DIR`: the main job, labeling an SAE, on the embedded toy world.
+
+Nothing is downloaded. The demo writes its inputs into ``DIR/inputs``: the planted SAE
+(`toy.planted.planted_sae`: features firing on animals, digits, two Chinese characters, one
+dead, four random), the tiny subject model and its tokenizer (trained on the spot), and a toy
+corpus. It then runs `tokenlabel label` on them with the toy evaluator, the same command and
+code path as on a real SAE (activation cache, examples, labeling, run store, exports), and
+`tokenlabel report`, and prints where to open the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from .label import add_label_parser
+from .report import add_report_parser
+
+DEMO_FEATURES = "0:8"
+"""Every planted feature: animals, digits, a dead one, Chinese characters, four random."""
+DEMO_SENTENCES = 300
+"""Sentences of the toy corpus (plus the Chinese ones)."""
+
+
+def write_inputs(inputs: Path) -> dict[str, Path]:
+    """The planted SAE, the subject model and the corpus, as files `tokenlabel label` reads."""
+    from ..loading import save_local_model
+    from ..toy.planted import (
+        CHINESE_SENTENCES,
+        planted_sae,
+        subject_model,
+        toy_sentences,
+        train_subject_tokenizer,
+    )
+
+    inputs.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_subject_tokenizer(inputs / "subject_tokenizer")
+    paths = {"sae": inputs / "sae", "model": inputs / "subject",
+             "corpus": inputs / "corpus.txt"}
+    planted_sae().save_model(paths["sae"])
+    save_local_model(subject_model(tokenizer), paths["model"])
+    lines = toy_sentences(DEMO_SENTENCES, seed=0) + list(CHINESE_SENTENCES)
+    paths["corpus"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return paths
+
+
+def _run(argv: list[str]) -> int:
+    """`tokenlabel ARGV` for the label and report commands, as the command line runs them."""
+    parser = argparse.ArgumentParser(prog="tokenlabel")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_label_parser(sub)
+    add_report_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    paths = write_inputs(out / "inputs")
+    print(f"inputs:       planted SAE, tiny subject model and toy corpus in {out / 'inputs'}")
+    label = ["label", "--sae-path", str(paths["sae"]), "--model", str(paths["model"]),
+             "--corpus", str(paths["corpus"]), "--features", DEMO_FEATURES, "--evaluator",
+             "toy", "--out", str(out / "run"), "--cache-dir", str(out / "cache"), "--device",
+             args.device]
+    print("running:      tokenlabel " + " ".join(label))
+    status = _run(label)
+    if status:
+        return status
+    status = _run(["report", str(out / "run")])
+    print(f"demo done in {time.perf_counter() - t0:.0f} s. Open {out / 'run' / 'report'}"
+          "/index.html in a browser; `tokenlabel status "
+          f"{out / 'run'}` summarises the run.")
+    return status
+
+
+def add_demo_parser(sub: Any) -> None:
+    """Register ``tokenlabel demo`` on the `tokenlabel` subparsers."""
+    p = sub.add_parser(
+        "demo", help="label a planted toy SAE end to end, offline (about a minute on a CPU)",
+        description="The main job on the embedded toy world, nothing downloaded: writes a "
+                    "planted SAE, a tiny subject model and a toy corpus into OUT/inputs, runs "
+                    "`tokenlabel label` on them with the toy evaluator (activation cache, "
+                    "examples, labels, run store, exports in OUT/run), then `tokenlabel "
+                    "report`, and prints where to open the report.")
+    p.add_argument("--out", required=True, help="folder for the inputs, the run and the report")
+    p.add_argument("--device", default="cpu", help="device of the subject and evaluator")
+    p.set_defaults(func=cmd_demo)

@@ -16,9 +16,12 @@ from .names import __version__
 from .run.plugin_hook import install_now_or_on_import
 
 if TYPE_CHECKING:
-    from .config import LabelConfig, PerformanceConfig
+    from .amortize import Amortizer
+    from .comparison import CompareConfig, Comparison
+    from .config import AmortizeConfig, LabelConfig, PerformanceConfig
     from .data import Example, FeatureData, FeatureDataError
     from .evaluator import EncodedExample, Evaluator, EvaluatorError
+    from .explanations import read_explanations
     from .labeler import label_feature, label_features_data
     from .labelset import LabelSet
     from .loading import load_evaluator_model, load_local_model, save_local_model
@@ -32,7 +35,11 @@ if TYPE_CHECKING:
     from .sae.corpus import Corpus
 
 _EXPORTS = {
+    "AmortizeConfig": ".config",
+    "Amortizer": ".amortize",
     "CacheConfig": ".sae.config",
+    "CompareConfig": ".comparison",
+    "Comparison": ".comparison",
     "Corpus": ".sae.corpus",
     "ExampleConfig": ".sae.config",
     "LabelSet": ".labelset",
@@ -53,6 +60,7 @@ _EXPORTS = {
     "PromptTemplate": ".prompts",
     "Trajectory": ".result",
     "label_feature": ".labeler",
+    "read_explanations": ".explanations",
     "label_features_data": ".labeler",
     "load_evaluator_model": ".loading",
     "load_local_model": ".loading",
@@ -60,7 +68,11 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AmortizeConfig",
+    "Amortizer",
     "CacheConfig",
+    "CompareConfig",
+    "Comparison",
     "Corpus",
     "ExampleConfig",
     "LabelSet",
@@ -81,6 +93,7 @@ __all__ = [
     "PromptTemplate",
     "Trajectory",
     "label_feature",
+    "read_explanations",
     "label_features_data",
     "load_evaluator_model",
     "load_local_model",

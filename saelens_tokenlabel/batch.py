@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -46,6 +46,10 @@ class LabelBatch:
     finish: Finish = _unchanged
     """Driver side, after labeling: returns the results with what the driver knows added
     (examples, words, activation statistics), as new records. Never sent to a worker."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """`LabelConfig` fields these features are labeled with instead of the run's (e.g. the
+    budget of descents warm-started from amortised proposals); recorded in each result's
+    `config`."""
 
     @property
     def to_label(self) -> list[int]:
@@ -65,6 +69,8 @@ def label_batch(batch: LabelBatch, evaluator: Evaluator, config: LabelConfig
                 ) -> list[LabelResult]:
     """Label `batch.datas` in one optimisation (the core `label_features_data`). Runs where
     the evaluator is: in this process, or in a Ray actor."""
+    if batch.overrides:
+        config = replace(config, **batch.overrides)
     return label_features_data(batch.datas, evaluator, config,
                                init_logits=batch.init_logits)
 

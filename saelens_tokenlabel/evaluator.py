@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from jaxtyping import Bool
 
+from .backend import Backend, backend_of
 from .prompts import PromptTemplate
 
 if TYPE_CHECKING:
@@ -88,7 +89,10 @@ class Evaluator:
                 "template=stl.PromptTemplate(...)."
             )
         self.tokenizer = tok
+        self.backend: Backend = backend_of(self.model)
+        """Runs the model: a HookedTransformer or a TransformerBridge (`backend.py`)."""
         self._spelling: dict[str, str | None] = {}
+        self._encoded: dict[tuple[str, str], EncodedExample] = {}
         self.model.requires_grad_(False)
         self.model.eval()
         if self.name is None:
@@ -174,13 +178,21 @@ class Evaluator:
     # ----------------------------------------------------------------- encoding
     def encode(self, sentence: str, word: str) -> EncodedExample:
         """Tokenize the part of the rating prompt before the label."""
+        # Remembered: the same random examples serve every feature of a run, and rendering
+        # the chat template is most of the cost of preparing a batch.
+        key = (sentence, word)
+        if key in self._encoded:
+            return self._encoded[key]
         pre, post = self._split_rendered(sentence, word)
         if post != self._post_text:
             raise EvaluatorError(
                 "The prompt after the label depends on the example; the template must put "
                 "{sentence} and {word} before {label}."
             )
-        return EncodedExample(tuple(self._tokenize(pre)), sentence, word)
+        encoded = EncodedExample(tuple(self._tokenize(pre)), sentence, word)
+        if len(self._encoded) < 1 << 16:
+            self._encoded[key] = encoded
+        return encoded
 
     def suffix_ids(self, label_length: int = 1, fill_id: int = 0) -> list[int]:
         """Suffix token ids: ``label_length`` slots holding ``fill_id``, then the fixed tail."""

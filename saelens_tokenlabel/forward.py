@@ -3,10 +3,12 @@
 Two paths give the same logits:
 
 * full: the whole rating prompt every time (left-padded, explicit attention mask);
-* cached: the prefix (everything before the label) was run once into a frozen TransformerLens
-  KV cache (`PrefixCache`); each step runs only the suffix (label slots and the tail).
+* cached: the prefix (everything before the label) was run once and its keys/values kept
+  (`PrefixCache`); each step runs only the suffix (label slots and the tail).
 
 Rotary positions come from the attention mask in both, so padding never shifts positions.
+The model itself is run by its `backend.Backend`: a HookedTransformer with TransformerLens's KV
+cache, or a TransformerBridge with its Hugging Face model's.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
+from .backend import BackendError, Pass
 from .evaluator import EncodedExample, Evaluator
 from .suffix import PrefixKV, SuffixRunner, prefix_kv, unsupported
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _device(evaluator: Evaluator) -> torch.device:
-    return evaluator.model.W_E.device
+    return evaluator.backend.device
 
 
 def _pad_id(evaluator: Evaluator) -> int:
@@ -48,56 +49,19 @@ def left_pad(
     return tokens, mask
 
 
-def _final_logits(evaluator: Evaluator, resid: Float[torch.Tensor, "batch pos d_model"]
-                  ) -> Float[torch.Tensor, "batch d_vocab"]:
-    # Unembed the last position only: the prediction is read there, and a full
-    # [batch, pos, d_vocab] unembed would dominate memory for a 128k vocabulary.
-    from transformer_lens.utilities import apply_softcap
-
-    model = evaluator.model
-    last = resid[:, -1:]
-    if model.cfg.normalization_type is not None:
-        last = model.ln_final(last)
-    logits = apply_softcap(model.unembed(last), model.cfg.output_logits_soft_cap)
-    # Softmax and loss in at least fp32, whatever the evaluator's dtype (bf16 on GPU).
-    logits = logits[:, 0]
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
 def run_with_label(
     evaluator: Evaluator,
     tokens: Int[torch.Tensor, "batch pos"],
     attention_mask: Int[torch.Tensor, "batch pos"] | None,
     slot_start: int,
     label_embeds: Float[torch.Tensor, "batch slot d_model"] | None,
-    past_kv_cache: TransformerLensKeyValueCache | None = None,
+    past: PrefixKV | None = None,
 ) -> Float[torch.Tensor, "batch d_vocab"]:
     """Logits at the last position, with `label_embeds` replacing the embeddings of the label
-    slots ``[slot_start, slot_start + n_slots)``."""
-    model = evaluator.model
-    device = _device(evaluator)
-    tokens = tokens.to(device)
-    if attention_mask is not None:
-        attention_mask = attention_mask.to(device)
-    hooks = []
-    if label_embeds is not None:
-        n_slots = label_embeds.shape[1]
-
-        def inject(embed: torch.Tensor, hook: object) -> torch.Tensor:
-            e = label_embeds.to(device=embed.device, dtype=embed.dtype)
-            return torch.cat(
-                [embed[:, :slot_start], e, embed[:, slot_start + n_slots :]], dim=1
-            )
-
-        hooks.append(("hook_embed", inject))
-    with model.hooks(fwd_hooks=hooks):
-        resid = model(
-            tokens,
-            attention_mask=attention_mask,
-            past_kv_cache=past_kv_cache,
-            stop_at_layer=model.cfg.n_layers,
-        )
-    return _final_logits(evaluator, resid)
+    slots ``[slot_start, slot_start + n_slots)``, after the cached prefix `past` if any."""
+    label = None if label_embeds is None else (slot_start, label_embeds)
+    logits, _ = evaluator.backend.run(Pass(tokens, attention_mask, past, label))
+    return logits[:, -1]
 
 
 def full_prompt_logits(
@@ -121,7 +85,13 @@ def hard_prompt_logits(
     return run_with_label(evaluator, tokens, mask, 0, None)
 
 
-_SLOW_LOGGED: set[str] = set()
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.info(message)
 
 
 def _runner(evaluator: Evaluator) -> SuffixRunner | None:
@@ -129,10 +99,8 @@ def _runner(evaluator: Evaluator) -> SuffixRunner | None:
     why = unsupported(evaluator.model)
     if why is None:
         return SuffixRunner(evaluator.model, list(evaluator.suffix_tail_ids))
-    if why not in _SLOW_LOGGED:
-        _SLOW_LOGGED.add(why)
-        log.info("cached steps run through TransformerLens's modules, not the lean suffix "
-                 "forward: %s", why)
+    _log_once(f"cached steps run through the model's own modules ({evaluator.backend.kind}), "
+              f"not the lean suffix forward: {why}")
     return None
 
 
@@ -174,7 +142,6 @@ class PrefixCache:
         if not examples:
             raise ValueError("PrefixCache needs at least one example.")
         self.evaluator = evaluator
-        model = evaluator.model
         self.device = _device(evaluator)
         self.batch_size = batch_size
         self.keep_kv = keep_kv
@@ -183,23 +150,30 @@ class PrefixCache:
         seqs = [e.prefix_ids for e in examples]
         # Leave every example at least one token of its own: q is read at its last token.
         self.shared_len = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
+        self.prefixes = seqs
         rest = [s[self.shared_len :] for s in seqs]
         self.rest_tokens, self.rest_mask = left_pad(rest, _pad_id(evaluator))
         self.n_examples = len(examples)
 
-        with torch.no_grad():
-            shared = TransformerLensKeyValueCache.init_cache(model.cfg, self.device, 1)
-            if self.shared_len:
-                model(torch.tensor([list(seqs[0][: self.shared_len])], device=self.device),
-                      attention_mask=torch.ones(1, self.shared_len, dtype=torch.long,
-                                                device=self.device),
-                      past_kv_cache=shared, stop_at_layer=model.cfg.n_layers)
-        self.shared_keys = [e.past_keys for e in shared.entries]
-        self.shared_values = [e.past_values for e in shared.entries]
+        self.shared_keys: list[torch.Tensor] = []
+        self.shared_values: list[torch.Tensor] = []
+        self._allocate(max_resident)
+        try:
+            log_q = self._run_all()
+        except BackendError as err:
+            # The model cannot keep a cache: say so once, and run whole prompts instead.
+            _log_once(f"the prefix cache is off, every pass runs the whole prompt: {err}")
+            self.keep_kv, self.runner, self.capacity = False, None, 0
+            self.keys, self.values, self.shared_keys, self.shared_values = [], [], [], []
+            log_q = self._run_all()
+        # log q is small next to keys/values, except for huge vocabularies and many examples:
+        # under a budget it waits on the CPU and only the batch's rows travel.
+        self.log_q_all = torch.cat(log_q).to("cpu" if max_resident is not None else self.device)
 
-        n = len(examples)
+    def _allocate(self, max_resident: int | None) -> None:
+        n = self.n_examples
         cap = n if max_resident is None else max(1, min(n, max_resident))
-        self.capacity = cap if keep_kv else 0
+        self.capacity = cap if self.keep_kv else 0
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.slot_of = torch.full((n,), -1, dtype=torch.long)
@@ -208,41 +182,53 @@ class PrefixCache:
         self._clock = 0
         self.recomputed = 0
         """Examples whose keys/values were recomputed after eviction (budget misses)."""
+
+    def _run_all(self) -> list[torch.Tensor]:
+        """The prefix pass of every example: log q, and keys/values into the store."""
+        if self.keep_kv and self.shared_len:
+            self.shared_keys, self.shared_values = self._run_shared(
+                self.prefixes[0][: self.shared_len])
         log_q = []
-        for start in range(0, n, batch_size):
-            rows = torch.arange(start, min(n, start + batch_size))
+        for start in range(0, self.n_examples, self.batch_size):
+            rows = torch.arange(start, min(self.n_examples, start + self.batch_size))
             keys, values, lq = self._run_rest(rows)
             log_q.append(lq)
-            if keep_kv:
+            if self.keep_kv:
                 self._store(rows[: max(0, self.capacity - start)], keys, values)
-        # log q is small next to keys/values, except for huge vocabularies and many examples:
-        # under a budget it waits on the CPU and only the batch's rows travel.
-        self.log_q_all = torch.cat(log_q).to("cpu" if max_resident is not None else self.device)
+        return log_q
 
     # ------------------------------------------------------------------ internals
     @torch.no_grad()
+    def _run_shared(self, shared: Sequence[int]
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Keys/values of the part every prefix shares, ``[1, shared_len]``."""
+        tokens = torch.tensor([list(shared)], dtype=torch.long)
+        _, kv = self.evaluator.backend.run(Pass(tokens, keep_kv=True))
+        return kv.keys, kv.values
+
+    @torch.no_grad()
     def _run_rest(self, rows: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor],
                                                      torch.Tensor]:
-        model = self.evaluator.model
-        b = len(rows)
-        t = self.rest_tokens[rows].to(self.device)
-        m = self.rest_mask[rows].to(self.device)
-        cache = self._shared_cache(b)
-        cache.unfreeze()
-        resid = model(t, attention_mask=m, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
-        lq = torch.log_softmax(_final_logits(self.evaluator, resid), dim=-1)
-        keys = [e.past_keys[:, self.shared_len :] for e in cache.entries]
-        values = [e.past_values[:, self.shared_len :] for e in cache.entries]
-        return keys, values, lq
+        backend = self.evaluator.backend
+        if not self.keep_kv:
+            # No keys/values kept: the whole prefix, left-padded, for log q only.
+            tokens, mask = left_pad([list(self.prefixes[int(r)]) for r in rows],
+                                    _pad_id(self.evaluator))
+            logits, _ = backend.run(Pass(tokens, mask))
+            return [], [], torch.log_softmax(logits[:, -1], dim=-1)
+        logits, kv = backend.run(Pass(self.rest_tokens[rows], self.rest_mask[rows],
+                                      self._shared(len(rows)), keep_kv=True))
+        keys = [k[:, self.shared_len :] for k in kv.keys]
+        values = [v[:, self.shared_len :] for v in kv.values]
+        return keys, values, torch.log_softmax(logits[:, -1], dim=-1)
 
-    def _shared_cache(self, b: int) -> TransformerLensKeyValueCache:
-        entries = [
-            TransformerLensKeyValueCacheEntry(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1),
-                                              frozen=True)
-            for k, v in zip(self.shared_keys, self.shared_values, strict=True)
-        ]
-        mask = torch.ones(b, self.shared_len, dtype=torch.long, device=self.device)
-        return TransformerLensKeyValueCache(entries, mask, frozen=True)
+    def _shared(self, b: int) -> PrefixKV | None:
+        """The shared part, broadcast to `b` rows with ``.expand`` (no copy)."""
+        if not self.shared_len:
+            return None
+        return prefix_kv([k.expand(b, -1, -1, -1) for k in self.shared_keys],
+                         [v.expand(b, -1, -1, -1) for v in self.shared_values],
+                         torch.ones(b, self.shared_len, dtype=torch.long, device=self.device))
 
     def _store(self, rows: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
                protect: torch.Tensor | None = None) -> None:
@@ -275,7 +261,7 @@ class PrefixCache:
 
     def bytes_per_example(self) -> int:
         cfg = self.evaluator.model.cfg
-        heads = cfg.n_key_value_heads or cfg.n_heads
+        heads = self.evaluator.backend.kv_heads()
         elem = self.evaluator.model.W_E.element_size()
         return 2 * cfg.n_layers * self.rest_tokens.shape[1] * heads * cfg.d_head * elem
 
@@ -303,20 +289,14 @@ class PrefixCache:
             keys = [k[slots] for k in self.keys]
             values = [v[slots] for v in self.values]
         b = len(rows)
-        keys = [torch.cat([sk.expand(b, -1, -1, -1), k], dim=1)
-                for sk, k in zip(self.shared_keys, keys, strict=True)]
-        values = [torch.cat([sv.expand(b, -1, -1, -1), v], dim=1)
-                  for sv, v in zip(self.shared_values, values, strict=True)]
+        if self.shared_len:
+            keys = [torch.cat([sk.expand(b, -1, -1, -1), k], dim=1)
+                    for sk, k in zip(self.shared_keys, keys, strict=True)]
+            values = [torch.cat([sv.expand(b, -1, -1, -1), v], dim=1)
+                      for sv, v in zip(self.shared_values, values, strict=True)]
         mask = torch.cat([torch.ones(b, self.shared_len, dtype=torch.long),
                           self.rest_mask[rows]], dim=1).to(self.device)
         return prefix_kv(keys, values, mask)
-
-    def select(self, rows: Int[torch.Tensor, " batch"]) -> TransformerLensKeyValueCache:
-        """A frozen TL KV cache holding the prefixes of `rows` (one per batch row)."""
-        kv = self.gather(rows)
-        entries = [TransformerLensKeyValueCacheEntry(k, v, frozen=True)
-                   for k, v in zip(kv.keys, kv.values, strict=True)]
-        return TransformerLensKeyValueCache(entries, kv.mask.long(), frozen=True)
 
     def log_q_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return self.log_q_all[rows.to(self.log_q_all.device)].to(self.device)
@@ -350,7 +330,7 @@ def cached_logits(
     suffix = torch.tensor(evaluator.suffix_ids(n_slots, fill_id=_pad_id(evaluator)))
     tokens = suffix.expand(len(rows), -1)
     mask = torch.ones_like(tokens)
-    logits = run_with_label(evaluator, tokens, mask, 0, label_embeds, cache.select(rows))
+    logits = run_with_label(evaluator, tokens, mask, 0, label_embeds, cache.gather(rows))
     return logits if columns is None else logits[:, columns.to(logits.device)]
 
 
@@ -365,18 +345,13 @@ def conditional_log_q(
     """The evaluator's next-token log-distributions after the prefix and the hard label tokens
     `label_ids`: entry ``[:, i]`` is its expectation for label slot ``i + 1`` given slots
     ``0..i``. With a `cache` (keeping keys/values) only the label tokens run."""
-    model = evaluator.model
-    device = _device(evaluator)
-    label_ids = label_ids.to(device)
+    label_ids = label_ids.to(_device(evaluator))
+    n = label_ids.shape[1]
     if cache is not None and cache.keep_kv:
-        tokens = label_ids
-        mask = torch.ones_like(tokens)
-        kv = cache.select(rows)
+        p = Pass(label_ids, past=cache.gather(rows), last=n)
     else:
         seqs = [list(encoded[int(r)].prefix_ids) + ids
                 for r, ids in zip(rows.tolist(), label_ids.tolist(), strict=True)]
-        tokens, mask = left_pad(seqs, _pad_id(evaluator))
-        tokens, mask, kv = tokens.to(device), mask.to(device), None
-    logits = model(tokens, attention_mask=mask, past_kv_cache=kv)[:, -label_ids.shape[1] :]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        p = Pass(*left_pad(seqs, _pad_id(evaluator)), last=n)
+    logits, _ = evaluator.backend.run(p)
     return torch.log_softmax(logits, dim=-1)

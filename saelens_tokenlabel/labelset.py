@@ -14,12 +14,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_text, dumps_json
 from .names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
-from .neuronpedia import write_neuronpedia
+from .neuronpedia import (
+    NeuronpediaBatchConfig,
+    NeuronpediaBatches,
+    write_neuronpedia,
+    write_neuronpedia_batches,
+)
 from .records import FeatureExtra
 from .result import SCORE_KEYS, LabelResult, Trajectory, score_of  # noqa: F401
 
@@ -195,9 +201,18 @@ class LabelSet(Mapping[int, LabelResult]):
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def to_neuronpedia(self, path: str | Path, neuronpedia_id: str | None = None) -> int:
-        """Write Neuronpedia explanation records (JSONL); see `neuronpedia.py`. Returns the
-        number of records."""
+        """Write the readable view of the Neuronpedia records (one JSON line per explanation,
+        its scores nested); see `neuronpedia.py`. Returns the number of records."""
         return write_neuronpedia(self, path, neuronpedia_id)
+
+    def to_neuronpedia_batches(self, folder: str | Path, neuronpedia_id: str | None = None,
+                               config: NeuronpediaBatchConfig | None = None,
+                               created_at: datetime | None = None) -> NeuronpediaBatches:
+        """Write Neuronpedia's import layout into `folder` (a source's folder,
+        ``<modelId>/<layer>``): ``explanations/batch-N.jsonl.gz`` and
+        ``explanation_scores/batch-N.jsonl.gz``, replacing an earlier export of these labels'
+        SAE there; see `neuronpedia.py`. Returns what was written."""
+        return write_neuronpedia_batches(self, folder, neuronpedia_id, config, created_at)
 
 
 def _span(features: list[int]) -> str:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .suffix import unsupported
+
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
@@ -90,16 +92,124 @@ def load_local_model(
     return model.to(device)
 
 
-def load_evaluator_model(
-    name_or_dir: str, device: str | None = None, dtype: torch.dtype | None = None
-) -> HookedTransformer:
-    """A local folder from `save_local_model`, else a model name for `from_pretrained`."""
-    from transformer_lens import HookedTransformer
+BACKENDS = ("hooked", "bridge")
+"""How a model is loaded: TransformerLens's HookedTransformer, or a TransformerLens 3
+TransformerBridge around the Hugging Face model."""
 
+
+def load_evaluator_model(
+    name_or_dir: str, device: str | None = None, dtype: torch.dtype | None = None,
+    backend: str = "hooked",
+) -> Any:
+    """The evaluator LLM: `load_model` (default dtype bf16 on GPU, fp32 on CPU)."""
+    device = device or default_device()
+    return load_model(name_or_dir, device, dtype or default_dtype(device), backend)
+
+
+def load_model(name_or_dir: str, device: str | None = None, dtype: torch.dtype | None = None,
+               backend: str = "hooked", **from_pretrained: Any) -> Any:
+    """A local folder from `save_local_model`, else a model name (or, for the bridge, a Hugging
+    Face folder) for ``HookedTransformer.from_pretrained`` (with `from_pretrained`) /
+    ``TransformerBridge.boot_transformers``. A `save_local_model` folder loads as a bridge too,
+    through `hooked_to_hf_llama`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}.")
+    device = device or default_device()
+    local = Path(name_or_dir).is_dir() and (Path(name_or_dir) / LOCAL_CONFIG).is_file()
+    if backend == "bridge":
+        if local:
+            hooked = load_local_model(name_or_dir, device=device, dtype=dtype)
+            return boot_bridge(hooked_to_hf_llama(hooked), hooked.tokenizer, dtype)
+        from transformer_lens.model_bridge import TransformerBridge
+
+        return TransformerBridge.boot_transformers(name_or_dir, device=device,
+                                                   dtype=dtype or torch.float32)
     if Path(name_or_dir).is_dir():
         return load_local_model(name_or_dir, device=device, dtype=dtype)
-    device = device or default_device()
-    return HookedTransformer.from_pretrained(
-        name_or_dir, device=device, dtype=dtype or default_dtype(device),
-        default_prepend_bos=False,
-    )
+    from transformer_lens import HookedTransformer
+
+    kwargs = {"default_prepend_bos": False, **from_pretrained}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return HookedTransformer.from_pretrained(name_or_dir, device=device, **kwargs)
+
+
+def boot_bridge(hf_model: Any, tokenizer: Any, dtype: torch.dtype | None = None) -> Any:
+    """A `TransformerBridge` around a Hugging Face model already in memory."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    dtype = dtype or next(hf_model.parameters()).dtype
+    return TransformerBridge.boot_transformers(
+        str(hf_model.config.name_or_path), hf_model=hf_model, tokenizer=tokenizer,
+        device=str(next(hf_model.parameters()).device), dtype=dtype)
+
+
+def hooked_to_hf_llama(model: HookedTransformer) -> Any:
+    """The same network as a Hugging Face `LlamaForCausalLM`, weights copied (not shared), for
+    booting a `TransformerBridge` on a model that exists only as a HookedTransformer (the toy
+    evaluator, the planted subject).
+
+    Llama-shaped HookedTransformers only: RMSNorm, rotary embeddings, gated SiLU MLP, global
+    causal attention (`suffix.unsupported` lists the rest). TransformerLens's biases map onto
+    Llama's optional ``attention_bias``/``mlp_bias``; an unembedding bias, which Llama does not
+    have, becomes a bias on ``lm_head`` (in memory: `save_pretrained` would drop it)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = model.cfg
+    why = unsupported(model)
+    if why is None and not (cfg.gated_mlp and cfg.act_fn == "silu"):
+        why = f"its MLP is not gated SiLU (gated_mlp={cfg.gated_mlp}, act_fn={cfg.act_fn!r})"
+    if why is not None:
+        raise ValueError(f"Cannot write {cfg.model_name!r} as a Llama model: {why}.")
+    hf_cfg = LlamaConfig(
+        vocab_size=cfg.d_vocab, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_key_value_heads or cfg.n_heads, head_dim=cfg.d_head,
+        max_position_embeddings=cfg.n_ctx, rms_norm_eps=cfg.eps, attention_bias=True,
+        mlp_bias=True, tie_word_embeddings=False, pad_token_id=None,
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rotary_base)})
+    hf = LlamaForCausalLM(hf_cfg).to(cfg.dtype)
+    hf.lm_head = torch.nn.Linear(cfg.d_model, cfg.d_vocab, bias=True, dtype=cfg.dtype)
+    hf.load_state_dict(_llama_state(model), strict=True)
+    hf.config.name_or_path = str(cfg.model_name)
+    return hf.to(model.W_E.device).eval()
+
+
+def _llama_state(model: HookedTransformer) -> dict[str, torch.Tensor]:
+    """TransformerLens weights in `LlamaForCausalLM`'s names and layouts."""
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def heads_in(w: torch.Tensor) -> torch.Tensor:  # [head, d_model, d_head] -> [hd, d_model]
+        return w.permute(0, 2, 1).reshape(-1, w.shape[1]).clone()
+
+    out = {"model.embed_tokens.weight": sd["embed.W_E"].clone(),
+           "model.norm.weight": sd["ln_final.w"].clone(),
+           "lm_head.weight": sd["unembed.W_U"].T.clone(),
+           "lm_head.bias": sd["unembed.b_U"].clone()}
+    for i in range(model.cfg.n_layers):
+        b, h = f"blocks.{i}.", f"model.layers.{i}."
+        k = "attn._W_K" if b + "attn._W_K" in sd else "attn.W_K"
+        v = "attn._W_V" if b + "attn._W_V" in sd else "attn.W_V"
+        w_o = sd[b + "attn.W_O"]
+        out.update({
+            h + "input_layernorm.weight": sd[b + "ln1.w"].clone(),
+            h + "post_attention_layernorm.weight": sd[b + "ln2.w"].clone(),
+            h + "self_attn.q_proj.weight": heads_in(sd[b + "attn.W_Q"]),
+            h + "self_attn.q_proj.bias": sd[b + "attn.b_Q"].flatten().clone(),
+            h + "self_attn.k_proj.weight": heads_in(sd[b + k]),
+            h + "self_attn.k_proj.bias": sd[b + k.replace("W_", "b_")].flatten().clone(),
+            h + "self_attn.v_proj.weight": heads_in(sd[b + v]),
+            h + "self_attn.v_proj.bias": sd[b + v.replace("W_", "b_")].flatten().clone(),
+            h + "self_attn.o_proj.weight": w_o.reshape(-1, w_o.shape[-1]).T.clone(),
+            h + "self_attn.o_proj.bias": sd[b + "attn.b_O"].clone(),
+            h + "mlp.gate_proj.weight": sd[b + "mlp.W_gate"].T.clone(),
+            h + "mlp.gate_proj.bias": torch.zeros_like(sd[b + "mlp.b_in"]),
+            h + "mlp.up_proj.weight": sd[b + "mlp.W_in"].T.clone(),
+            h + "mlp.up_proj.bias": torch.zeros_like(sd[b + "mlp.b_in"]),
+            h + "mlp.down_proj.weight": sd[b + "mlp.W_out"].T.clone(),
+            # TransformerLens adds b_in after the gate's product, (act(x W_gate) * x W_in +
+            # b_in) W_out + b_out: it goes through W_out into the output bias.
+            h + "mlp.down_proj.bias": (sd[b + "mlp.b_out"]
+                                       + sd[b + "mlp.b_in"] @ sd[b + "mlp.W_out"]),
+        })
+    return out

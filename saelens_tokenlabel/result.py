@@ -155,10 +155,16 @@ class LabelResult(Record):
     """Every optimisation attempt (restarts and label lengths), in the order run: the config
     overrides, label, probability, converged, steps and scores of each; `selected` marks the
     one this result reports."""
+    method: str = "descended"
+    """How the label was found: ``"descended"`` (token-space gradient descent),
+    ``"amortised"`` (proposed by a map learned from other features' labels and accepted after
+    scoring on this feature's examples: no optimisation, `steps` 0; see
+    `saelens_tokenlabel.amortize`) or ``"warm_started"`` (a descent started from a rejected
+    proposal)."""
     version: int = RESULT_FORMAT_VERSION
     """Format version of this record."""
 
-    LATER_FIELDS = frozenset({"n_validation", "polysemantic"})
+    LATER_FIELDS = frozenset({"n_validation", "polysemantic", "method"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.extra, FeatureExtra):
@@ -195,7 +201,9 @@ class Attempt:
     the dict layout of earlier versions, so stored results load unchanged."""
 
     attempt: int
-    """Index of the attempt among all the optimisation's attempts, in the order run."""
+    """Index of the attempt among all the optimisation's attempts, in the order run; negative
+    for the amortised proposals rejected before a warm-started descent (-1: the map's
+    first), which ran no step."""
     overrides: dict[str, Any]
     """The config values this attempt changed (a restart's, ``prior_rank``, ``label_length``)."""
     label_length: int
@@ -219,7 +227,8 @@ class Attempt:
     selected: bool = False
     """Whether this is the attempt the result reports."""
     rejected: str | None = None
-    """Why a longer label was not kept (`grow_label`), None otherwise."""
+    """Why a longer label was not kept (`grow_label`), or an amortised proposal was not
+    accepted (`sae.proposals`); None otherwise."""
     trajectory: Trajectory | None = None
     """Its trajectory (`keep_attempt_trajectories`), None when not kept."""
 

@@ -62,3 +62,51 @@ def tiny_llama(tokenizer, dtype: torch.dtype = torch.float64, seed: int = 0,
             if p.ndim >= 2:
                 p.mul_(4.0)
     return model.to(dtype)
+
+
+def tiny_hf_llama(tokenizer, directory: Path, dtype: torch.dtype = torch.float64,
+                  seed: int = 0) -> Path:
+    """A Llama-shaped Hugging Face model (rotary, RMSNorm, gated SiLU MLP, GQA) with random
+    weights, saved with ``save_pretrained`` beside `tokenizer` in `directory`: what
+    ``TransformerBridge.boot_transformers(directory)`` boots offline."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
+                      tie_word_embeddings=False)
+    # pad_token_id None: HF would zero that token's embedding (padding_idx), and the
+    # tokenizer's pad token is its end-of-turn token, which the rating prompt uses.
+    model = LlamaForCausalLM(cfg).to(dtype)
+    # As in `tiny_llama`: scale up so that labels change the prediction measurably.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.mul_(4.0)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def tiny_bridge(directory: Path, dtype: torch.dtype = torch.float64):
+    """`TransformerBridge.boot_transformers` on a folder from `tiny_hf_llama`."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(str(directory), device="cpu", dtype=dtype)
+
+
+BRIDGE_ATOL = 1e-6
+"""How closely two float64 passes of a TransformerBridge can agree: its attention takes the
+softmax in float32 (TransformerLens 3.9, ``PositionEmbeddingsAttentionBridge.forward``) and
+Hugging Face's RMSNorm normalises in float32, so two exact paths differ by about 1e-7."""
+
+
+def exact(ev, atol: float) -> dict[str, float]:
+    """``assert_close`` tolerances for `ev`: `atol` (and rtol 0) for a HookedTransformer,
+    `BRIDGE_ATOL` (and rtol 1e-6) for a TransformerBridge."""
+    if ev.backend.kind == "bridge":
+        return {"rtol": 1e-6, "atol": max(atol, BRIDGE_ATOL)}
+    return {"rtol": 0.0, "atol": atol}

@@ -18,7 +18,7 @@ import torch
 
 from saelens_tokenlabel import Evaluator
 
-from .builders import tiny_llama, train_tokenizer
+from .builders import tiny_bridge, tiny_hf_llama, tiny_llama, train_tokenizer
 from .sae.planted import (
     CHINESE_SENTENCES,
     planted_sae,
@@ -91,6 +91,20 @@ def tokenizer(tmp_path_factory):
 def tiny_evaluator(tokenizer) -> Evaluator:
     """Random float64 Llama-shaped evaluator: for exactness tests, not for label quality."""
     return Evaluator(tiny_llama(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def bridge_evaluator(tokenizer, tmp_path_factory) -> Evaluator:
+    """The same shape as `tiny_evaluator`, as a TransformerLens 3 `TransformerBridge` booted
+    from a random-weight Hugging Face Llama saved in-test (float64)."""
+    return Evaluator(tiny_bridge(tiny_hf_llama(tokenizer, tmp_path_factory.mktemp("hf"))))
+
+
+@pytest.fixture(scope="session", params=["hooked", "bridge"])
+def any_evaluator(request) -> Evaluator:
+    """`tiny_evaluator` and `bridge_evaluator` in turn: the exactness tests run on both."""
+    return request.getfixturevalue("tiny_evaluator" if request.param == "hooked"
+                                   else "bridge_evaluator")
 
 
 @pytest.fixture(scope="session")

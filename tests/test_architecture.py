@@ -21,7 +21,8 @@ WIDE_SIGNATURES = {"run/pipeline.py:label_sae_features"}
 # Modules that may import package modules inside a function: the CLI (a command imports
 # what it needs when it runs, so --help and status stay light), optional or heavy pieces
 # (matplotlib plots, Ray, the toy evaluator's weights, attribution), and the plugin's method.
-LAZY_IMPORTERS = {"cli/demo.py", "cli/label.py", "cli/shared.py", "cli/synthetic.py",
+LAZY_IMPORTERS = {"cli/compare.py", "cli/demo.py", "cli/label.py", "cli/shared.py",
+                  "cli/synthetic.py",
                   "report/html.py",
                   "run/pipeline.py", "run/plugin.py", "toy/__init__.py", "toy/features.py"}
 
@@ -87,7 +88,8 @@ def test_imports_inside_functions_only_where_laziness_is_the_point():
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("module", ["config", "result", "records", "labelset", "neuronpedia",
-                                    "names", "files", "features", "serial", "lazy"])
+                                    "names", "files", "features", "serial", "lazy",
+                                    "explanations", "comparison"])
 def test_results_and_configs_need_no_torch(module):
     """Layer 1 is plain Python: reading results, configs and exports needs no torch."""
     code = (f"import sys, saelens_tokenlabel.{module}; "

@@ -1,4 +1,5 @@
-"""Exactness of the label injection and of the prefix cache (float64 tiny model)."""
+"""Exactness of the label injection and of the prefix cache (float64 tiny models: a
+HookedTransformer and a TransformerBridge of the same shape)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from saelens_tokenlabel.forward import (
     full_prompt_logits,
     hard_prompt_logits,
 )
+
+from .builders import exact
 
 SENTENCES = [
     ("The cat chased the mouse.", "cat"),
@@ -28,13 +31,13 @@ def _unpadded(ev, ex, label_ids):
     return ev.model(torch.tensor([ev.prompt_ids(ex, label_ids)]))[0, -1]
 
 
-def test_prefix_lengths_differ(tiny_evaluator):
-    lengths = {len(e.prefix_ids) for e in _encoded(tiny_evaluator)}
+def test_prefix_lengths_differ(any_evaluator):
+    lengths = {len(e.prefix_ids) for e in _encoded(any_evaluator)}
     assert len(lengths) == len(SENTENCES)
 
 
-def test_one_hot_label_equals_hard_token(tiny_evaluator):
-    ev = tiny_evaluator
+def test_one_hot_label_equals_hard_token(any_evaluator):
+    ev = any_evaluator
     exs = _encoded(ev)
     cache = PrefixCache.build(ev, exs)
     for tok in (5, 100, ev.d_vocab - 1):
@@ -47,13 +50,13 @@ def test_one_hot_label_equals_hard_token(tiny_evaluator):
         hard = hard_prompt_logits(ev, exs, [tok])
         for i, ex in enumerate(exs):
             ref = _unpadded(ev, ex, [tok])
-            torch.testing.assert_close(hard[i], ref, rtol=0, atol=1e-12)
-            torch.testing.assert_close(full[i], ref, rtol=0, atol=1e-12)
-            torch.testing.assert_close(cached[i], ref, rtol=0, atol=1e-12)
+            torch.testing.assert_close(hard[i], ref, **exact(ev, 1e-12))
+            torch.testing.assert_close(full[i], ref, **exact(ev, 1e-12))
+            torch.testing.assert_close(cached[i], ref, **exact(ev, 1e-12))
 
 
-def test_cached_equals_full_for_soft_labels_and_any_row_order(tiny_evaluator):
-    ev = tiny_evaluator
+def test_cached_equals_full_for_soft_labels_and_any_row_order(any_evaluator):
+    ev = any_evaluator
     exs = _encoded(ev)
     cache = PrefixCache.build(ev, exs, batch_size=3)  # chunked build, mixed lengths
     g = torch.Generator().manual_seed(0)
@@ -63,23 +66,23 @@ def test_cached_equals_full_for_soft_labels_and_any_row_order(tiny_evaluator):
     e = p @ ev.model.W_E
     full = full_prompt_logits(ev, [exs[i] for i in rows], e)
     cached = cached_logits(ev, cache, rows, e)
-    torch.testing.assert_close(cached, full, rtol=0, atol=1e-12)
+    torch.testing.assert_close(cached, full, **exact(ev, 1e-12))
 
 
-def test_q_is_next_token_distribution_before_label(tiny_evaluator):
-    ev = tiny_evaluator
+def test_q_is_next_token_distribution_before_label(any_evaluator):
+    ev = any_evaluator
     exs = _encoded(ev)
     cache = PrefixCache.build(ev, exs)
     no_kv = PrefixCache.build(ev, exs, keep_kv=False)
     assert not no_kv.keys and no_kv.capacity == 0
     for i, ex in enumerate(exs):
         ref = ev.model(torch.tensor([list(ex.prefix_ids)]))[0, -1].log_softmax(-1)
-        torch.testing.assert_close(cache.log_q[i], ref, rtol=0, atol=1e-12)
-        torch.testing.assert_close(no_kv.log_q[i], ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(cache.log_q[i], ref, **exact(ev, 1e-12))
+        torch.testing.assert_close(no_kv.log_q[i], ref, **exact(ev, 1e-12))
 
 
-def test_system_prompt_is_computed_once_and_shared(tiny_evaluator):
-    ev = tiny_evaluator
+def test_system_prompt_is_computed_once_and_shared(any_evaluator):
+    ev = any_evaluator
     exs = _encoded(ev)
     cache = PrefixCache.build(ev, exs)
     # Everything up to the sentence is shared: BOS, the system turn, the user turn's opening.
@@ -91,8 +94,8 @@ def test_system_prompt_is_computed_once_and_shared(tiny_evaluator):
     assert cache.keys[0].shape[:2] == (len(exs), rest)
 
 
-def test_memory_budget_evicts_and_recomputes_exactly(tiny_evaluator):
-    ev = tiny_evaluator
+def test_memory_budget_evicts_and_recomputes_exactly(any_evaluator):
+    ev = any_evaluator
     exs = _encoded(ev)
     full = PrefixCache.build(ev, exs)
     small = PrefixCache.build(ev, exs, batch_size=2, max_resident=2)
@@ -103,17 +106,17 @@ def test_memory_budget_evicts_and_recomputes_exactly(tiny_evaluator):
     for rows in ([0, 1], [2, 3], [0, 3], [1, 1], [3, 2]):
         r = torch.tensor(rows)
         torch.testing.assert_close(cached_logits(ev, small, r, e), cached_logits(ev, full, r, e),
-                                   rtol=0, atol=1e-12)
+                                   **exact(ev, 1e-12))
     assert small.recomputed > 0 and full.recomputed == 0
     # A batch larger than the budget is computed without being stored.
     r = torch.tensor([0, 1, 2])
     e3 = e[[0, 1, 0]]
     torch.testing.assert_close(cached_logits(ev, small, r, e3), cached_logits(ev, full, r, e3),
-                               rtol=0, atol=1e-12)
+                               **exact(ev, 1e-12))
 
 
-def test_conditional_q_is_the_next_token_distribution_after_hard_label_tokens(tiny_evaluator):
-    ev = tiny_evaluator
+def test_conditional_q_is_the_next_token_distribution_after_hard_label_tokens(any_evaluator):
+    ev = any_evaluator
     exs = _encoded(ev)
     rows = torch.tensor([0, 1, 2, 3, 1])
     label_ids = torch.tensor([[5, 9], [7, 7], [100, 3], [11, 12], [5, 6]])
@@ -127,6 +130,6 @@ def test_conditional_q_is_the_next_token_distribution_after_hard_label_tokens(ti
     ])
     cache = PrefixCache.build(ev, exs)
     torch.testing.assert_close(conditional_log_q(ev, exs, cache, rows, label_ids), ref,
-                               rtol=1e-9, atol=1e-10)
+                               **exact(ev, 1e-10))
     torch.testing.assert_close(conditional_log_q(ev, exs, None, rows, label_ids), ref,
-                               rtol=1e-9, atol=1e-10)
+                               **exact(ev, 1e-10))

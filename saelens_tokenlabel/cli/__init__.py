@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from .compare import add_compare_parser
 from .demo import add_demo_parser
 from .label import add_label_parser
 from .report import add_report_parser
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parsers(sub)
     add_report_parser(sub)
     add_demo_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 

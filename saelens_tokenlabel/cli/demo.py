@@ -64,7 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     label = ["label", "--sae-path", str(paths["sae"]), "--model", str(paths["model"]),
              "--corpus", str(paths["corpus"]), "--features", DEMO_FEATURES, "--evaluator",
              "toy", "--out", str(out / "run"), "--cache-dir", str(out / "cache"), "--device",
-             args.device]
+             args.device, "--evaluator-backend", args.backend, "--model-backend", args.backend]
     print("running:      tokenlabel " + " ".join(label))
     status = _run(label)
     if status:
@@ -87,4 +87,8 @@ def add_demo_parser(sub: Any) -> None:
                     "report`, and prints where to open the report.")
     p.add_argument("--out", required=True, help="folder for the inputs, the run and the report")
     p.add_argument("--device", default="cpu", help="device of the subject and evaluator")
+    p.add_argument("--backend", choices=("hooked", "bridge"), default="hooked",
+                   help="run the subject and the evaluator as HookedTransformers (default) or "
+                        "as TransformerLens 3 TransformerBridges around Hugging Face Llama "
+                        "models (the same weights)")
     p.set_defaults(func=cmd_demo)

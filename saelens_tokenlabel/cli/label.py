@@ -11,19 +11,24 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import LabelConfig
+from ..config import AmortizeConfig, LabelConfig
 from ..features import parse_features
 from ..labelset import result_score
 from ..names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
 from ..sae.config import CacheConfig, ExampleConfig
 from .flags import ConfigFlags
 from .run import store_errors
-from .shared import DTYPES, LABEL_FLAGS, load_evaluator
+from .shared import BACKEND_HELP, DTYPES, LABEL_FLAGS, add_evaluator_backend, load_evaluator
 
 CACHE_FLAGS = ConfigFlags(
     CacheConfig, title="activation cache", dest_prefix="cache_",
     renames={"batch_size": "--cache-batch-size", "overwrite": "--overwrite-cache"})
 """CacheConfig's flags; `batch_size` and `overwrite` renamed beside LabelConfig's."""
+AMORTIZE_FLAGS = ConfigFlags(
+    AmortizeConfig, title="amortised labels (with --amortize)", dest_prefix="amortize_",
+    renames={f: "--amortize-" + f.replace("_", "-")
+             for f in AmortizeConfig.__dataclass_fields__})
+"""AmortizeConfig's flags, each ``--amortize-<field>``: read with ``--amortize`` only."""
 EXAMPLE_FLAGS = ConfigFlags(ExampleConfig, title="examples per feature",
                             dest_prefix="examples_", renames={"seed": "--example-seed"})
 """ExampleConfig's flags; `seed` renamed beside LabelConfig's."""
@@ -39,18 +44,7 @@ def add_label_parser(sub: Any) -> None:
                     "batch is done, so rerunning the same command resumes; at the end "
                     "labels.tsv, tokenlabel_labels.json (full results) and neuronpedia.jsonl "
                     "are written into --out. See tokenlabel status / export.")
-    src = p.add_argument_group("SAE and subject model")
-    src.add_argument("--sae-release", help="SAELens pretrained release (e.g. gpt2-small-res-jb)")
-    src.add_argument("--sae-id", help="SAE id within the release (e.g. blocks.8.hook_resid_pre)")
-    src.add_argument("--sae-path", help="folder of an SAE saved with sae.save_model")
-    src.add_argument("--model", help="subject model: name for HookedTransformer.from_pretrained "
-                     "or a folder from stl.save_local_model (default: the SAE's "
-                     "metadata.model_name)")
-    p.add_argument("--corpus", required=True,
-                   help="a .txt file (one document per line), a .jsonl file, a local dataset "
-                        "folder, or a Hugging Face dataset name (streamed)")
-    p.add_argument("--text-field", default="text", help="field with the text (JSONL, datasets)")
-    p.add_argument("--split", default="train", help="dataset split")
+    _add_sources(p)
     p.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default)")
     p.add_argument("--evaluator", required=True,
                    help="evaluator model name, a folder from stl.save_local_model, or 'toy'")
@@ -59,6 +53,49 @@ def add_label_parser(sub: Any) -> None:
                    "metadata has none")
     p.add_argument("--features-per-batch", type=int, default=8,
                    help="features sharing one optimisation")
+    _add_scores(p)
+    p.add_argument("--order", choices=["index", "attribution"], default="index",
+                   help="labeling order: feature index, or largest attribution score first")
+    _add_ray(p)
+    p.add_argument("--save-sae", action="store_true",
+                   help="also save the SAE, labels attached, into OUT/sae")
+    p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
+    p.add_argument("--dtype", choices=DTYPES,
+                   help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
+    add_evaluator_backend(p)
+    p.add_argument("--amortize", action="store_true",
+                   help="label most features by proposals of a map learned from the first "
+                        "ones' labels, each verified on the feature's examples (rejected: "
+                        "descended, warm-started); see the README's 'Amortised labels'")
+    AMORTIZE_FLAGS.add(p)
+    CACHE_FLAGS.add(p)
+    EXAMPLE_FLAGS.add(p)
+    LABEL_FLAGS.add(p)
+    p.set_defaults(func=cmd_label)
+
+
+def _add_sources(p: Any) -> None:
+    src = p.add_argument_group("SAE, subject model and corpus")
+    src.add_argument("--sae-release", help="SAELens pretrained release (e.g. gpt2-small-res-jb)")
+    src.add_argument("--sae-id", help="SAE id within the release (e.g. blocks.8.hook_resid_pre)")
+    src.add_argument("--sae-path", help="folder of an SAE saved with sae.save_model")
+    src.add_argument("--model", help="subject model: name for HookedTransformer.from_pretrained "
+                     "or a folder from stl.save_local_model (default: the SAE's "
+                     "metadata.model_name)")
+    src.add_argument("--model-backend", choices=("hooked", "bridge"), default="hooked",
+                     help=BACKEND_HELP.format(what="subject model") + "; a bridge from the hub "
+                          "gets HookedTransformer's weight processing (enable_compatibility_"
+                          "mode, with the SAE's model_from_pretrained_kwargs), so the SAE reads "
+                          "the activations it was trained on")
+    src.add_argument("--corpus", required=True,
+                     help="a .txt file (one document per line), a .jsonl file, a local dataset "
+                          "folder, or a Hugging Face dataset name (streamed)")
+    src.add_argument("--text-field", default="text",
+                     help="field with the text (JSONL, datasets)")
+    src.add_argument("--split", default="train", help="dataset split")
+
+
+def _add_scores(p: Any) -> None:
     sc = p.add_argument_group("SAE-side scores")
     sc.add_argument("--coherence", action=argparse.BooleanOptionalAction, default=True,
                     help="reflective coherence of each label (greedy generation on the subject "
@@ -70,8 +107,9 @@ def add_label_parser(sub: Any) -> None:
                     help="store the decoder direction's promoted/suppressed tokens (default on)")
     sc.add_argument("--output-k", type=int, default=10, metavar="K",
                     help="tokens in each output-side list")
-    p.add_argument("--order", choices=["index", "attribution"], default="index",
-                   help="labeling order: feature index, or largest attribution score first")
+
+
+def _add_ray(p: Any) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="label on Ray actors, one per GPU: 'auto' joins the cluster started "
                         "with `ray start`, ray://HOST:10001 a remote one; without ADDRESS a "
@@ -80,15 +118,6 @@ def add_label_parser(sub: Any) -> None:
                    help="Ray actors (default: one per GPU; one on CPU)")
     p.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
                    help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
-    p.add_argument("--save-sae", action="store_true",
-                   help="also save the SAE, labels attached, into OUT/sae")
-    p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
-    p.add_argument("--dtype", choices=DTYPES,
-                   help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
-    CACHE_FLAGS.add(p)
-    EXAMPLE_FLAGS.add(p)
-    LABEL_FLAGS.add(p)
-    p.set_defaults(func=cmd_label)
 
 
 def _load_sae(args: argparse.Namespace, device: str) -> Any:
@@ -108,17 +137,23 @@ def _load_sae(args: argparse.Namespace, device: str) -> Any:
 
 
 def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
-    from ..loading import load_local_model
+    from ..loading import load_model
 
     name = args.model or sae.cfg.metadata.model_name
     if not name:
         raise ValueError("The SAE's metadata names no model; pass --model.")
-    if Path(name).is_dir():
-        return load_local_model(name, device=device)
-    from transformer_lens import HookedTransformer
-
     kwargs = dict(sae.cfg.metadata.model_from_pretrained_kwargs or {})
-    return HookedTransformer.from_pretrained(name, device=device, **kwargs)
+    if args.model_backend == "hooked":
+        return load_model(name, device, backend="hooked", **kwargs)
+    model = load_model(name, device, backend="bridge")
+    if Path(name).is_dir():
+        return model  # saved as the SAE saw them: processed already, if ever
+    # SAELens SAEs are trained on HookedTransformer's processed weights (LayerNorm folded,
+    # writing weights centred) unless their from_pretrained kwargs say otherwise.
+    flags = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+    model.enable_compatibility_mode(disable_warnings=True,
+                                    **{k: bool(kwargs[k]) for k in flags if k in kwargs})
+    return model
 
 
 def _write_tsv(labels: Any, path: Path) -> None:
@@ -136,14 +171,14 @@ class EvaluatorLoader:
     """Loads the named evaluator inside a Ray actor, on the GPU Ray gave it (else the CPU),
     so the model is read from disk on its node instead of pickled from the driver."""
 
-    def __init__(self, name: str, dtype: str | None) -> None:
-        self.name, self.dtype = name, dtype
+    def __init__(self, name: str, dtype: str | None, backend: str = "hooked") -> None:
+        self.name, self.dtype, self.backend = name, dtype, backend
 
     def __call__(self) -> Any:
         import torch
 
         return load_evaluator(self.name, "cuda" if torch.cuda.is_available() else "cpu",
-                               self.dtype)
+                               self.dtype, self.backend)
 
 
 def _ray_config(args: argparse.Namespace) -> Any:
@@ -155,7 +190,8 @@ def _ray_config(args: argparse.Namespace) -> Any:
 
     return RayConfig(address=args.ray, num_workers=args.ray_workers,
                      num_gpus=args.ray_gpus_per_worker,
-                     evaluator_loader=EvaluatorLoader(args.evaluator, args.dtype))
+                     evaluator_loader=EvaluatorLoader(args.evaluator, args.dtype,
+                                                      args.evaluator_backend))
 
 
 @store_errors
@@ -164,6 +200,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     config: LabelConfig = LABEL_FLAGS.build(args)
     cache: CacheConfig = CACHE_FLAGS.build(args)
     examples: ExampleConfig = EXAMPLE_FLAGS.build(args)
+    if AMORTIZE_FLAGS.overrides(args) and not args.amortize:
+        raise ValueError("The --amortize-* flags set the amortised mode: add --amortize.")
+    amortize = AMORTIZE_FLAGS.build(args) if args.amortize else None
     # Imported here, not above: building the parser must not load torch or SAELens.
     from ..loading import default_device
     from ..run.pipeline import label_sae_features
@@ -178,7 +217,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     model = _load_model(args, sae, device)
     # With Ray the actors label; the driver's evaluator only renders prompts, on the CPU.
     evaluator = load_evaluator(args.evaluator, "cpu" if ray is not None else device,
-                                args.dtype)
+                                args.dtype, args.evaluator_backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sidecar = out / SIDECAR_FILENAME
@@ -187,7 +226,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     labels = label_sae_features(sae, model, evaluator, corpus, features, config, cache=cache,
                                 examples=examples, features_per_batch=args.features_per_batch,
                                 run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
-                                scores=ScoreConfig(output_side=args.output_side,
+                                amortize=amortize, scores=ScoreConfig(output_side=args.output_side,
                                                    output_k=args.output_k,
                                                    coherence=args.coherence,
                                                    steering=args.steering))
@@ -198,7 +237,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         r = labels[f]
         if r.status == "ok":
             print(f"  {f:>6}  {r.label!r:20}  p={r.probability:.3f}"
-                  f"{'' if r.converged else '  (not converged)'}")
+                  f"{'' if r.converged else '  (not converged)'}"
+                  f"{'' if r.method == 'descended' else f'  [{r.method}]'}")
     print(f"written:      {out / LABELS_TSV}, {sidecar}, {out / RUN_STORE_FILENAME}")
     try:
         n = labels.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)

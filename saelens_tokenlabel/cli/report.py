@@ -8,7 +8,7 @@ from typing import Any
 
 from ..features import parse_features
 from ..report.html import ReportConfig, write_report
-from ..report.load import load_run
+from ..report.load import load_comparison, load_run
 
 REPORT_DIR = "report"
 """The report's folder inside the run folder, unless --out says otherwise."""
@@ -25,7 +25,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         Path(args.dir).parent if Path(args.dir).is_file() else Path(args.dir)) / REPORT_DIR
     cfg = ReportConfig(plots=args.plots, rows_per_page=args.rows_per_page,
                        n_active_examples=args.examples)
-    index = write_report(labels, out, cfg, features=parse_feature_list(args.features))
+    index = write_report(labels, out, cfg, features=parse_feature_list(args.features),
+                         comparison=load_comparison(args.dir))
     print(f"report: {index.resolve()}  ({len(labels)} features; open it in a browser)")
     return 0
 
@@ -37,7 +38,9 @@ def add_report_parser(sub: Any) -> None:
         description="Write a static HTML report of a labeling run: a table of every feature "
                     "(label, scores, status, convergence, a sparkline of the winning token) "
                     "and a page per feature with its trajectory plot, top activating contexts "
-                    "and output tokens. Opens from disk, no server needed. PNG plots need "
+                    "and output tokens. Opens from disk, no server needed. With DIR/compare.json "
+                    "(tokenlabel compare) the table also shows each feature's existing "
+                    "explanation, its score and the winner. PNG plots need "
                     'matplotlib (pip install "saelens-tokenlabel[plot]").')
     p.add_argument("dir", help="run folder (the --out of `tokenlabel label`), or a "
                                "tokenlabel_labels.json file")

@@ -11,6 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..names import LABEL_METHODS
+from ..neuronpedia import (
+    EXPLANATION_SCORES_DIR,
+    EXPLANATIONS_DIR,
+    NEURONPEDIA_AUTHOR_ID,
+    RECORDS_PER_FILE,
+    NeuronpediaBatchConfig,
+)
 from ..run.export import export_run
 from ..run.store import RunStore, RunStoreError
 
@@ -43,15 +51,29 @@ def add_run_parsers(sub: Any) -> None:
 
     p = sub.add_parser("export", help="write a run's labels: sidecar, Neuronpedia, table",
                        description="From DIR/run.sqlite write tokenlabel_labels.json, "
-                                   "neuronpedia.jsonl and labels.parquet (labels.csv without "
+                                   "neuronpedia.jsonl (readable: one line per explanation, "
+                                   "scores nested) and labels.parquet (labels.csv without "
                                    "pyarrow): one row per feature with status, label, "
-                                   "probability, converged, steps and every score.")
+                                   "probability, converged, steps and every score. "
+                                   "--neuronpedia adds Neuronpedia's import layout.")
     p.add_argument("dir", help="the run's --out folder (or its run.sqlite)")
     p.add_argument("--to", help="output folder (default: DIR)")
     p.add_argument("--neuronpedia-id", help="'<modelId>/<layer>-<source>' when the SAE's "
                    "metadata had none")
     p.add_argument("--format", choices=["parquet", "csv"],
                    help="table format (default: parquet when pyarrow is installed, else csv)")
+    p.add_argument("--neuronpedia", action="store_true",
+                   help=f"also write Neuronpedia's import layout: TO/neuronpedia/<modelId>/"
+                        f"<layer>/{EXPLANATIONS_DIR}/batch-N.jsonl.gz (Explanation rows) and "
+                        f"{EXPLANATION_SCORES_DIR}/batch-N.jsonl.gz (ExplanationScore rows), "
+                        "replacing an earlier export there")
+    p.add_argument("--records-per-file", type=int, metavar="N",
+                   help=f"with --neuronpedia: explanations per batch file (default "
+                        f"{RECORDS_PER_FILE}, as Neuronpedia's export-data.py)")
+    p.add_argument("--neuronpedia-author-id", metavar="USER_ID",
+                   help=f"with --neuronpedia: the Neuronpedia User id written as authorId "
+                        f"(default {NEURONPEDIA_AUTHOR_ID}, batch-autointerp.py's default "
+                        "creator)")
     p.set_defaults(func=cmd_export)
 
 
@@ -83,6 +105,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if s.get("polysemantic"):
         print(f"flagged:      {s['polysemantic']} polysemantic (one label does not explain "
               "them: see each result's `polysemantic`)")
+    methods = s.get("methods") or {}
+    if set(methods) - {"descended"}:
+        print("labeled by:   " + "  ".join(f"{m}={methods[m]}" for m in LABEL_METHODS
+                                           if m in methods)
+              + "  (amortised: a proposal accepted without descent)")
     a = s["attempts"]
     print(f"attempts:     {a['total']} in all, at most {a['max']} per feature, "
           f"{a['retried']} features retried")
@@ -105,6 +132,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     + (f" steering {r['steering_score']:+.2f}"
                        if isinstance(r.get("steering_score"), int | float) else "")
                     + (f" ({r['polysemantic']})" if r.get("polysemantic") else "")
+                    + (f" [{r['method']}]" if r.get("method", "descended") != "descended"
+                       else "")
                     if r["status"] == "ok" else r["status"])
             print(f"  {r['feature']:>7}  {what}")
     if s["errors"]:
@@ -116,12 +145,39 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 @store_errors
 def cmd_export(args: argparse.Namespace) -> int:
-    w = export_run(args.dir, args.to, args.neuronpedia_id, args.format)
+    try:
+        w = export_run(args.dir, args.to, args.neuronpedia_id, args.format,
+                       _batch_config(args))
+    except ValueError as err:  # a bad option or no Neuronpedia id: the message says the fix
+        print(f"tokenlabel: error: {err}", file=sys.stderr)
+        return 2
     print(f"sidecar:      {w['sidecar']}")
     print(f"table:        {w['table']}")
-    if "neuronpedia" in w:
-        print(f"neuronpedia:  {w['neuronpedia_records']} explanation records in "
-              f"{w['neuronpedia']}")
-        return 0
-    print(f"neuronpedia:  not written: {w['neuronpedia_error']}")
-    return 2
+    if "neuronpedia" not in w:
+        print(f"neuronpedia:  not written: {w['neuronpedia_error']}")
+        return 2
+    print(f"neuronpedia:  {w['neuronpedia_records']} explanation records in "
+          f"{w['neuronpedia']}")
+    b = w.get("neuronpedia_batches")
+    if b is not None:
+        print(f"explanations: {b.explanations} in {len(b.explanation_files)} file(s) under "
+              f"{b.folder / EXPLANATIONS_DIR}")
+        print(f"scores:       {b.scores} in {len(b.score_files)} file(s) under "
+              f"{b.folder / EXPLANATION_SCORES_DIR}")
+        if b.removed:
+            print(f"removed:      {len(b.removed)} file(s) of the earlier export there")
+    return 0
+
+
+def _batch_config(args: argparse.Namespace) -> NeuronpediaBatchConfig | None:
+    """The import layout's settings with --neuronpedia, else None."""
+    if not args.neuronpedia:
+        if args.records_per_file is not None or args.neuronpedia_author_id is not None:
+            raise ValueError("--records-per-file and --neuronpedia-author-id set up "
+                             "--neuronpedia's files; add --neuronpedia.")
+        return None
+    return NeuronpediaBatchConfig(
+        records_per_file=(RECORDS_PER_FILE if args.records_per_file is None
+                          else args.records_per_file),
+        author_id=(NEURONPEDIA_AUTHOR_ID if args.neuronpedia_author_id is None
+                   else args.neuronpedia_author_id))

@@ -18,9 +18,22 @@ LABEL_FLAGS = ConfigFlags(LabelConfig, title="label config (defaults: the datase
 """LabelConfig's flags (``--lr``, ``--steps``, ``--no-use-cache``, ...)."""
 
 
-def load_evaluator(name: str, device: str | None, dtype: str | None) -> Any:
+BACKEND_HELP = ("how the {what} runs: 'hooked' (TransformerLens's HookedTransformer, the "
+                "default) or 'bridge' (a TransformerLens 3 TransformerBridge around the Hugging "
+                "Face model, for architectures HookedTransformer lacks)")
+
+
+def add_evaluator_backend(p: Any) -> None:
+    """``--evaluator-backend {hooked,bridge}``."""
+    p.add_argument("--evaluator-backend", choices=("hooked", "bridge"), default="hooked",
+                   help=BACKEND_HELP.format(what="evaluator"))
+
+
+def load_evaluator(name: str, device: str | None, dtype: str | None,
+                   backend: str = "hooked") -> Any:
     """The evaluator `--evaluator NAME` names: 'toy', a folder from `save_local_model`, or a
-    model name for HookedTransformer.from_pretrained."""
+    model name for HookedTransformer.from_pretrained (a Hugging Face name or folder for
+    TransformerBridge.boot_transformers with ``backend="bridge"``)."""
     # Imported here, not above: `tokenlabel --help` and `status` must not load torch.
     from ..evaluator import Evaluator
     from ..loading import load_evaluator_model
@@ -28,8 +41,9 @@ def load_evaluator(name: str, device: str | None, dtype: str | None) -> Any:
     if name == TOY:
         from ..toy import load_toy_evaluator
 
-        return load_toy_evaluator(device=device or "cpu")
+        return load_toy_evaluator(device=device or "cpu", backend=backend)
     import torch
 
     torch_dtype = getattr(torch, dtype) if dtype else None
-    return Evaluator(load_evaluator_model(name, device=device, dtype=torch_dtype))
+    return Evaluator(load_evaluator_model(name, device=device, dtype=torch_dtype,
+                                          backend=backend))

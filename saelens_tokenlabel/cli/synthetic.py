@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import LabelConfig
 from ..data import SYNTHETIC_NAMES
-from .shared import DTYPES, LABEL_FLAGS, load_evaluator
+from .shared import DTYPES, LABEL_FLAGS, add_evaluator_backend, load_evaluator
 
 
 def add_synthetic_parser(sub: Any) -> None:
@@ -24,6 +24,7 @@ def add_synthetic_parser(sub: Any) -> None:
     p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
     p.add_argument("--dtype", choices=DTYPES,
                    help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
+    add_evaluator_backend(p)
     LABEL_FLAGS.add(p)
     p.set_defaults(func=cmd_synthetic)
 
@@ -34,7 +35,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
     config = LabelConfig.preset(args.dataset, **LABEL_FLAGS.overrides(args))
     data = FeatureData.synthetic(args.dataset)
-    evaluator = load_evaluator(args.evaluator, args.device, args.dtype)
+    evaluator = load_evaluator(args.evaluator, args.device, args.dtype, args.evaluator_backend)
     result = label_feature(data, evaluator, config)
     out = Path(args.out) if args.out else Path(f"{args.dataset}.label.json")
     out.parent.mkdir(parents=True, exist_ok=True)

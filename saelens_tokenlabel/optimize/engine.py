@@ -37,7 +37,7 @@ def prompt_logits(
     columns: Int[torch.Tensor, " k"] | None = None,
 ) -> Float[torch.Tensor, "rows cols"]:
     """The real pass: the suffix over the prefix cache (`use_cache`), else the whole prompt."""
-    if ctx.performance.use_cache:
+    if ctx.cache.keep_kv:
         return cached_logits(ctx.evaluator, ctx.cache, rows, label_embeds, columns)
     logits = full_prompt_logits(ctx.evaluator, [ctx.encoded[int(i)] for i in rows],
                                 label_embeds)
@@ -100,7 +100,7 @@ class StepContext:
     @property
     def kv_cache(self) -> PrefixCache | None:
         """The cache for conditional passes: None when the whole prompt is to be re-run."""
-        return self.cache if self.performance.use_cache else None
+        return self.cache if self.cache.keep_kv else None
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Trajectory plots and a static HTML report of a labeled SAE.
 
 Plots need the ``plot`` extra (matplotlib), imported only when a plot is drawn; the report
-works without it (inline SVG plots instead of PNGs). `load_run` reads a run folder's labels.
+works without it (inline SVG plots instead of PNGs). `load_run` reads a run folder's labels,
+`load_comparison` its ``compare.json`` (`tokenlabel compare`).
 Names load on first access (see `saelens_tokenlabel.lazy`).
 """
 
@@ -13,13 +14,14 @@ from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .html import ReportConfig, write_report
-    from .load import load_run
+    from .load import load_comparison, load_run
     from .plot import plot_trajectory, save_trajectory_plot
     from .svg import sparkline, trajectory_svg
 
 _EXPORTS = {
     "ReportConfig": ".html",
     "write_report": ".html",
+    "load_comparison": ".load",
     "load_run": ".load",
     "plot_trajectory": ".plot",
     "save_trajectory_plot": ".plot",
@@ -30,6 +32,7 @@ _EXPORTS = {
 __all__ = [
     "ReportConfig",
     "write_report",
+    "load_comparison",
     "load_run",
     "plot_trajectory",
     "save_trajectory_plot",

@@ -14,12 +14,14 @@ import logging
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..comparison import Comparison, FeatureComparison
 from ..labelset import LabelSet
 from ..records import ExampleRecord
 from ..result import Attempt, LabelResult
@@ -251,6 +253,8 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
         nav.append(f'<a href="{nxt}.html" rel="next">feature {nxt}</a>')
     label = tok(result.label) if result.status == "ok" else "<em>no label</em>"
     facts = [("status", result.status)]
+    if result.status == "ok":
+        facts.append(("found by", METHOD_WORDS.get(result.method, result.method)))
     if result.polysemantic is not None:
         facts.append(("one label does not explain it", result.polysemantic.describe()))
     if result.extra.message:
@@ -330,14 +334,38 @@ def _extra_score_keys(results: Iterable[LabelResult]) -> list[str]:
     return sorted(keys)
 
 
+METHOD_WORDS = {"descended": "token-space gradient descent",
+                "amortised": "amortised proposal, accepted on its examples (no descent)",
+                "warm_started": "descent warm-started from a rejected amortised proposal"}
+"""How each `LabelResult.method` is worded in the report."""
+
+
 def _poly_mark(r: LabelResult) -> str:
-    """Beside the status: the flag of a feature one label does not explain."""
+    """Beside the status: the flag of a feature one label does not explain, and how a label
+    not found by a plain descent was found."""
+    out = ""
+    if r.status == "ok" and r.method != "descended":
+        out += (f' <span class="method" title="{clean(METHOD_WORDS.get(r.method, r.method))}">'
+                f'{clean(r.method)}</span>')
     if r.polysemantic is None:
-        return ""
-    return f' <span class="poly" title="{clean(r.polysemantic.describe())}">polysemantic</span>'
+        return out
+    return out + (f' <span class="poly" title="{clean(r.polysemantic.describe())}">'
+                  'polysemantic</span>')
 
 
-def _row(r: LabelResult, extra_keys: list[str], with_output: bool) -> str:
+def _compare_cells(row: FeatureComparison | None) -> str:
+    """The comparison's cells of a feature: their explanation, its score, the winner."""
+    if row is None:
+        return '<td class="theirs">–</td><td class="num" data-v="">–</td><td>–</td>'
+    t = row.theirs
+    title = f"{t.n_tokens} tokens; {row.where}"
+    return (f'<td class="theirs" title="{clean(title)}">{clean(t.text)}</td>'
+            f'<td class="num" data-v="{_sort_value(t.score)}">{num(t.score)}</td>'
+            f'<td class="winner {clean(row.winner)}">{clean(row.winner)}</td>')
+
+
+def _row(r: LabelResult, extra_keys: list[str], with_output: bool,
+         compared: dict[int, FeatureComparison] | None = None) -> str:
     f = r.feature
     link = f"{FEATURE_DIR}/{f}.html"
     label = (f'<a href="{link}">{tok(r.label)}</a>' if r.status == "ok"
@@ -356,6 +384,8 @@ def _row(r: LabelResult, extra_keys: list[str], with_output: bool) -> str:
         side = r.extra.output_side
         promoted = side.promoted[:3] if side is not None else ()
         cells.append(f'<td>{" ".join(tok(p.token) for p in promoted)}</td>')
+    if compared is not None:
+        cells.append(_compare_cells(compared.get(f)))
     cells.append(f'<td class="num" data-v="{r.steps}">{r.steps}</td>')
     return f'<tr id="f-{f}" data-status="{clean(r.status)}">{"".join(cells)}</tr>'
 
@@ -380,6 +410,10 @@ def _summary(labels: LabelSet) -> str:
     parts = [f"<strong>{len(labels)}</strong> features",
              ", ".join(f"{clean(k)}: {v}" for k, v in counts.items()),
              f"converged: {converged}"]
+    methods = Counter(r.method for r in labels.values() if r.status == "ok")
+    if set(methods) - {"descended"}:
+        parts.append("labeled by " + ", ".join(f"{clean(m)}: {n}"
+                                               for m, n in sorted(methods.items())))
     poly = sum(r.polysemantic is not None for r in labels.values())
     if poly:
         parts.append(f"polysemantic (one label does not explain them): {poly}")
@@ -409,8 +443,19 @@ for (const th of document.querySelectorAll("table.features th")) {
 """
 
 
+def _comparison_summary(comparison: Comparison | None) -> str:
+    """The comparison with existing explanations in one line (none: nothing)."""
+    if comparison is None:
+        return ""
+    src = comparison.source
+    return (f'<p class="summary compare">Against existing explanations ({clean(src.format)}, '
+            f"{clean(src.path)}), scored by {clean(comparison.evaluator)} on the same held-out "
+            f"examples: {clean(comparison.summary.line())}.</p>")
+
+
 def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
-               page_names: list[str], extra_keys: list[str], plot_note: str) -> str:
+               page_names: list[str], extra_keys: list[str], plot_note: str,
+               comparison: Comparison | None = None) -> str:
     info = labels.info
     what = " · ".join(clean(info[k]) for k in ("model_name", "hook_name", "evaluator")
                       if info.get(k))
@@ -420,13 +465,19 @@ def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
                  f'<a href="{name}">{i + 1}</a>' for i, name in enumerate(page_names)]
         nav = f'<nav class="pages">pages: {" ".join(links)}</nav>'
     with_output = any(labels[f].extra.output_side is not None for f in features)
+    compared = (None if comparison is None
+                else {row.feature: row for row in comparison.features})
+    their = f"their {comparison.summary.metric} (held-out)" if comparison is not None else ""
     heads = (["feature", "label", "trajectory", "status", "converged", "probability"]
              + [f"{h} (held-out)" for _, h in SCORE_COLUMNS] + extra_keys
-             + (["top promoted"] if with_output else []) + ["steps"])
+             + (["top promoted"] if with_output else [])
+             + (["their explanation", their, "winner"] if compared is not None else [])
+             + ["steps"])
     thead = "".join(f'<th title="click to sort">{clean(h.replace("_", " "))}</th>'
                     for h in heads)
-    rows = "".join(_row(labels[f], extra_keys, with_output) for f in features)
+    rows = "".join(_row(labels[f], extra_keys, with_output, compared) for f in features)
     body = [f"<header><h1>tokenlabel report</h1><p>{what}</p>{_summary(labels)}"
+            f"{_comparison_summary(comparison)}"
             f"<p class=\"small\">Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. "
             "Token-space gradient descent labels (Schulz &amp; Fallows, arXiv 2504.00754); "
             "scores are of the hard label on held-out examples.</p></header>",
@@ -443,10 +494,13 @@ def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
 
 # ---------------------------------------------------------------------- entry point
 def write_report(labels: LabelSet, out_dir: str | Path, config: ReportConfig | None = None,
-                 features: Iterable[int] | None = None) -> Path:
+                 features: Iterable[int] | None = None,
+                 comparison: Comparison | None = None) -> Path:
     """Write the report of `labels` into `out_dir` (created); returns its ``index.html``.
 
-    `features` restricts it to some features (default: all of them).
+    `features` restricts it to some features (default: all of them). `comparison` (a run's
+    ``compare.json``, `report.load.load_comparison`) adds each feature's existing
+    explanation, its score and the winner to the index, and the summary to its header.
     """
     cfg = config or ReportConfig()
     if not isinstance(labels, LabelSet):
@@ -479,7 +533,7 @@ def write_report(labels: LabelSet, out_dir: str | Path, config: ReportConfig | N
     extra_keys = _extra_score_keys(labels[f] for f in chosen)
     for i, fs in enumerate(pages):
         html = index_page(labels, fs, i, len(pages), page_names, extra_keys,
-                          plotter.note if plotter.mode == "svg" else "")
+                          plotter.note if plotter.mode == "svg" else "", comparison)
         (out / page_names[i]).write_text(html, encoding="utf-8")
     return out / "index.html"
 
@@ -497,6 +551,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code.tok { white-space: pre; background: #eef1f5; border-radius: 3px; padding: 0 3px; }
 td.status.ok { color: #1a7f37; } td.status:not(.ok) { color: #9a6700; }
 span.poly { color: #9a6700; font-size: 0.85em; margin-left: 0.3em; }
+span.method { color: #0a5fad; font-size: 0.85em; margin-left: 0.3em; }
 td.ctx { white-space: pre-wrap; max-width: 60em; }
 mark.act { color: inherit; border-radius: 2px; padding: 0 1px; }
 mark.word { background: none; text-decoration: underline dotted; }
@@ -512,6 +567,8 @@ dl.info div { display: flex; gap: 0.6em; border-bottom: 1px solid #eef0f3; }
 dl.info dt { font-weight: 600; color: #555; min-width: 9em; }
 dl.info dd { margin: 0; overflow-wrap: anywhere; }
 table.attempts tr.selected { background: #eaf5ea; }
+td.winner.ours { color: #1a7f37; } td.winner.theirs { color: #cf222e; }
+td.theirs { max-width: 28em; }
 svg.spark { vertical-align: middle; display: block; }
 .scroll { overflow-x: auto; }
 """

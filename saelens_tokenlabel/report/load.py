@@ -1,11 +1,12 @@
 """The labels of a run folder, for the report: from its run store when it has one, else
-from its sidecar file."""
+from its sidecar file; and its comparison with existing explanations, when it has one."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from ..comparison import COMPARE_JSON, Comparison
 from ..labelset import LabelSet
 from ..names import RUN_STORE_FILENAME, SIDECAR_FILENAME
 from ..run.store import RunStoreError, load_labelset
@@ -37,3 +38,18 @@ def load_run(path: str | Path) -> LabelSet:
         f"No labels in {path}: neither {RUN_STORE_FILENAME} nor {SIDECAR_FILENAME} is there. "
         "Give the --out folder of `tokenlabel label`, or a folder where labels.save(...) wrote "
         "them.")
+
+
+def load_comparison(path: str | Path) -> Comparison | None:
+    """The run folder's ``compare.json`` (`tokenlabel compare`), or None when it has none
+    (`path` may be a run folder or a file in it). An unreadable one is logged and left out."""
+    path = Path(path)
+    target = (path.parent if path.is_file() else path) / COMPARE_JSON
+    if not target.is_file():
+        return None
+    try:
+        return Comparison.load(target)
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("%s cannot be read (%s); the report leaves the comparison out.", target,
+                    err)
+        return None

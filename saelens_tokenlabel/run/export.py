@@ -1,20 +1,24 @@
-"""What a run's store turns into: the sidecar JSON, Neuronpedia JSONL, and a flat table
-(Parquet when pyarrow is installed, else CSV) with one row per feature."""
+"""What a run's store turns into: the sidecar JSON, Neuronpedia JSONL (and on request
+Neuronpedia's import layout), and a flat table (Parquet when pyarrow is installed, else CSV)
+with one row per feature."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write
-from ..names import NEURONPEDIA_JSONL, SIDECAR_FILENAME
+from ..labelset import LabelSet
+from ..names import NEURONPEDIA_DIR, NEURONPEDIA_JSONL, SIDECAR_FILENAME
+from ..neuronpedia import NeuronpediaBatchConfig, parse_neuronpedia_id, resolve_neuronpedia_id
 from .store import RunStore
 
 TABLE_STEM = "labels"
-TABLE_COLUMNS = ("feature", "status", "label", "probability", "converged", "steps",
+TABLE_COLUMNS = ("feature", "status", "label", "method", "probability", "converged", "steps",
                  "attempts", "polysemantic", "error")
 
 
@@ -34,6 +38,7 @@ def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
         out: dict[str, Any] = {
             "feature": int(row["feature"]), "status": row["status"],
             "label": r.label if r is not None and r.status == "ok" else None,
+            "method": r.method if r is not None and r.status == "ok" else None,
             "probability": r.probability if r is not None else None,
             "converged": r.converged if r is not None else None,
             "steps": r.steps if r is not None else None,
@@ -83,30 +88,58 @@ def write_table(store: RunStore, out_dir: Path, fmt: str | None = None) -> Path:
 
 def _schema(pa: Any, columns: list[str]) -> Any:
     types = {"feature": pa.int64(), "status": pa.string(), "label": pa.string(),
+             "method": pa.string(), "polysemantic": pa.string(),
              "probability": pa.float64(), "converged": pa.bool_(), "steps": pa.int64(),
              "attempts": pa.int64(), "error": pa.string()}
     return pa.schema([(c, types.get(c, pa.float64())) for c in columns])
 
 
 def export_run(directory: str | Path, out_dir: str | Path | None = None,
-               neuronpedia_id: str | None = None, table_format: str | None = None
-               ) -> dict[str, Any]:
+               neuronpedia_id: str | None = None, table_format: str | None = None,
+               neuronpedia_batches: NeuronpediaBatchConfig | None = None) -> dict[str, Any]:
     """Write the sidecar, the Neuronpedia JSONL and the table of the run in `directory` into
     `out_dir` (default: `directory`). Returns what was written (name -> path), and under
-    ``"neuronpedia_error"`` why the JSONL was not, when it was not (no Neuronpedia id)."""
+    ``"neuronpedia_error"`` why the JSONL was not, when it was not (no Neuronpedia id).
+
+    With `neuronpedia_batches`, also Neuronpedia's import layout under
+    ``out_dir/neuronpedia/<modelId>/<layer>/`` (``"neuronpedia_batches"``: a
+    `NeuronpediaBatches`); asked for by name, a missing Neuronpedia id is then a ValueError,
+    raised before anything is written."""
     directory = Path(directory)
     out = Path(out_dir) if out_dir is not None else (
         directory if directory.is_dir() else directory.parent)
-    out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {}
     with RunStore(directory, create=False) as store:
         labels = store.labelset()
+        batch_folder = None
+        if neuronpedia_batches is not None:
+            model_id, layer = parse_neuronpedia_id(resolve_neuronpedia_id(labels,
+                                                                          neuronpedia_id))
+            # The folder of the source in Neuronpedia's dataset layout (its importer reads
+            # <modelId>/<sourceId>/explanations/), so the tree copies onto a bucket as it is.
+            batch_folder = out / NEURONPEDIA_DIR / model_id / layer
+        out.mkdir(parents=True, exist_ok=True)
         written["sidecar"] = labels.save(out / SIDECAR_FILENAME)
-        try:
-            written["neuronpedia_records"] = labels.to_neuronpedia(out / NEURONPEDIA_JSONL,
-                                                                   neuronpedia_id)
-            written["neuronpedia"] = out / NEURONPEDIA_JSONL
-        except ValueError as err:
-            written["neuronpedia_error"] = str(err)
+        written.update(_write_neuronpedia_jsonl(labels, out, neuronpedia_id))
+        if batch_folder is not None:
+            written["neuronpedia_batches"] = labels.to_neuronpedia_batches(
+                batch_folder, neuronpedia_id, neuronpedia_batches,
+                created_at=_run_created_at(store))
         written["table"] = write_table(store, out, table_format)
     return written
+
+
+def _write_neuronpedia_jsonl(labels: LabelSet, out: Path, neuronpedia_id: str | None
+                             ) -> dict[str, Any]:
+    try:
+        n = labels.to_neuronpedia(out / NEURONPEDIA_JSONL, neuronpedia_id)
+    except ValueError as err:
+        return {"neuronpedia_error": str(err)}
+    return {"neuronpedia_records": n, "neuronpedia": out / NEURONPEDIA_JSONL}
+
+
+def _run_created_at(store: RunStore) -> datetime | None:
+    """When the run began: every exported row's ``createdAt``, so that exporting the same
+    labels again writes the same bytes."""
+    ts = store.get_meta("created_at")
+    return datetime.fromtimestamp(ts, UTC) if isinstance(ts, int | float) else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..config import AmortizeConfig
 from ..serial import Config
 from .claims import DEFAULT_LEASE_S
 
@@ -51,6 +52,9 @@ class RunOptions(Config):
     """Seconds a claim on features lasts without a heartbeat (with `run_dir`). Heartbeats
     come at batch boundaries, so this must outlast one batch; a killed process's features
     are taken over by another process (or a rerun) once it has run out."""
+    amortize: AmortizeConfig | None = None
+    """Label most features by proposal instead of descent (`run.amortized`): an
+    `AmortizeConfig`, or None (every feature by descent)."""
     executor: Executor | None = None
     """Who labels the prepared batches (`run.executors.Executor`): None for
     `LocalExecutor()`, or `RayExecutor` with `ray`. Tests pass one to inject failures."""
@@ -59,6 +63,9 @@ class RunOptions(Config):
         self.need(isinstance(self.features_per_batch, int) and self.features_per_batch >= 1,
                   f"features_per_batch must be >= 1, got {self.features_per_batch}")
         self.choice("order", ORDERS)
+        self.need(self.amortize is None or isinstance(self.amortize, AmortizeConfig),
+                  f"amortize must be an AmortizeConfig or None, got "
+                  f"{type(self.amortize).__name__}")
         self.need(self.lease_s > 0, f"lease_s must be > 0 seconds, got {self.lease_s}")
         self.need(self.executor is None or hasattr(self.executor, "run"),
                   f"executor must have a run(batches, evaluator, config, sink) method, got "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,9 +40,11 @@ from ..sae.fingerprint import digest
 from ..sae.scoring import ScoreConfig, add_sae_scores
 from ..sae.validate import validate_inputs
 from ..sae.words import WordDecoder
+from .amortized import AmortizedRun, Execute
 from .executors import Executor, LocalExecutor
 from .options import ORDERS, Order, RunOptions
 from .record import RunRecord, RunSink, open_record
+from .store import RunStore
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -160,7 +162,25 @@ class _Run:
     def label(self, record: RunRecord, feats: list[int], todo: list[int],
               requested: bool) -> None:
         """The stages: order, activation cache, examples, batches, labels (into `record`)."""
+        stage = self.stage(record, feats, todo, requested)
         todo = _ordered(todo, self.opts.order, self.model, self.sae, self.corpus, self.cache)
+        size = self.opts.features_per_batch
+        amortize = self.opts.amortize
+        if amortize is None:
+            self.execute(record, len(todo), lambda sink, run: run(
+                prepared_batches(record.groups(todo, size), stage)))
+            return
+        order = sorted(feats) if amortize.seed_order == "random" else _ordered(
+            feats, self.opts.order, self.model, self.sae, self.corpus, self.cache)
+        run_dir = self.opts.run_dir
+        folder = (Path(run_dir.path).parent if isinstance(run_dir, RunStore) else
+                  Path(run_dir) if run_dir is not None else None)
+        self.execute(record, len(todo), lambda sink, run: AmortizedRun(
+            self.sae, stage, record, sink, run, amortize, size, folder).run(order, todo))
+
+    def stage(self, record: RunRecord, feats: list[int], todo: list[int],
+              requested: bool) -> BatchStage:
+        """Activation cache, run info and examples: what preparing any batch needs."""
         act_cache = build_activation_cache(self.model, self.sae, self.corpus,
                                            feats if requested else None, self.cache,
                                            self.opts.progress)
@@ -172,20 +192,24 @@ class _Run:
         sels, pool = select_examples(act_cache, sorted(todo), self.ex, self.opts.progress)
         decoder = WordDecoder(self.model.tokenizer, strip=self.config.strip_word,
                               max_merge=self.ex.max_merge)
-        stage = BatchStage(sels, pool, act_cache, decoder, self.ex, self.config,
-                           self.evaluator,
-                           (self.sae, self.model) if self.config.warm_start else None)
-        batches = prepared_batches(record.groups(todo, self.opts.features_per_batch), stage)
-        self.execute(batches, record, len(todo))
+        return BatchStage(sels, pool, act_cache, decoder, self.ex, self.config, self.evaluator,
+                          (self.sae, self.model) if self.config.warm_start else None)
 
-    def execute(self, batches: Iterable[LabelBatch], record: RunRecord, total: int) -> None:
-        """Label the batches with the executor, every result into `record` as it comes."""
+    def execute(self, record: RunRecord, total: int,
+                body: Callable[[RunSink, Execute], None]) -> None:
+        """Run `body` with the run's sink and a function that labels batches with the
+        executor, every result into `record` as it comes."""
         progress = self.opts.progress
+        executor = _executor(self.opts)
         with tqdm(total=total, unit="feature", desc="labels", dynamic_ncols=True,
                   disable=None if progress is None else not progress) as bar:
             sink = RunSink(record, bar, self.score)
+
+            def run(batches: Iterable[LabelBatch]) -> None:
+                executor.run(batches, self.evaluator, self.config, sink)
+
             try:
-                _executor(self.opts).run(batches, self.evaluator, self.config, sink)
+                body(sink, run)
             except BaseException as err:
                 record.note_saved(err, sink.n_new)
                 raise

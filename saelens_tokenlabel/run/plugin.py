@@ -13,6 +13,10 @@ transcoders, training SAEs, and any registered later) inherits:
 
 The summary in ``cfg.metadata`` is plain JSON, so ``cfg.json`` loads without the plugin too.
 `uninstall()` restores SAELens as it was.
+
+`install_labelset_methods()` (also run by ``import saelens_tokenlabel``, SAELens or not) adds
+`LabelSet.compare`: our labels against existing explanations (`sae/compare.py`). `LabelSet`
+lives in the results layer, which cannot import the scorer, so the method is attached here.
 """
 
 from __future__ import annotations
@@ -52,6 +56,46 @@ def label_features(self: Any, model: Any, evaluator: Any, corpus: Any, features:
 
 
 setattr(label_features, _MARK, True)
+
+
+def compare(self: LabelSet, explanations: Any, evaluator: Any, subject: Any,
+            features: Any = None, config: Any = None, **overrides: Any) -> Any:
+    """Score these labels against existing explanations of the same features, head to head;
+    added by saelens_tokenlabel (``saelens_tokenlabel.sae.compare.compare_labels``).
+
+    ``explanations``: a Neuronpedia export (``.jsonl``, ``.jsonl.gz`` or its folder of
+    ``batch-N.jsonl.gz``), delphi's ``explanations/`` folder, a ``feature<TAB>text`` file, a
+    dict ``{feature: text}``, or ``stl.read_explanations(path, type_name=..., module=...)``.
+    ``evaluator``: an ``stl.Evaluator`` (the run's, to reproduce its scores); ``subject``:
+    the subject model or its tokenizer. ``features``: those to compare (default:
+    all labeled and explained). ``config``: a ``CompareConfig``, or its fields as keywords
+    (``metric="f1"``, ``tie_tolerance``, ``bootstrap_samples``, ``seed``, ``level``). Both
+    labels are scored as hard labels on the run's own held-out examples (so the labels must
+    be a run's, with its ``info``, and its activation cache still on disk). Returns a
+    ``Comparison``; ``.summary.line()``, ``.table()``, ``.save(run_dir)``.
+    """
+    import dataclasses
+
+    from ..comparison import CompareConfig
+    from ..sae.compare import compare_labels
+
+    cfg = dataclasses.replace(config or CompareConfig(), **overrides)
+    return compare_labels(self, explanations, evaluator, subject, features, cfg)
+
+
+setattr(compare, _MARK, True)
+
+
+def install_labelset_methods() -> None:
+    """Add `compare` to `LabelSet` (idempotent). A method of the results layer that needs the
+    evaluator and the SAE-side stages, so it is attached from this layer rather than
+    defined in `labelset.py`."""
+    present = LabelSet.__dict__.get("compare")
+    if present is None:
+        LabelSet.compare = compare  # type: ignore[attr-defined]
+    elif not getattr(present, _MARK, False):
+        raise RuntimeError("LabelSet already has a compare attribute that saelens_tokenlabel's "
+                           "plugin did not add; refusing to overwrite it.")
 
 
 def _wrap_save(original: Any) -> Any:

@@ -25,7 +25,9 @@ SAE_MODULE = "sae_lens.saes.sae"
 
 
 def install_now_or_on_import() -> None:
-    """`plugin.install()` now if SAELens's `SAE` is loaded, else as soon as it is."""
+    """`plugin.install()` now if SAELens's `SAE` is loaded, else as soon as it is; and
+    `LabelSet.compare` now (it needs no SAELens to be attached)."""
+    plugin.install_labelset_methods()
     module = sys.modules.get(SAE_MODULE)
     if module is not None and hasattr(module, "SAE"):
         plugin.install()

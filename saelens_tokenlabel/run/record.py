@@ -92,8 +92,12 @@ def open_record(opts: RunOptions, identity: dict[str, Any], config: LabelConfig,
     store = given or RunStore(opts.run_dir)
     claimer = None
     try:
-        store.bind({"identity": identity, "label_config": config.result_settings(),
-                    "example_config": ex.to_dict()}, names=IDENTITY_NAMES)
+        bound = {"identity": identity, "label_config": config.result_settings(),
+                 "example_config": ex.to_dict()}
+        if opts.amortize is not None:
+            # Another seed set or map would make another run.
+            bound["amortize"] = opts.amortize.to_dict()
+        store.bind(bound, names=IDENTITY_NAMES)
         labels = _seed(store, labels, ckpt, feats)
         claimer = Claimer(store, opts.lease_s)
         # The store (not the JSON file) is the record now; the file is written at the end.

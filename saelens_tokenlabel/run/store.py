@@ -437,12 +437,17 @@ class RunStore:
             recent.append({"feature": f, "status": s, "label": r.label,
                            "probability": r.probability, "converged": r.converged,
                            "steering_score": r.metrics.get("steering_score"),
+                           "method": r.method,
                            "polysemantic": (r.polysemantic.describe()
                                             if r.polysemantic is not None else None)})
         # SQLite's JSON functions: no result is parsed in Python for the count.
         (poly,) = self._db.execute(
             f"SELECT COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL AND "
             "json_extract(result, '$.polysemantic') IS NOT NULL").fetchone()
+        # How labels were found (`LabelResult.method`; absent: by descent).
+        methods = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
+            f"features WHERE {_DONE} AND status = 'ok' AND result IS NOT NULL GROUP BY 1"))
         live = self.claims()
         owners: dict[str, int] = {}
         for c in live.values():
@@ -455,6 +460,7 @@ class RunStore:
             "finished": n_done,
             "counts": counts,
             "polysemantic": int(poly),
+            "methods": methods,
             "attempts": {"total": int(att[0]), "max": int(att[1]), "retried": int(att[2])},
             "errors": errors,
             "elapsed_s": elapsed,

@@ -7,6 +7,8 @@ or `cli/`. Activation cache (`activations.py`, `cache.py`) -> examples per featu
 (`scoring.py`): the decoder's output side and warm start (`logit_lens.py`), reflective
 coherence (`coherence.py`); `attribution.py` orders features by attribution; `validate.py`
 checks the inputs before any expensive work. `run/pipeline.py` composes these stages.
+`compare.py` re-runs them to score existing explanations against a run's labels on the run's
+own held-out examples.
 
 Names load on first access (see `saelens_tokenlabel.lazy`), so the configs can be imported
 without torch.

@@ -23,7 +23,7 @@ from ..data import FeatureData, FeatureDataError
 from ..evaluator import Evaluator
 from ..labelset import status_result
 from ..records import FeatureExtra
-from ..result import LabelResult
+from ..result import Attempt, LabelResult
 from .cache import ActivationCache
 from .config import ExampleConfig
 from .examples import RandomPool, Selection
@@ -80,19 +80,29 @@ def prepare_batch(group: list[int], stage: BatchStage) -> LabelBatch:
     init = None
     if stage.warm is not None and datas:
         init = list(_warm_start(stage, [int(d.name) for d in datas]))
+    finish = Finish({int(d.name): e for d, e in zip(datas, extras, strict=True)})
     return LabelBatch(features=list(group), done=done, datas=datas, init_logits=init,
-                      finish=_Finish(extras))
+                      finish=finish)
 
 
 @dataclass(frozen=True)
-class _Finish:
-    """Driver side, after labeling: each result with its feature's extra attached."""
+class Finish:
+    """Driver side, after labeling: each result with its feature's extra attached (and its
+    `method`, when set)."""
 
-    extras: list[FeatureExtra]
+    extras: dict[int, FeatureExtra]
+    """Each feature's extra."""
+    method: str | None = None
+    """`LabelResult.method` of these results (None: as labeled)."""
+    before: dict[int, list[Attempt]] = dataclasses.field(default_factory=dict)
+    """Attempts to list before a feature's own (its rejected amortised proposals)."""
 
     def __call__(self, results: list[LabelResult]) -> list[LabelResult]:
-        return [dataclasses.replace(r, extra=e)
-                for r, e in zip(results, self.extras, strict=True)]
+        more = {} if self.method is None else {"method": self.method}
+        return [dataclasses.replace(r, extra=self.extras[int(r.feature)],
+                                    attempts=[*self.before.get(int(r.feature), []),
+                                              *r.attempts], **more)
+                for r in results]
 
 
 def _prepare(sel: Selection, contexts: dict[int, list[int]], stage: BatchStage

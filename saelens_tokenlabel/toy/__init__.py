@@ -64,14 +64,17 @@ TOY_EVALUATOR_DIR: Path = Path(__file__).resolve().parent.parent / "data" / "toy
 """The folder holding the toy evaluator, as written by `save_local_model`."""
 
 
-def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None = None
-                       ) -> Evaluator:
+def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None = None,
+                       backend: str = "hooked") -> Evaluator:
     """The toy evaluator, in float32, wrapped in an `Evaluator` with the paper's prompt.
 
     `label_prior` (word -> logit bias) raises the unembedding bias of those words' tokens, so
     the next-token distribution at the label slot (the labeler's q) favours them, as a large
     LLM's prior favours a common word ("animal") over a rarer, more specific one ("mammal").
-    The ratings are unchanged: they read only the "1" and "0" logits."""
+    The ratings are unchanged: they read only the "1" and "0" logits.
+
+    ``backend="bridge"`` gives the same network as a TransformerLens 3 `TransformerBridge`
+    around a Hugging Face Llama (`loading.hooked_to_hf_llama`)."""
     import torch
 
     from ..evaluator import Evaluator
@@ -90,6 +93,10 @@ def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None
                              "evaluator; give single-token words (e.g. 'animal').")
         with torch.no_grad():
             model.b_U[ids[0]] += bias
+    if backend == "bridge":
+        from ..loading import boot_bridge, hooked_to_hf_llama
+
+        model = boot_bridge(hooked_to_hf_llama(model), model.tokenizer)
     return Evaluator(model)
 
 

@@ -17,6 +17,7 @@ Importing this module does no I/O; `train_subject_tokenizer` writes to the folde
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -55,31 +56,54 @@ SLOTS = {"animal": ANIMALS, "number": DIGITS, "food": FOODS, "color": COLORS,
          "object": OBJECTS}
 
 
-def toy_sentences(n: int, seed: int = 0) -> list[str]:
-    """Sentences of the toy evaluator's world; numbers are digits only."""
+def _dealer(rng: random.Random) -> Callable[[Sequence[str]], str]:
+    """Draws from a list as from a shuffled deck (one per list), reshuffled when empty: every
+    item is dealt equally often, to within one."""
+    decks: dict[tuple[str, ...], list[str]] = {}
+
+    def deal(items: Sequence[str]) -> str:
+        deck = decks.setdefault(tuple(items), [])
+        if not deck:
+            deck.extend(items)
+            rng.shuffle(deck)
+        return deck.pop()
+
+    return deal
+
+
+def toy_sentences(n: int, seed: int = 0, *, slots: Mapping[str, Sequence[str]] = SLOTS,
+                  balanced: bool = False) -> list[str]:
+    """Sentences of the toy evaluator's world; numbers are digits only, unless `slots`
+    (slot -> words, e.g. ``{**SLOTS, "number": NUMBERS}``) says otherwise.
+
+    `balanced`: templates and each slot's words are dealt from shuffled decks rather than drawn
+    at random, so each template, and each word of a slot, appears equally often (to within
+    one): with the default slots, every word is in at least ``n // 80`` sentences."""
     rng = random.Random(seed)
+    pick = _dealer(rng) if balanced else rng.choice
     out = []
     for _ in range(n):
-        t = rng.choice(TEMPLATES)
+        t = pick(TEMPLATES)
         while "{" in t:
             slot = t[t.index("{") + 1 : t.index("}")]
-            t = t.replace("{" + slot + "}", rng.choice(SLOTS[slot]), 1)
+            t = t.replace("{" + slot + "}", pick(slots[slot]), 1)
         out.append(t)
     return out
 
 
-def train_subject_tokenizer(directory: Path):
+def train_subject_tokenizer(directory: Path, *, slots: Mapping[str, Sequence[str]] = SLOTS):
     """Byte-level BPE (GPT-2 style: spaces belong to the next word, one <|endoftext|> for
-    BOS/EOS/pad). No Chinese in training, so Chinese characters stay byte tokens."""
+    BOS/EOS/pad). No Chinese in training, so Chinese characters stay byte tokens. Every word of
+    `slots` (see `toy_sentences`), with and without a leading space, is one token."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=[ENDOFTEXT],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    words = [f" {w}" for ws in SLOTS.values() for w in ws] + [w for ws in SLOTS.values()
+    words = [f" {w}" for ws in slots.values() for w in ws] + [w for ws in slots.values()
                                                                for w in ws]
-    corpus = toy_sentences(400, seed=123) + [" ".join(words)] * 20
+    corpus = toy_sentences(400, seed=123, slots=slots) + [" ".join(words)] * 20
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=ENDOFTEXT,
                                    eos_token=ENDOFTEXT, pad_token=ENDOFTEXT,
@@ -106,32 +130,44 @@ def planted_tokens(tokenizer) -> dict[int, list[int]]:
     return {ANIMAL_FEATURE: animals, DIGIT_FEATURE: digits, CHINESE_FEATURE: chinese}
 
 
-def subject_model(tokenizer, n_layers: int = 2, seed: int = 0) -> HookedTransformer:
+def subject_model(tokenizer, n_layers: int = 2, seed: int = 0, *, d_model: int = D_MODEL,
+                  marks: Mapping[int, Sequence[int]] | None = None) -> HookedTransformer:
     """Llama-shaped (rotary, so ``blocks.0.hook_resid_pre`` is the token embedding alone).
-    Dimension f of the embedding marks the tokens of planted feature f, with graded values."""
+    Dimension f of the embedding marks the tokens of planted feature f, with graded values.
+
+    `marks` (dimension -> token ids; default `planted_tokens`): dimensions 0 to ``max(marks)``
+    are zero except at the marked tokens, 1.0 + 0.25 (i % 4) at the i-th; the others keep
+    their small random initialisation. `d_model` must exceed ``max(marks)``."""
+    marks = planted_tokens(tokenizer) if marks is None else marks
     cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=D_MODEL, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=64,
+        n_layers=n_layers, d_model=d_model, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=64,
         n_ctx=256, d_vocab=len(tokenizer), act_fn="silu", normalization_type="RMS",
         positional_embedding_type="rotary", gated_mlp=True, default_prepend_bos=False,
         dtype=torch.float32, seed=seed, model_name=MODEL_NAME,
     )
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     with torch.no_grad():
-        model.W_E[:, :4] = 0.0
-        for f, ids in planted_tokens(tokenizer).items():
+        model.W_E[:, : max(marks, default=-1) + 1] = 0.0
+        for f, ids in marks.items():
             for i, t in enumerate(ids):
                 model.W_E[t, f] = 1.0 + 0.25 * (i % 4)
     return model.eval()
 
 
-def planted_sae(hook: str = HOOK, **metadata) -> StandardSAE:
-    """Feature f < 4 reads embedding dimension f: relu(2 x_f - 0.5), so it fires exactly on
-    its planted tokens (1.5 to 3.0). Feature 2 is dead. Features 4.. read random directions."""
+def planted_metadata(hook: str | None = HOOK, **metadata) -> SAEMetadata:
+    """The planted SAEs' metadata: `hook`, the tiny subject, 32-token contexts with BOS, a
+    Neuronpedia id; keyword arguments override or add fields."""
     meta = dict(hook_name=hook, model_name=MODEL_NAME, context_size=32, prepend_bos=True,
                 neuronpedia_id=NEURONPEDIA_ID)
     meta.update(metadata)
+    return SAEMetadata(**meta)
+
+
+def planted_sae(hook: str = HOOK, **metadata) -> StandardSAE:
+    """Feature f < 4 reads embedding dimension f: relu(2 x_f - 0.5), so it fires exactly on
+    its planted tokens (1.5 to 3.0). Feature 2 is dead. Features 4.. read random directions."""
     sae = StandardSAE(StandardSAEConfig(d_in=D_MODEL, d_sae=D_SAE,
-                                        metadata=SAEMetadata(**meta)))
+                                        metadata=planted_metadata(hook, **metadata)))
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         sae.W_enc.zero_()

@@ -161,3 +161,46 @@ def test_label_command_on_a_full_disk_is_one_clear_line(subject, fast_evaluator,
     monkeypatch.setattr(RunStore, "put", real_put)
     assert main(args) == 0
     assert list(load_labelset(out)) == [0, 1]
+
+
+def test_label_command_runs_subject_and_evaluator_as_bridges(subject, fast_evaluator,
+                                                             toy_corpus, tmp_path, capsys):
+    # Folders from save_local_model: loaded as HookedTransformers, written as Hugging Face
+    # Llamas, booted as TransformerBridges.
+    sae_dir, model_dir, ev_dir = saved_inputs(tmp_path, subject, fast_evaluator)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(toy_corpus[:30]) + "\n")
+    out = tmp_path / "out"
+    assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+                 str(corpus), "--features", "0:3", "--evaluator", str(ev_dir), "--out",
+                 str(out), "--cache-dir", str(tmp_path / "cache"), "--steps", "2",
+                 "--n-top", "4", "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4",
+                 "--device", "cpu", "--model-backend", "bridge", "--evaluator-backend",
+                 "bridge", "--no-coherence", "--no-steering"]) == 0
+    labels = LabelSet.load(out / SIDECAR_FILENAME)
+    assert [labels[f].status for f in labels] == ["ok", "ok", "dead"]
+    assert all(labels[f].n_active > 0 for f in (0, 1))  # the bridge subject's activations
+    with pytest.raises(SystemExit) as exit_:
+        main(["label", "--evaluator-backend", "vllm"])
+    assert exit_.value.code == 2 and "invalid choice: 'vllm'" in capsys.readouterr().err
+
+
+def test_label_command_amortize_flags(subject, fast_evaluator, toy_corpus, tmp_path, capsys):
+    sae_dir, model_dir, ev_dir = saved_inputs(tmp_path, subject, fast_evaluator)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(toy_corpus[:30]) + "\n")
+    out = tmp_path / "out"
+    args = ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+            str(corpus), "--features", "0:6", "--evaluator", str(ev_dir), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--n-top", "4",
+            "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4", "--device", "cpu",
+            "--no-coherence", "--no-steering", "--amortize-seed-features", "2"]
+    assert main(args) == 2
+    assert "add --amortize" in capsys.readouterr().err
+    assert main([*args, "--amortize", "--amortize-candidates", "2"]) == 0
+    from saelens_tokenlabel.run import RunStore
+
+    with RunStore(out, create=False) as store:
+        bound = store.meta()["amortize"]
+    assert bound["seed_features"] == 2 and bound["candidates"] == 2
+    assert len(LabelSet.load(out / SIDECAR_FILENAME)) == 6

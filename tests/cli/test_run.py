@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import shutil
+from datetime import UTC, datetime
 
 import pytest
 
@@ -102,6 +105,71 @@ def test_export_writes_sidecar_neuronpedia_and_table(run_dir, tmp_path, fmt, cap
     assert by[DEAD_FEATURE]["status"] == "dead" and by[DEAD_FEATURE]["label"] is None
     assert by[5]["status"] == "error" and "simulated" in by[5]["error"]
     assert by[6]["status"] == "pending" and by[6]["label"] is None
+
+
+def _batch_rows(folder):
+    return [json.loads(line) for p in sorted(folder.glob("batch-*.jsonl.gz"))
+            for line in gzip.decompress(p.read_bytes()).decode("utf-8").splitlines()]
+
+
+def test_export_neuronpedia_writes_the_import_layout(run_dir, tmp_path, capsys):
+    out = tmp_path / "export"
+    args = ["export", str(run_dir), "--to", str(out), "--format", "csv", "--neuronpedia"]
+    assert main([*args, "--records-per-file", "1"]) == 0
+    printed = capsys.readouterr().out
+    model_id, layer = NEURONPEDIA_ID.split("/")
+    folder = out / "neuronpedia" / model_id / layer  # the source's folder, as Neuronpedia's
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file()) == [
+        "explanation_scores/batch-0.jsonl.gz", "explanation_scores/batch-1.jsonl.gz",
+        "explanations/batch-0.jsonl.gz", "explanations/batch-1.jsonl.gz"]
+    assert f"explanations: 2 in 2 file(s) under {folder / 'explanations'}" in printed
+    scores = _batch_rows(folder / "explanation_scores")
+    assert f"scores:       {len(scores)} in 2 file(s) under " in printed
+    assert "2 explanation records" in printed  # neuronpedia.jsonl, the readable view, too
+    rows = _batch_rows(folder / "explanations")
+    readable = [json.loads(x) for x in (out / "neuronpedia.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == ["0", "1"]
+    assert [r["id"] for r in rows] == [r["id"] for r in readable]
+    assert {s["explanationId"] for s in scores} == {r["id"] for r in rows}
+    with RunStore(run_dir, create=False) as store:  # createdAt: when the run began
+        began = datetime.fromtimestamp(store.get_meta("created_at"), UTC)
+    assert {r["createdAt"] for r in rows + scores} == {
+        began.replace(microsecond=began.microsecond // 1000 * 1000).isoformat(
+            timespec="milliseconds")}
+    before = {p: p.read_bytes() for p in folder.rglob("*.gz")}
+    assert main([*args, "--records-per-file", "1"]) == 0  # again: the same bytes
+    assert {p: p.read_bytes() for p in folder.rglob("*.gz")} == before
+    assert "removed:" not in capsys.readouterr().out
+    assert main(args) == 0  # 1024 per file: one file, the earlier second one goes
+    assert "removed:      2 file(s) of the earlier export" in capsys.readouterr().out
+    assert [p.name for p in (folder / "explanations").iterdir()] == ["batch-0.jsonl.gz"]
+    assert [r["id"] for r in _batch_rows(folder / "explanations")] == [r["id"] for r in rows]
+
+
+def test_export_neuronpedia_without_an_id_is_a_one_line_error(run_dir, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    with RunStore(copy) as store:
+        store.set_meta(info={**store.get_meta("info"), "neuronpedia_id": None})
+    out = tmp_path / "export"
+    assert main(["export", str(copy), "--to", str(out), "--neuronpedia"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tokenlabel: error: No Neuronpedia id")
+    assert "--neuronpedia-id" in err[0]
+    assert not out.exists()  # asked for by name: nothing is written without it
+    assert main(["export", str(copy), "--to", str(out), "--neuronpedia", "--neuronpedia-id",
+                 NEURONPEDIA_ID, "--neuronpedia-author-id", "user1"]) == 0
+    capsys.readouterr()
+    rows = _batch_rows(out / "neuronpedia" / NEURONPEDIA_ID / "explanations")
+    assert [r["index"] for r in rows] == ["0", "1"]
+    assert {r["authorId"] for r in rows} == {"user1"}
+    assert main(["export", str(copy), "--to", str(out), "--records-per-file", "2"]) == 2
+    assert "add --neuronpedia" in capsys.readouterr().err
+    assert main(["export", str(copy), "--to", str(out), "--neuronpedia", "--neuronpedia-id",
+                 NEURONPEDIA_ID, "--records-per-file", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records_per_file must be an int >= 1" in err[0]
 
 
 def test_a_polysemantic_flag_shows_in_status_export_and_report(run_dir, tmp_path, capsys):

@@ -11,6 +11,7 @@ from saelens_tokenlabel.loss import LossWeights, accuracy_loss, label_loss
 from saelens_tokenlabel.optimize import Batch, StepContext, step
 from saelens_tokenlabel.soft_label import label_embeddings, label_log_probs
 
+from ..builders import exact
 from .common import SENTS, cfg, same_losses
 
 ROWS = [0, 1, 2, 2]
@@ -51,8 +52,8 @@ def _v(ev, seed=0):
     return torch.randn(2, 1, ev.d_vocab, generator=g, dtype=torch.float64)
 
 
-def test_gradient_matches_finite_differences(tiny_evaluator):
-    ev = tiny_evaluator
+def test_gradient_matches_finite_differences(any_evaluator):
+    ev = any_evaluator
     mask = ev.vocab_mask()
     loss = _loss_fn(ev, use_cache=True, mask=mask)
     v = _v(ev).requires_grad_(True)
@@ -60,24 +61,26 @@ def test_gradient_matches_finite_differences(tiny_evaluator):
     assert torch.isfinite(grad).all()
     assert (grad[:, :, ~mask] == 0).all()  # masked tokens get no gradient
     g = torch.Generator().manual_seed(1)
-    eps = 1e-6
+    # A bridge's float32 attention softmax (`BRIDGE_ATOL`) is noise that a 1e-6 step would
+    # amplify past the gradient; a larger step keeps the truncation error below the check.
+    eps, rtol = (1e-2, 1e-3) if ev.backend.kind == "bridge" else (1e-6, 1e-6)
     for _ in range(4):
         d = torch.randn(v.shape, generator=g, dtype=torch.float64)
         with torch.no_grad():
             fd = (loss(v + eps * d) - loss(v - eps * d)) / (2 * eps)
-        torch.testing.assert_close((grad * d).sum(), fd, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close((grad * d).sum(), fd, rtol=rtol, atol=1e-8)
 
 
-def test_cached_gradient_equals_uncached(tiny_evaluator):
-    ev = tiny_evaluator
+def test_cached_gradient_equals_uncached(any_evaluator):
+    ev = any_evaluator
     v = _v(ev, seed=3).requires_grad_(True)
     (g_cached,) = torch.autograd.grad(_loss_fn(ev, True, None)(v), v)
     (g_full,) = torch.autograd.grad(_loss_fn(ev, False, None)(v), v)
-    torch.testing.assert_close(g_cached, g_full, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(g_cached, g_full, **exact(ev, 1e-12))
 
 
-def test_only_v_gets_gradient(tiny_evaluator):
-    ev = tiny_evaluator
+def test_only_v_gets_gradient(any_evaluator):
+    ev = any_evaluator
     v = _v(ev).requires_grad_(True)
     _loss_fn(ev, True, None)(v).backward()
     assert v.grad is not None

@@ -242,3 +242,60 @@ def test_feature_page_lists_every_attempt_and_marks_the_selected_one(toy_labels,
     assert table.count('<tr class="selected">') == 1
     chosen = next(a for a in attempts if a.selected)
     assert chosen.label in table
+
+
+def _comparison(labels: LabelSet):
+    """A comparison of the run's ok features with made-up explanations (no scoring)."""
+    from saelens_tokenlabel.comparison import (
+        CompareConfig,
+        Comparison,
+        FeatureComparison,
+        ScoredLabel,
+        decide,
+        summarize,
+    )
+    from saelens_tokenlabel.explanations import SourceInfo
+
+    rows = []
+    for f, theirs in zip([f for f in labels if labels[f].status == "ok"][:2], (EVIL, "digits"),
+                         strict=True):
+        ours = labels[f].metrics["heldout_balanced_accuracy"]
+        score = 0.25 if theirs == EVIL else 1.0
+        winner, diff = decide(ours, score, 1e-9)
+        rows.append(FeatureComparison(
+            feature=f, ours=ScoredLabel(labels[f].label, (1,), 1, ours),
+            theirs=ScoredLabel(theirs, (1, 2, 3), 3, score), winner=winner, difference=diff,
+            n_heldout=10, n_heldout_active=5, stored_score=ours, where=f"x.tsv:{f}"))
+    return Comparison(summary=summarize(rows, CompareConfig(bootstrap_samples=50)),
+                      features=tuple(rows), source=SourceInfo("tsv", "<x>.tsv", 2),
+                      evaluator="toy")
+
+
+def test_a_comparison_adds_their_explanation_score_and_winner(toy_labels, tmp_path):
+    from saelens_tokenlabel.report.load import load_comparison
+
+    comparison = _comparison(toy_labels)
+    assert load_comparison(tmp_path) is None
+    comparison.save(tmp_path)
+    loaded = load_comparison(tmp_path)
+    assert loaded == comparison
+    write_report(toy_labels, tmp_path / "report", ReportConfig(plots=False),
+                 comparison=loaded)
+    page = Page(tmp_path / "report" / "index.html")
+    text = page.joined
+    assert "their explanation" in text and "their balanced accuracy (held-out)" in text
+    assert "Against existing explanations (tsv, <x>.tsv), scored by toy" in text
+    assert comparison.summary.line() in text
+    assert EVIL in text  # escaped like every other text (the one script: the table sorter)
+    assert not [t for t, _ in page.tags if t == "script"][1:]
+    winners = [a["class"] for a in page.all("td") if (a.get("class") or "").startswith("winner")]
+    assert sorted(winners) == sorted(f"winner {r.winner}" for r in comparison.features)
+    # A feature without a comparison (the dead one) gets empty cells, not a broken row.
+    html = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    dead = re.search(r'<tr id="f-2".*?</tr>', html).group()
+    assert dead.count("<td") == len([a for a in page.all("th") if a.get("title")])
+    # Without a comparison the index is as before.
+    write_report(toy_labels, tmp_path / "plain", ReportConfig(plots=False))
+    assert "their explanation" not in Page(tmp_path / "plain" / "index.html").joined
+    (tmp_path / "compare.json").write_text("{broken", encoding="utf-8")
+    assert load_comparison(tmp_path) is None

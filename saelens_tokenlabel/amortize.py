@@ -17,16 +17,18 @@ on the training labels (``method="auto"``):
 
 * ``ridge``: multi-output ridge regression from the standardised inputs to the class targets
   (each label's final distribution over the classes' tokens for a one-token label, one-hot for
-  a multi-token one), solved in the dual (an n x n system: n labels, any input width);
+  a multi-token one), solved in the dual (n x n) or the primal (d x d), whichever is smaller;
 * ``knn``: cosine nearest neighbours among the training features, a similarity-weighted vote.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -56,6 +58,11 @@ class Proposal:
         return self.ranked[0][0]
 
 
+CV_MAX = 2000
+"""Cross-validation looks at most this many training labels (a seeded sample): enough to tell
+the maps apart, and bounded on a large SAE."""
+
+
 @dataclass
 class Amortizer:
     """A fitted map from feature inputs to label classes (module docstring)."""
@@ -70,18 +77,21 @@ class Amortizer:
     """Input mean (standardisation)."""
     x_scale: Float[torch.Tensor, " d"]
     """Input standard deviation (standardisation)."""
-    train_x: Float[torch.Tensor, "n d"]
-    """The training inputs (standardised): the dual ridge solution and knn read them."""
-    train_y: Float[torch.Tensor, "n c"]
-    """The training targets over the classes."""
-    alpha: Float[torch.Tensor, "n c"] | None
-    """Dual ridge coefficients (``method="ridge"``)."""
+    weights: Float[torch.Tensor, "d c"] | None
+    """Ridge weights on standardised inputs (``method="ridge"``)."""
+    y_mean: Float[torch.Tensor, " c"]
+    """Mean target (the ridge intercept)."""
+    train_x: Float[torch.Tensor, "n d"] | None
+    """Standardised training inputs, float32 (``method="knn"``)."""
+    train_y: Float[torch.Tensor, "n c"] | None
+    """Training targets (``method="knn"``)."""
     config: AmortizeConfig
     """The settings it was fitted with."""
     features: list[int]
     """The training features."""
     cv_accuracy: dict[str, float] = field(default_factory=dict)
-    """Cross-validated top-1 accuracy of each map on the training labels."""
+    """Cross-validated top-1 accuracy of each map on (up to `CV_MAX` of) the training
+    labels."""
 
     # ------------------------------------------------------------------ fit
     @classmethod
@@ -95,13 +105,17 @@ class Amortizer:
         mean = x.mean(0)
         scale = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(mean)
         xs = (x - mean) / scale
-        cv = {m: cross_validate(xs, y, m, config) for m in ("ridge", "knn")} \
-            if len(x) >= config.folds else {}
+        cv: dict[str, float] = {}
+        if len(x) >= config.folds:
+            pick = _cv_sample(len(x), config.seed)
+            cv = {m: cross_validate(xs[pick], y[pick], m, config) for m in ("ridge", "knn")}
         method = config.method
         if method == "auto":
             method = max(cv, key=lambda m: (cv[m], m == "ridge")) if cv else "ridge"
-        alpha = ridge_dual(xs, y, config.ridge) if method == "ridge" else None
-        return cls(method, classes, text, mean, scale, xs, y, alpha, config,
+        ridge = method == "ridge"
+        return cls(method, classes, text, mean, scale,
+                   ridge_weights(xs, y, config.ridge) if ridge else None, y.mean(0),
+                   None if ridge else xs.float(), None if ridge else y, config,
                    [int(r.feature) for r in results], cv)
 
     # ------------------------------------------------------------------ predict
@@ -109,10 +123,11 @@ class Amortizer:
         """Non-negative class scores of new inputs, each row summing to 1 (or all 0)."""
         xs = (x.double() - self.x_mean) / self.x_scale
         if self.method == "ridge":
-            assert self.alpha is not None
-            raw = xs @ self.train_x.T @ self.alpha + self.train_y.mean(0)
+            assert self.weights is not None
+            raw = xs @ self.weights + self.y_mean
         else:
-            raw = knn_scores(self.train_x, self.train_y, xs, self.config.knn)
+            assert self.train_x is not None and self.train_y is not None
+            raw = knn_scores(self.train_x.double(), self.train_y, xs, self.config.knn)
         raw = raw.clamp_min(0)
         return raw / raw.sum(-1, keepdim=True).clamp_min(1e-12)
 
@@ -128,22 +143,29 @@ class Amortizer:
         return out
 
     # ------------------------------------------------------------------ files
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        named = {"x_mean": self.x_mean, "x_scale": self.x_scale, "y_mean": self.y_mean,
+                 "weights": self.weights, "train_x": self.train_x, "train_y": self.train_y}
+        return {k: v.contiguous() for k, v in named.items() if v is not None}
+
     def save(self, directory: str | Path) -> Path:
-        """`amortizer.json` (settings, classes, accuracies) and `amortizer.safetensors`."""
+        """`amortizer.json` (settings, classes, accuracies) and the tensors it names. The
+        tensors file is named by the training set, written first and the JSON last: a reader
+        (another process) never pairs one map's JSON with another's tensors."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        tensors = {"x_mean": self.x_mean, "x_scale": self.x_scale, "train_x": self.train_x,
-                   "train_y": self.train_y}
-        if self.alpha is not None:
-            tensors["alpha"] = self.alpha
-        atomic_write(directory / AMORTIZER_TENSORS, lambda tmp: save_file(
-            {k: v.contiguous() for k, v in tensors.items()}, str(tmp)))
         meta = {"method": self.method, "classes": [list(c) for c in self.classes],
                 "class_text": self.class_text, "features": self.features,
                 "cv_accuracy": self.cv_accuracy, "config": self.config.to_dict(),
                 "n_train": len(self.features)}
-        atomic_write_text(directory / AMORTIZER_JSON, json.dumps(meta, indent=1))
+        tensors = f"amortizer-{digest_of(meta)}.safetensors"
+        atomic_write(directory / tensors, lambda tmp: save_file(self._tensors(), str(tmp)))
+        atomic_write_text(directory / AMORTIZER_JSON,
+                          json.dumps({**meta, "tensors": tensors}, indent=1))
+        for old in directory.glob("amortizer-*.safetensors"):
+            if old.name != tensors:  # earlier fits
+                old.unlink(missing_ok=True)
         return directory / AMORTIZER_JSON
 
     @classmethod
@@ -156,11 +178,22 @@ class Amortizer:
             raise FileNotFoundError(f"{directory} holds no {AMORTIZER_JSON}: fit a map with "
                                     "tokenlabel label --amortize first.")
         meta = json.loads((directory / AMORTIZER_JSON).read_text())
-        t = load_file(str(directory / AMORTIZER_TENSORS))
+        t = load_file(str(directory / meta["tensors"]))
         return cls(meta["method"], [tuple(c) for c in meta["classes"]], meta["class_text"],
-                   t["x_mean"], t["x_scale"], t["train_x"], t["train_y"], t.get("alpha"),
-                   AmortizeConfig.from_dict(meta["config"]), meta["features"],
-                   meta["cv_accuracy"])
+                   t["x_mean"], t["x_scale"], t.get("weights"), t["y_mean"], t.get("train_x"),
+                   t.get("train_y"), AmortizeConfig.from_dict(meta["config"]),
+                   meta["features"], meta["cv_accuracy"])
+
+
+def digest_of(value: Any) -> str:
+    """A short content hash of a JSON value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cv_sample(n: int, seed: int) -> torch.Tensor:
+    if n <= CV_MAX:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:CV_MAX].sort()[0]
 
 
 def label_targets(results: Sequence[LabelResult]
@@ -190,14 +223,17 @@ def label_targets(results: Sequence[LabelResult]
     return list(classes), text, y
 
 
-def ridge_dual(x: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, "n c"], lam: float
-               ) -> Float[torch.Tensor, "n c"]:
-    """Dual ridge coefficients: ``W = x.T @ alpha`` minimises ``|x W + mean(y) - y|² +
-    lam |W|²`` (an n x n solve, whatever the input width)."""
-    k = x @ x.T
-    eye = torch.eye(len(x), dtype=x.dtype)
+def ridge_weights(x: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, "n c"], lam: float
+                  ) -> Float[torch.Tensor, "d c"]:
+    """``W`` minimising ``|x W + mean(y) - y|² + lam |W|²``: in the dual (an n x n solve)
+    when there are fewer labels than inputs, else in the primal (d x d); the same solution."""
+    yc = y - y.mean(0)
+    if len(x) <= x.shape[1]:
+        eye = torch.eye(len(x), dtype=x.dtype)
+        return (x.T @ torch.linalg.solve(x @ x.T + lam * eye, yc)).contiguous()
+    eye = torch.eye(x.shape[1], dtype=x.dtype)
     # Row-major, as a saved and reloaded map has it: the same layout, the same rounding.
-    return torch.linalg.solve(k + lam * eye, y - y.mean(0)).contiguous()
+    return torch.linalg.solve(x.T @ x + lam * eye, x.T @ yc).contiguous()
 
 
 def knn_scores(train: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, "n c"],
@@ -226,7 +262,7 @@ def cross_validate(x: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, "n c"],
             continue
         xt, yt = x[keep], y[keep]
         if method == "ridge":
-            pred = x[test] @ xt.T @ ridge_dual(xt, yt, config.ridge) + yt.mean(0)
+            pred = x[test] @ ridge_weights(xt, yt, config.ridge) + yt.mean(0)
         else:
             pred = knn_scores(xt, yt, x[test], config.knn)
         hits += int((pred.argmax(-1) == y[test].argmax(-1)).sum())

@@ -32,6 +32,7 @@ import dataclasses
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,24 +199,36 @@ def _batch_files(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+_UNREADABLE = (OSError, EOFError, UnicodeDecodeError, zlib.error)
+"""What a corrupt, truncated or non-UTF-8 (gzipped) file raises while being read."""
+
+
 def _json_lines(files: Iterable[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each non-empty line of `files` as (``file:line``, its JSON object)."""
     for path in files:
-        with _open_text(path) as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path.name}:{n}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ExplanationSourceError(
-                        f"{path}:{n} is not JSON ({err.msg}); a Neuronpedia export has one "
-                        "JSON object per line.") from None
-                if not isinstance(obj, dict):
-                    raise ExplanationSourceError(f"{path}:{n} is not a JSON object; a "
-                                                 "Neuronpedia export has one per line.")
-                yield where, obj
+        try:
+            yield from _lines_of(path)
+        except _UNREADABLE as err:
+            raise ExplanationSourceError(
+                f"{path} cannot be read ({type(err).__name__}: {err}); give a whole UTF-8 "
+                "(or gzipped UTF-8) JSON Lines file.") from None
+
+
+def _lines_of(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with _open_text(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ExplanationSourceError(
+                    f"{path}:{n} is not JSON ({err.msg}); a Neuronpedia export has one "
+                    "JSON object per line.") from None
+            if not isinstance(obj, dict):
+                raise ExplanationSourceError(f"{path}:{n} is not a JSON object; a "
+                                             "Neuronpedia export has one per line.")
+            yield f"{path.name}:{n}", obj
 
 
 def _index(value: Any, where: str) -> int:
@@ -278,11 +291,13 @@ def _delphi(folder: Path, given: Path, module: str | None) -> ExplanationSource:
 
 def _delphi_text(path: Path) -> str:
     """A delphi explanation file's content: one JSON string."""
-    raw = path.read_text(encoding="utf-8")
     try:
-        value = json.loads(raw)
+        value = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         value = None
+    except _UNREADABLE as err:
+        raise ExplanationSourceError(f"{path} cannot be read ({type(err).__name__}: {err}); "
+                                     "delphi writes UTF-8 JSON strings.") from None
     if not isinstance(value, str):
         raise ExplanationSourceError(
             f"{path}: not a JSON string; delphi writes each explanation as one (e.g. "

@@ -156,11 +156,11 @@ def hooked_to_hf_llama(model: HookedTransformer) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = model.cfg
-    why = unsupported(model)
-    if why is None and not (cfg.gated_mlp and cfg.act_fn == "silu"):
-        why = f"its MLP is not gated SiLU (gated_mlp={cfg.gated_mlp}, act_fn={cfg.act_fn!r})"
+    why = _not_plain_llama(model)
     if why is not None:
-        raise ValueError(f"Cannot write {cfg.model_name!r} as a Llama model: {why}.")
+        raise ValueError(f"Cannot write {cfg.model_name!r} as a Hugging Face Llama: {why}. "
+                         "Load it as a HookedTransformer (backend 'hooked'), or boot the "
+                         "bridge from its Hugging Face checkpoint.")
     hf_cfg = LlamaConfig(
         vocab_size=cfg.d_vocab, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
@@ -172,7 +172,46 @@ def hooked_to_hf_llama(model: HookedTransformer) -> Any:
     hf.lm_head = torch.nn.Linear(cfg.d_model, cfg.d_vocab, bias=True, dtype=cfg.dtype)
     hf.load_state_dict(_llama_state(model), strict=True)
     hf.config.name_or_path = str(cfg.model_name)
-    return hf.to(model.W_E.device).eval()
+    hf = hf.to(model.W_E.device).eval()
+    _check_same_logits(model, hf)
+    return hf
+
+
+def _not_plain_llama(model: HookedTransformer) -> str | None:
+    """Why `model` is not the network `LlamaConfig` with default rotary embeddings builds."""
+    cfg = model.cfg
+    why = unsupported(model)
+    checks = (
+        (cfg.normalization_type == "RMS", f"normalization_type is {cfg.normalization_type!r} "
+                                          "(LayerNorm folded into the weights)"),
+        (cfg.gated_mlp and cfg.act_fn == "silu", "its MLP is not gated SiLU"),
+        (cfg.rotary_dim == cfg.d_head, f"rotary_dim {cfg.rotary_dim} is not d_head"),
+        (not cfg.rotary_adjacent_pairs, "it rotates adjacent pairs"),
+        (not (cfg.use_NTK_by_parts_rope or cfg.use_yarn_rope)
+         and cfg.rotary_scaling_factor == 1.0, "its rotary embeddings are scaled"),
+        (cfg.use_attn_scale and abs(cfg.attn_scale - cfg.d_head ** 0.5) < 1e-9,
+         f"attn_scale is {cfg.attn_scale}, not sqrt(d_head)"),
+    )
+    for ok, reason in checks:
+        if why is None and not ok:
+            why = reason
+    return why
+
+
+def _check_same_logits(model: HookedTransformer, hf: Any) -> None:
+    """The conversion's proof: the same logits on a few tokens (else an error, never a
+    silently different model)."""
+    n = min(8, int(model.cfg.n_ctx))
+    tokens = torch.arange(n, device=model.W_E.device)[None] % int(model.cfg.d_vocab)
+    with torch.no_grad():
+        want, got = model(tokens), hf(tokens).logits
+    # Hugging Face normalises in float32 and the two sum in other orders.
+    tol = 1e-3 * (1.0 + float(want.abs().max()))
+    if not torch.allclose(got.float(), want.float(), rtol=0, atol=tol * (
+            100 if model.cfg.dtype in (torch.bfloat16, torch.float16) else 1)):
+        raise ValueError(f"Writing {model.cfg.model_name!r} as a Hugging Face Llama changed "
+                         f"its logits (by up to {float((got - want).abs().max()):.3g}); load "
+                         "it as a HookedTransformer (backend 'hooked').")
 
 
 def _llama_state(model: HookedTransformer) -> dict[str, torch.Tensor]:

@@ -309,9 +309,12 @@ def _score_values(r: LabelResult, evaluator: str, subject: str
 
 
 def _notes(r: LabelResult) -> str:
-    notes = {"probability": r.probability, "converged": r.converged, "steps": r.steps,
-             "label_tokens": r.label_tokens, "threshold_rule": r.threshold_rule,
-             "n_examples": r.n_examples, "n_active": r.n_active}
+    # How the label was found first: an amortised label ran no descent, its `probability`
+    # is the map's share of its proposal and it converged by definition.
+    notes = {"method": r.method, "probability": r.probability, "converged": r.converged,
+             "steps": r.steps, "label_tokens": r.label_tokens,
+             "threshold_rule": r.threshold_rule, "n_examples": r.n_examples,
+             "n_active": r.n_active}
     if r.polysemantic is not None:
         # One label does not explain the feature: say so beside the label.
         notes["polysemantic"] = r.polysemantic.to_dict()

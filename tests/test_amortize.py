@@ -10,7 +10,7 @@ from saelens_tokenlabel.amortize import (
     Amortizer,
     init_logits,
     label_targets,
-    ridge_dual,
+    ridge_weights,
 )
 from saelens_tokenlabel.result import Trajectory
 from saelens_tokenlabel.serial import ConfigError
@@ -59,22 +59,30 @@ def test_the_map_proposes_the_label_of_the_cluster_a_decoder_row_is_in(method):
     assert amortizer.cv_accuracy[method] >= 0.9
 
 
-def test_auto_picks_the_better_map_by_cross_validation():
-    x, results, _ = _clusters(8)
-    a = Amortizer.fit(x, results, AmortizeConfig(method="auto"))
-    cv = a.cv_accuracy
-    assert a.method == max(cv, key=lambda m: (cv[m], m == "ridge"))
+def test_auto_picks_the_map_that_generalises():
+    # XOR: each label owns two opposite clusters, which no linear map separates and
+    # neighbours do. Cross-validation must see it and pick knn.
+    g = torch.Generator().manual_seed(1)
+    centres = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
+    x, results = [], []
+    for i in range(40):
+        c = i % 4
+        x.append(centres[c] + 0.1 * torch.randn(2, generator=g))
+        results.append(_result(i, [11] if c < 2 else [22], "same" if c < 2 else "opposite"))
+    a = Amortizer.fit(torch.stack(x).double(), results, AmortizeConfig(method="auto", knn=3))
+    assert a.cv_accuracy["knn"] >= 0.95 and a.cv_accuracy["ridge"] <= 0.7
+    assert a.method == "knn"
 
 
-def test_the_dual_ridge_solution_is_the_primal_one():
+def test_the_dual_and_the_primal_ridge_solutions_agree():
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(12, 30, generator=g, dtype=torch.float64)
-    y = torch.rand(12, 4, generator=g, dtype=torch.float64)
     lam = 0.7
-    w_dual = x.T @ ridge_dual(x, y, lam)
-    w_primal = torch.linalg.solve(x.T @ x + lam * torch.eye(30, dtype=torch.float64),
+    for n, d in ((12, 30), (40, 9)):  # fewer labels than inputs (dual), more (primal)
+        x = torch.randn(n, d, generator=g, dtype=torch.float64)
+        y = torch.rand(n, 4, generator=g, dtype=torch.float64)
+        want = torch.linalg.solve(x.T @ x + lam * torch.eye(d, dtype=torch.float64),
                                   x.T @ (y - y.mean(0)))
-    torch.testing.assert_close(w_dual, w_primal, rtol=0, atol=1e-10)
+        torch.testing.assert_close(ridge_weights(x, y, lam), want, rtol=0, atol=1e-10)
 
 
 def test_targets_are_the_final_distribution_over_known_labels_and_one_hot_for_longer_ones():

@@ -79,8 +79,16 @@ def test_hooked_to_hf_llama_maps_every_weight_and_bias(tokenizer):
     with torch.no_grad():
         # Float64 models, but Hugging Face's RMSNorm normalises in float32: about 1e-6.
         torch.testing.assert_close(hf(tokens).logits, model(tokens), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="as a Llama model: normalization_type"):
-        hooked_to_hf_llama(tiny_llama(tokenizer, normalization_type="LN"))
+    # What a Llama config with default rotary embeddings cannot be is refused, never written
+    # as a different network.
+    for overrides, why in (({"normalization_type": "LN"}, "normalization_type"),
+                           ({"normalization_type": "RMSPre"}, "normalization_type"),
+                           ({"rotary_dim": 4}, "rotary_dim 4 is not d_head"),
+                           ({"rotary_adjacent_pairs": True}, "it rotates adjacent pairs"),
+                           ({"use_NTK_by_parts_rope": True}, "its rotary embeddings are scaled"),
+                           ({"attn_scale": 4.0}, "attn_scale")):
+        with pytest.raises(ValueError, match=f"as a Hugging Face Llama: {why}"):
+            hooked_to_hf_llama(tiny_llama(tokenizer, **overrides))
 
 
 def test_a_bridge_that_cannot_keep_a_cache_runs_whole_prompts_and_says_so_once(

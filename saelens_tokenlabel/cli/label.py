@@ -137,7 +137,7 @@ def _load_sae(args: argparse.Namespace, device: str) -> Any:
 
 
 def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
-    from ..loading import load_model
+    from ..loading import LOCAL_CONFIG, load_model
 
     name = args.model or sae.cfg.metadata.model_name
     if not name:
@@ -146,8 +146,8 @@ def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
     if args.model_backend == "hooked":
         return load_model(name, device, backend="hooked", **kwargs)
     model = load_model(name, device, backend="bridge")
-    if Path(name).is_dir():
-        return model  # saved as the SAE saw them: processed already, if ever
+    if (Path(name) / LOCAL_CONFIG).is_file():
+        return model  # saved by save_local_model as the SAE saw them: processed already
     # SAELens SAEs are trained on HookedTransformer's processed weights (LayerNorm folded,
     # writing weights centred) unless their from_pretrained kwargs say otherwise.
     flags = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")

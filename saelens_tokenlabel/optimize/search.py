@@ -63,7 +63,12 @@ def prior_labels(ctx: StepContext, job: FeatureJob, config: LabelConfig, max_row
 def succeeded(result: LabelResult, config: LabelConfig) -> bool:
     """Converged, the hard label's selection score reaches `success_score`, and no training
     error it makes is one a short-list label fixes (`refine`)."""
-    return (result.converged and selection_score(result.metrics) >= config.success_score
+    return passes(result, config.success_score)
+
+
+def passes(result: LabelResult, bar: float) -> bool:
+    """`succeeded` with the bar given: the one test of a descent's success."""
+    return (result.converged and selection_score(result.metrics) >= bar
             and not result.metrics.get("train_fixable_errors"))
 
 

@@ -81,8 +81,8 @@ def verify_group(group: list[int], stage: BatchStage, proposals: dict[int, Propo
         stage.evaluator.vocab_mask(label.exclude_special, label.words_only).sum()))
     descend = LabelBatch(
         features=rest, datas=[datas[f] for f in rest],
-        init_logits=[init_logits(weighted(tried[f], bar), stage.evaluator.d_vocab, start)
-                     for f in rest],
+        init_logits=[init_logits(weighted(tried[f], bar, label.label_length),
+                                 stage.evaluator.d_vocab, start) for f in rest],
         finish=Finish({f: extras[f] for f in rest}, method="warm_started",
                       before={f: tried[f] for f in rest}),
         overrides=config.warm_overrides(label.label_length))
@@ -141,10 +141,13 @@ def rejected_proposals(scored: list[tuple[tuple[int, ...], float, dict[str, floa
         for rank, (ids, share, metrics) in enumerate(scored)]
 
 
-def weighted(tried: list[Attempt], bar: float) -> list[tuple[tuple[int, ...], float]]:
-    """A rejected feature's candidates, each weighted for the warm start by the map's share
-    and its `promise`."""
-    return [(tuple(a.label_token_ids), a.probability * promise(a.metrics, bar)) for a in tried]
+def weighted(tried: list[Attempt], bar: float, label_length: int
+             ) -> list[tuple[tuple[int, ...], float]]:
+    """A rejected feature's candidates of the descent's label length, each weighted for the
+    warm start by the map's share and its `promise` (the descent has `label_length` slots: a
+    longer or shorter label cannot start it)."""
+    return [(tuple(a.label_token_ids), a.probability * promise(a.metrics, bar)) for a in tried
+            if len(a.label_token_ids) == label_length]
 
 
 def promise(metrics: dict[str, float], bar: float) -> float:

@@ -115,3 +115,40 @@ def test_status_export_and_report_say_how_each_label_was_found(run):
     assert "method" in columns
     assert {r["method"] for r in rows if r["status"] == "ok"} == set(methods)
     assert "labeled by amortised: " in _summary(labels)
+
+
+class _Dies:
+    """A local executor that stops the run (as a kill would) at its `n`-th batch."""
+
+    def __init__(self, n: int) -> None:
+        from saelens_tokenlabel.run.executors import LocalExecutor
+
+        self.inner, self.n, self.seen = LocalExecutor(), n, 0
+
+    def run(self, batches, evaluator, config, sink):
+        def counted():
+            for b in batches:
+                self.seen += 1
+                if self.seen == self.n:
+                    raise KeyboardInterrupt("killed")
+                yield b
+
+        self.inner.run(counted(), evaluator, config, sink)
+
+
+def test_an_interrupted_amortised_run_resumes_to_the_uninterrupted_labels(
+        run, toy_evaluator, tmp_path):
+    world = run[0]
+    whole = _label(world, toy_evaluator, tmp_path / "whole", None)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        label_sae_features(
+            world.sae, world.subject, toy_evaluator, list(world.corpus), None, LabelConfig(),
+            cache=CacheConfig(cache_dir=tmp_path / "cache"), run_dir=killed,
+            amortize=AMORTIZE, progress=False, executor=_Dies(5),
+            scores=ScoreConfig(coherence=False, steering=False, output_side=False))
+    with RunStore(killed, create=False) as store:
+        assert 0 < len(store.finished()) < 48
+    resumed = _label(world, toy_evaluator, killed, None)
+    assert {f: (resumed[f].label, resumed[f].method) for f in resumed} == \
+        {f: (whole[f].label, whole[f].method) for f in whole}

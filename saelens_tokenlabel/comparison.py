@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .explanations import SourceInfo
-from .files import atomic_write_lines, atomic_write_text, dumps_json
+from .files import atomic_write_lines, atomic_write_text, check_format, dumps_json
 from .records import Record
 from .serial import Config
 
@@ -205,11 +205,7 @@ class Comparison(Record):
 
     @classmethod
     def from_json_dict(cls, d: dict[str, Any]) -> Comparison:
-        if d.get("format") != COMPARISON_FORMAT:
-            raise ValueError(f"Not a comparison file (format {d.get('format')!r}).")
-        if int(d.get("version", 0)) > COMPARISON_VERSION:
-            raise ValueError(f"Comparison format version {d['version']} is newer than this "
-                             f"saelens_tokenlabel reads ({COMPARISON_VERSION}); upgrade it.")
+        check_format(d, "comparison", COMPARISON_FORMAT, COMPARISON_VERSION)
         return cls.from_dict(d)
 
     def tsv_lines(self) -> list[str]:

@@ -61,3 +61,14 @@ def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
                 fh.write(line + "\n")
 
     return atomic_write(path, write)
+
+
+def check_format(d: dict[str, Any], what: str, fmt: str, version: int) -> None:
+    """A file's ``format`` must be `fmt` and its ``version`` at most `version`; else a
+    one-line ValueError naming `what` was expected (the files this package writes carry
+    both)."""
+    if d.get("format") != fmt:
+        raise ValueError(f"Not a {what} file (format {d.get('format')!r}).")
+    if int(d.get("version", 0)) > version:
+        raise ValueError(f"{what} format version {d['version']} is newer than this "
+                         f"saelens_tokenlabel reads ({version}); upgrade it.")

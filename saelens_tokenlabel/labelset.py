@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text, dumps_json
+from .files import atomic_write_text, check_format, dumps_json
 from .names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
 from .neuronpedia import (
     NeuronpediaBatchConfig,
@@ -171,11 +171,7 @@ class LabelSet(Mapping[int, LabelResult]):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelSet:
-        if d.get("format") != LABELSET_FORMAT:
-            raise ValueError(f"Not a LabelSet file (format {d.get('format')!r}).")
-        if int(d.get("version", 0)) > LABELSET_VERSION:
-            raise ValueError(f"LabelSet format version {d['version']} is newer than this "
-                             f"saelens_tokenlabel reads ({LABELSET_VERSION}); upgrade it.")
+        check_format(d, "LabelSet", LABELSET_FORMAT, LABELSET_VERSION)
         return cls([LabelResult.from_dict(r) for r in d["results"]], d.get("info", {}))
 
     def save(self, path: str | Path) -> Path:

@@ -45,6 +45,7 @@ from jaxtyping import Float
 from sae_lens import StandardSAE, StandardSAEConfig
 from transformer_lens import HookedTransformer
 
+from ..serial import Config
 from .lexicon import ANIMALS, COLORS, CONCEPTS, FOODS, NUMBERS, OBJECTS, SUBSETS
 from .planted import (
     HOOK,
@@ -73,7 +74,7 @@ _ALL_WORDS: tuple[str, ...] = tuple(w for g in _GROUPS for w in g)
 
 
 @dataclass(frozen=True, kw_only=True)
-class WorldConfig:
+class WorldConfig(Config):
     """How `build_world` plants its features."""
 
     n_features: int = 240
@@ -98,22 +99,18 @@ class WorldConfig:
     noise_words: tuple[int, int] = (6, 14)
     """Range of the number of words a noise feature fires on."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         lo, hi = self.member_fraction
-        checks = {
-            "dead and noise must be fractions in [0, 1)": 0 <= self.dead < 1 and
-            0 <= self.noise < 1,
-            "liars must be >= 0": self.liars >= 0,
-            "n_sentences must be >= 1": self.n_sentences >= 1,
-            "decoder_noise must be >= 0": self.decoder_noise >= 0,
-            "member_fraction must be 0 < lo <= hi <= 1": 0 < lo <= hi <= 1,
-            "noise_words must be 2 <= lo <= hi": 2 <= self.noise_words[0] <= self.noise_words[1],
-            f"n_features={self.n_features} leaves fewer than {len(CONCEPTS)} concept "
-            "features": self.n_concept >= len(CONCEPTS),
-        }
-        bad = [msg for msg, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("WorldConfig: " + "; ".join(bad))
+        self.need(0 <= self.dead < 1 and 0 <= self.noise < 1,
+                  "dead and noise must be fractions in [0, 1)")
+        self.need(self.liars >= 0, "liars must be >= 0")
+        self.need(self.n_sentences >= 1, "n_sentences must be >= 1")
+        self.need(self.decoder_noise >= 0, "decoder_noise must be >= 0")
+        self.need(0 < lo <= hi <= 1, "member_fraction must be 0 < lo <= hi <= 1")
+        self.need(2 <= self.noise_words[0] <= self.noise_words[1],
+                  "noise_words must be 2 <= lo <= hi")
+        self.need(self.n_concept >= len(CONCEPTS), f"n_features={self.n_features} leaves "
+                  f"fewer than {len(CONCEPTS)} concept features")
 
     @property
     def n_dead(self) -> int:

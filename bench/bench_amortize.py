@@ -29,12 +29,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from saelens_tokenlabel.records.names import AMORTIZER_DIR
+
 from saelens_tokenlabel import LabelConfig
-from saelens_tokenlabel.amortize import AmortizeConfig, Amortizer
-from saelens_tokenlabel.names import AMORTIZER_DIR
+from saelens_tokenlabel.run.amortise.map import AmortizeConfig, Amortizer
+from saelens_tokenlabel.run.amortise.proposals import accepts
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ScoreConfig, build_activation_cache
-from saelens_tokenlabel.sae.proposals import accepts
 from saelens_tokenlabel.toy import load_toy_evaluator
 from saelens_tokenlabel.toy.world import WorldConfig, build_world
 

@@ -24,9 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from saelens_tokenlabel.evaluator.forward import (
+    PrefixCache,
+    cached_logits,
+    full_prompt_logits,
+)
 
 from saelens_tokenlabel import FeatureData, LabelConfig, label_feature
-from saelens_tokenlabel.forward import PrefixCache, cached_logits, full_prompt_logits
 from saelens_tokenlabel.toy import load_toy_evaluator
 
 SENTENCES = [("The cat sat on the mat near the old red door.", "cat"),

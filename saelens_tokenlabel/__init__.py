@@ -11,23 +11,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lazy import lazy_exports
-from .names import __version__
+from .records.lazy import lazy_exports
+from .records.names import __version__
 from .run.plugin_hook import install_now_or_on_import
 
 if TYPE_CHECKING:
-    from .amortize import Amortizer
-    from .comparison import CompareConfig, Comparison
-    from .config import AmortizeConfig, LabelConfig, PerformanceConfig
-    from .data import Example, FeatureData, FeatureDataError
-    from .evaluator import EncodedExample, Evaluator, EvaluatorError
-    from .explanations import read_explanations
-    from .labeler import label_feature, label_features_data
-    from .labelset import LabelSet
-    from .loading import load_evaluator_model, load_local_model, save_local_model
-    from .prompts import PromptTemplate
-    from .records import FeatureExtra
-    from .result import Attempt, LabelResult, Trajectory
+    from .descent.labeler import label_feature, label_features_data
+    from .evaluator.loading import load_evaluator_model, load_local_model, save_local_model
+    from .evaluator.model import EncodedExample, Evaluator, EvaluatorError
+    from .evaluator.prompts import PromptTemplate
+    from .formats.comparison import CompareConfig, Comparison
+    from .formats.explanations import read_explanations
+    from .formats.labelset import LabelSet
+    from .records.config import AmortizeConfig, LabelConfig, PerformanceConfig
+    from .records.data import Example, FeatureData, FeatureDataError
+    from .records.extra import FeatureExtra
+    from .records.result import Attempt, LabelResult, Trajectory
+    from .run.amortise.map import Amortizer
     from .run.options import RunOptions
     from .run.pipeline import label_sae_features
     from .sae.activations import build_activation_cache
@@ -35,36 +35,36 @@ if TYPE_CHECKING:
     from .sae.corpus import Corpus
 
 _EXPORTS = {
-    "AmortizeConfig": ".config",
-    "Amortizer": ".amortize",
+    "AmortizeConfig": ".records.config",
+    "Amortizer": ".run.amortise.map",
     "CacheConfig": ".sae.config",
-    "CompareConfig": ".comparison",
-    "Comparison": ".comparison",
+    "CompareConfig": ".formats.comparison",
+    "Comparison": ".formats.comparison",
     "Corpus": ".sae.corpus",
     "ExampleConfig": ".sae.config",
-    "LabelSet": ".labelset",
+    "LabelSet": ".formats.labelset",
     "build_activation_cache": ".sae.activations",
     "label_sae_features": ".run.pipeline",
-    "EncodedExample": ".evaluator",
-    "Evaluator": ".evaluator",
-    "EvaluatorError": ".evaluator",
-    "Example": ".data",
-    "FeatureData": ".data",
-    "FeatureDataError": ".data",
-    "LabelConfig": ".config",
-    "PerformanceConfig": ".config",
-    "Attempt": ".result",
-    "FeatureExtra": ".records",
+    "EncodedExample": ".evaluator.model",
+    "Evaluator": ".evaluator.model",
+    "EvaluatorError": ".evaluator.model",
+    "Example": ".records.data",
+    "FeatureData": ".records.data",
+    "FeatureDataError": ".records.data",
+    "LabelConfig": ".records.config",
+    "PerformanceConfig": ".records.config",
+    "Attempt": ".records.result",
+    "FeatureExtra": ".records.extra",
     "RunOptions": ".run.options",
-    "LabelResult": ".result",
-    "PromptTemplate": ".prompts",
-    "Trajectory": ".result",
-    "label_feature": ".labeler",
-    "read_explanations": ".explanations",
-    "label_features_data": ".labeler",
-    "load_evaluator_model": ".loading",
-    "load_local_model": ".loading",
-    "save_local_model": ".loading",
+    "LabelResult": ".records.result",
+    "PromptTemplate": ".evaluator.prompts",
+    "Trajectory": ".records.result",
+    "label_feature": ".descent.labeler",
+    "read_explanations": ".formats.explanations",
+    "label_features_data": ".descent.labeler",
+    "load_evaluator_model": ".evaluator.loading",
+    "load_local_model": ".evaluator.loading",
+    "save_local_model": ".evaluator.loading",
 }
 
 __all__ = [

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..comparison import METRICS, CompareConfig
-from ..explanations import read_explanations
-from ..features import parse_features
+from ..formats.comparison import METRICS, CompareConfig
+from ..formats.explanations import read_explanations
+from ..records.features import parse_features
 from .shared import DTYPES, TOY, add_evaluator_backend, load_evaluator
 
 
@@ -63,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                            bootstrap_samples=args.bootstrap_samples, seed=args.seed)
     source = read_explanations(args.explanations, args.type_name, args.module)
     # Imported here, not above: building the parser must not load torch.
-    from ..loading import default_device
+    from ..evaluator.loading import default_device
     from ..report.load import load_run
     from ..sae.compare import compare_labels
 
@@ -104,7 +104,7 @@ def evaluator_name(flag: str | None, info: dict[str, Any]) -> str:
     name = info.get("evaluator")
     if not name:
         raise ValueError("The run records no evaluator; pass --evaluator NAME_OR_DIR (or toy).")
-    from ..loading import LOCAL_CONFIG
+    from ..evaluator.loading import LOCAL_CONFIG
     from ..toy import TOY_EVALUATOR_DIR
 
     toy = json.loads((TOY_EVALUATOR_DIR / LOCAL_CONFIG).read_text()).get("model_name")

@@ -26,7 +26,7 @@ DEMO_SENTENCES = 300
 
 def write_inputs(inputs: Path) -> dict[str, Path]:
     """The planted SAE, the subject model and the corpus, as files `tokenlabel label` reads."""
-    from ..loading import save_local_model
+    from ..evaluator.loading import save_local_model
     from ..toy.planted import (
         CHINESE_SENTENCES,
         planted_sae,

@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import AmortizeConfig, LabelConfig
-from ..features import parse_features
-from ..labelset import result_score
-from ..names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
+from ..formats.labelset import result_score
+from ..records.config import AmortizeConfig, LabelConfig
+from ..records.features import parse_features
+from ..records.names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
 from ..sae.config import CacheConfig, ExampleConfig
 from .flags import ConfigFlags
 from .run import store_errors
@@ -137,7 +137,7 @@ def _load_sae(args: argparse.Namespace, device: str) -> Any:
 
 
 def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
-    from ..loading import LOCAL_CONFIG, load_model
+    from ..evaluator.loading import LOCAL_CONFIG, load_model
 
     name = args.model or sae.cfg.metadata.model_name
     if not name:
@@ -204,7 +204,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise ValueError("The --amortize-* flags set the amortised mode: add --amortize.")
     amortize = AMORTIZE_FLAGS.build(args) if args.amortize else None
     # Imported here, not above: building the parser must not load torch or SAELens.
-    from ..loading import default_device
+    from ..evaluator.loading import default_device
     from ..run.pipeline import label_sae_features
     from ..sae.corpus import Corpus
     from ..sae.scoring import ScoreConfig

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..features import parse_features
+from ..records.features import parse_features
 from ..report.html import ReportConfig, write_report
 from ..report.load import load_comparison, load_run
 

@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..names import LABEL_METHODS
-from ..neuronpedia import (
+from ..formats.neuronpedia import (
     EXPLANATION_SCORES_DIR,
     EXPLANATIONS_DIR,
     NEURONPEDIA_AUTHOR_ID,
     RECORDS_PER_FILE,
     NeuronpediaBatchConfig,
 )
+from ..records.names import LABEL_METHODS
 from ..run.export import export_run
 from ..run.store import RunStore, RunStoreError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import LabelConfig
+from ..records.config import LabelConfig
 from .flags import ConfigFlags
 
 TOY = "toy"
@@ -35,8 +35,8 @@ def load_evaluator(name: str, device: str | None, dtype: str | None,
     model name for HookedTransformer.from_pretrained (a Hugging Face name or folder for
     TransformerBridge.boot_transformers with ``backend="bridge"``)."""
     # Imported here, not above: `tokenlabel --help` and `status` must not load torch.
-    from ..evaluator import Evaluator
-    from ..loading import load_evaluator_model
+    from ..evaluator.loading import load_evaluator_model
+    from ..evaluator.model import Evaluator
 
     if name == TOY:
         from ..toy import load_toy_evaluator

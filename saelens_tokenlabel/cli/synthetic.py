@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import LabelConfig
-from ..data import SYNTHETIC_NAMES
+from ..records.config import LabelConfig
+from ..records.data import SYNTHETIC_NAMES
 from .shared import DTYPES, LABEL_FLAGS, add_evaluator_backend, load_evaluator
 
 
@@ -30,8 +30,8 @@ def add_synthetic_parser(sub: Any) -> None:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
-    from ..data import FeatureData
-    from ..labeler import label_feature
+    from ..descent.labeler import label_feature
+    from ..records.data import FeatureData
 
     config = LabelConfig.preset(args.dataset, **LABEL_FLAGS.overrides(args))
     data = FeatureData.synthetic(args.dataset)

@@ -3,14 +3,14 @@
 Plots need the ``plot`` extra (matplotlib), imported only when a plot is drawn; the report
 works without it (inline SVG plots instead of PNGs). `load_run` reads a run folder's labels,
 `load_comparison` its ``compare.json`` (`tokenlabel compare`).
-Names load on first access (see `saelens_tokenlabel.lazy`).
+Names load on first access (see `saelens_tokenlabel.records.lazy`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..lazy import lazy_exports
+from ..records.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .html import ReportConfig, write_report

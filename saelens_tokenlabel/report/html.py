@@ -21,11 +21,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..comparison import Comparison, FeatureComparison
-from ..labelset import LabelSet
-from ..records import ExampleRecord
-from ..result import Attempt, LabelResult
-from ..serial import Config
+from ..formats.comparison import Comparison, FeatureComparison
+from ..formats.labelset import LabelSet
+from ..records.extra import ExampleRecord
+from ..records.result import Attempt, LabelResult
+from ..records.serial import Config
 from .series import visible
 from .svg import sparkline, trajectory_svg
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..comparison import COMPARE_JSON, Comparison
-from ..labelset import LabelSet
-from ..names import RUN_STORE_FILENAME, SIDECAR_FILENAME
+from ..formats.comparison import COMPARE_JSON, Comparison
+from ..formats.labelset import LabelSet
+from ..records.names import RUN_STORE_FILENAME, SIDECAR_FILENAME
 from ..run.store import RunStoreError, load_labelset
 
 log = logging.getLogger(__name__)

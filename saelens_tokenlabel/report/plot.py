@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..result import LabelResult, Trajectory
+from ..records.result import LabelResult, Trajectory
 from .series import N_TOKENS, as_trajectory, check_slot, n_slots, slot_series, visible
 
 WINNER_COLOR = "#d62728"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..result import LabelResult, Trajectory
+from ..records.result import LabelResult, Trajectory
 
 N_TOKENS = 10
 """Lines per panel, as in the paper's Fig. 3: the winning token and the next 9."""

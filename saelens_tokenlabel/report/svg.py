@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ..result import LabelResult, Trajectory
+from ..records.result import LabelResult, Trajectory
 from .series import N_TOKENS, as_trajectory, n_slots, slot_series, visible, winner_probs
 
 WINNER = "#d62728"

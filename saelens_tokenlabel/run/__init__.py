@@ -5,14 +5,14 @@ across GPUs in `ray_backend.py`, imported only when asked); the resumable run st
 results go (`record.py`); the SAELens plugin (`plugin.py`) and the run exports behind
 `tokenlabel export` (`export.py`).
 
-Names load on first access (see `saelens_tokenlabel.lazy`), so `tokenlabel status` reads the
+Names load on first access (see `saelens_tokenlabel.records.lazy`), so `tokenlabel status` reads the
 store without importing torch."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..lazy import lazy_exports
+from ..records.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .claims import DEFAULT_LEASE_S, Claimer

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from ..batch import LabelBatch, LabelFn, ResultSink, label_batch
-from ..config import LabelConfig
-from ..evaluator import Evaluator
+from ..descent.batch import LabelBatch, LabelFn, ResultSink, label_batch
+from ..evaluator.model import Evaluator
+from ..records.config import LabelConfig
 
 
 class Executor(Protocol):

@@ -11,10 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
-from ..labelset import LabelSet
-from ..names import NEURONPEDIA_DIR, NEURONPEDIA_JSONL, SIDECAR_FILENAME
-from ..neuronpedia import NeuronpediaBatchConfig, parse_neuronpedia_id, resolve_neuronpedia_id
+from ..formats.labelset import LabelSet
+from ..formats.neuronpedia import (
+    NeuronpediaBatchConfig,
+    parse_neuronpedia_id,
+    resolve_neuronpedia_id,
+)
+from ..records.files import atomic_write
+from ..records.names import NEURONPEDIA_DIR, NEURONPEDIA_JSONL, SIDECAR_FILENAME
 from .store import RunStore
 
 TABLE_STEM = "labels"

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..config import AmortizeConfig
-from ..serial import Config
+from ..records.config import AmortizeConfig
+from ..records.serial import Config
 from .claims import DEFAULT_LEASE_S
 
 if TYPE_CHECKING:

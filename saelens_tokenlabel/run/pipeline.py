@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from ..batch import LabelBatch
-from ..config import LabelConfig
-from ..evaluator import Evaluator
-from ..features import resolve_features
-from ..labelset import LabelSet
-from ..names import METHOD, PAPER, __version__
-from ..result import LabelResult
+from ..descent.batch import LabelBatch
+from ..evaluator.model import Evaluator
+from ..formats.labelset import LabelSet
+from ..records.config import LabelConfig
+from ..records.features import resolve_features
+from ..records.names import METHOD, PAPER, __version__
+from ..records.result import LabelResult
 from ..sae.activations import build_activation_cache
 from ..sae.batches import BatchStage, prepared_batches
 from ..sae.cache import ActivationCache
@@ -40,7 +40,7 @@ from ..sae.fingerprint import digest
 from ..sae.scoring import ScoreConfig, add_sae_scores
 from ..sae.validate import validate_inputs
 from ..sae.words import WordDecoder
-from .amortized import AmortizedRun, Execute
+from .amortise.mode import AmortizedRun, Execute
 from .executors import Executor, LocalExecutor
 from .options import ORDERS, Order, RunOptions
 from .record import RunRecord, RunSink, open_record

@@ -27,8 +27,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..labelset import ATTACHED_ATTR, LabelSet
-from ..names import METADATA_KEY, SIDECAR_FILENAME
+from ..formats.labelset import ATTACHED_ATTR, LabelSet
+from ..records.names import METADATA_KEY, SIDECAR_FILENAME
 
 log = logging.getLogger(__name__)
 _ORIGINALS: dict[str, Any] = {}
@@ -76,7 +76,7 @@ def compare(self: LabelSet, explanations: Any, evaluator: Any, subject: Any,
     """
     import dataclasses
 
-    from ..comparison import CompareConfig
+    from ..formats.comparison import CompareConfig
     from ..sae.compare import compare_labels
 
     cfg = dataclasses.replace(config or CompareConfig(), **overrides)

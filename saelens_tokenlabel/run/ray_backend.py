@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..batch import LabelBatch, LabelFn, ResultSink, label_batch
-from ..serial import Config
+from ..descent.batch import LabelBatch, LabelFn, ResultSink, label_batch
+from ..records.serial import Config
 
 if TYPE_CHECKING:
-    from ..config import LabelConfig
-    from ..evaluator import Evaluator
-    from ..result import LabelResult
+    from ..evaluator.model import Evaluator
+    from ..records.config import LabelConfig
+    from ..records.result import LabelResult
 
 log = logging.getLogger(__name__)
 LOCAL = "local"

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..config import LabelConfig
-from ..labelset import LabelSet
-from ..result import LabelResult
+from ..formats.labelset import LabelSet
+from ..records.config import LabelConfig
+from ..records.result import LabelResult
 from ..sae.config import ExampleConfig
 from .claims import Claimer
 from .options import RunOptions

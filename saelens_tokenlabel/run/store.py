@@ -41,10 +41,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..files import json_finite
-from ..labelset import LabelSet
-from ..names import RUN_STORE_FILENAME
-from ..result import LabelResult
+from ..formats.labelset import LabelSet
+from ..records.files import json_finite
+from ..records.names import RUN_STORE_FILENAME
+from ..records.result import LabelResult
 
 STORE_FILENAME = RUN_STORE_FILENAME
 STORE_FORMAT_VERSION = 1

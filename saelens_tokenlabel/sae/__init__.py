@@ -10,7 +10,7 @@ checks the inputs before any expensive work. `run/pipeline.py` composes these st
 `compare.py` re-runs them to score existing explanations against a run's labels on the run's
 own held-out examples.
 
-Names load on first access (see `saelens_tokenlabel.lazy`), so the configs can be imported
+Names load on first access (see `saelens_tokenlabel.records.lazy`), so the configs can be imported
 without torch.
 """
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..lazy import lazy_exports
+from ..records.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ..labelset import LabelSet
-    from ..names import METADATA_KEY, SIDECAR_FILENAME
+    from ..formats.labelset import LabelSet
+    from ..records.names import METADATA_KEY, SIDECAR_FILENAME
     from .activations import NonFiniteActivationError, build_activation_cache
     from .attribution import attribution_scores
     from .cache import ActivationCache
@@ -53,9 +53,9 @@ _EXPORTS = {
     "ExampleConfig": ".config",
     "HookError": ".hooks",
     "HookSpec": ".hooks",
-    "LabelSet": "..labelset",
-    "METADATA_KEY": "..names",
-    "SIDECAR_FILENAME": "..names",
+    "LabelSet": "..formats.labelset",
+    "METADATA_KEY": "..records.names",
+    "SIDECAR_FILENAME": "..records.names",
     "WordDecoder": ".words",
     "WordSpan": ".words",
     "build_activation_cache": ".activations",

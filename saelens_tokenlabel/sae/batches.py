@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from ..batch import LabelBatch
-from ..config import LabelConfig
-from ..data import FeatureData, FeatureDataError
-from ..evaluator import Evaluator
-from ..labelset import status_result
-from ..records import FeatureExtra
-from ..result import Attempt, LabelResult
+from ..descent.batch import LabelBatch
+from ..evaluator.model import Evaluator
+from ..formats.labelset import status_result
+from ..records.config import LabelConfig
+from ..records.data import FeatureData, FeatureDataError
+from ..records.extra import FeatureExtra
+from ..records.result import Attempt, LabelResult
 from .cache import ActivationCache
 from .config import ExampleConfig
 from .examples import RandomPool, Selection

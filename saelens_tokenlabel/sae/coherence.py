@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from jaxtyping import Float
 
-from ..serial import Config
+from ..records.serial import Config
 from .activations import SaeEncoder, encode_contexts
 from .hooks import HookSpec
 from .logit_lens import check_features

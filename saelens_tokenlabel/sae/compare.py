@@ -30,7 +30,12 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
-from ..comparison import (
+from ..descent.engine import StepContext
+from ..descent.hardlabel import score_hard_label
+from ..descent.labeler import feature_jobs
+from ..descent.state import FeatureJob
+from ..evaluator.model import EncodedExample, Evaluator
+from ..formats.comparison import (
     CompareConfig,
     Comparison,
     FeatureComparison,
@@ -38,13 +43,10 @@ from ..comparison import (
     decide,
     summarize,
 )
-from ..config import LabelConfig
-from ..evaluator import EncodedExample, Evaluator
-from ..explanations import ExplanationSource, read_explanations
-from ..features import check_feature_indices, unique_features
-from ..labeler import feature_jobs
-from ..labelset import LabelSet
-from ..optimize import FeatureJob, StepContext, score_hard_label
+from ..formats.explanations import ExplanationSource, read_explanations
+from ..formats.labelset import LabelSet
+from ..records.config import LabelConfig
+from ..records.features import check_feature_indices, unique_features
 from .batches import BatchStage, prepare_batch
 from .cache import ActivationCache
 from .config import ExampleConfig

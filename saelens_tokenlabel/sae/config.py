@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..serial import Config
+from ..records.serial import Config
 
 CACHE_ENV = "SAELENS_TOKENLABEL_CACHE"
 

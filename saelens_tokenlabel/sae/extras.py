@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..records import ActivationStats, FeatureExtra, WordRecord
+from ..records.extra import ActivationStats, FeatureExtra, WordRecord
 from .config import ExampleConfig
 from .examples import RandomPool, Selection
 from .render import RenderedFeature

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..names import METADATA_KEY
+from ..records.names import METADATA_KEY
 
 CACHE_FORMAT_VERSION = 1
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from ..features import check_feature_indices
-from ..serial import Config
+from ..records.features import check_feature_indices
+from ..records.serial import Config
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from ..evaluator import Evaluator
+    from ..evaluator.model import Evaluator
 
 log = logging.getLogger(__name__)
 

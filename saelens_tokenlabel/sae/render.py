@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..records import ExampleRecord
+from ..records.extra import ExampleRecord
 from .config import ExampleConfig
 from .examples import RandomPool, Selection
 from .words import WordDecoder, WordSpan

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float
 
-from ..records import OutputSide, token_logits
-from ..result import LabelResult
-from ..serial import Config
+from ..records.extra import OutputSide, token_logits
+from ..records.result import LabelResult
+from ..records.serial import Config
 from .coherence import CoherenceConfig, reflective_coherence
 from .logit_lens import decoder_logits, normalise_token_text, output_side, token_text_index
 from .steering import SteeringConfig, steering_scores
@@ -36,7 +36,7 @@ from .steering import SteeringConfig, steering_scores
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from ..evaluator import Evaluator
+    from ..evaluator.model import Evaluator
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float
 
-from ..serial import Config
+from ..records.serial import Config
 from .hooks import HookSpec, run_to_hook
 from .logit_lens import normalise_token_text, token_text_index
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..evaluator import Evaluator, EvaluatorError
+from ..evaluator.model import Evaluator, EvaluatorError
 from .activations import NonFiniteActivationError
 from .hooks import HookError, HookSpec, run_to_hook, to_sae_input
 

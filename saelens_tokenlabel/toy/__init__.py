@@ -58,7 +58,7 @@ from .lexicon import (
 )
 
 if TYPE_CHECKING:
-    from ..evaluator import Evaluator
+    from ..evaluator.model import Evaluator
 
 TOY_EVALUATOR_DIR: Path = Path(__file__).resolve().parent.parent / "data" / "toy_evaluator"
 """The folder holding the toy evaluator, as written by `save_local_model`."""
@@ -77,8 +77,8 @@ def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None
     around a Hugging Face Llama (`loading.hooked_to_hf_llama`)."""
     import torch
 
-    from ..evaluator import Evaluator
-    from ..loading import load_local_model
+    from ..evaluator.loading import load_local_model
+    from ..evaluator.model import Evaluator
 
     if not (TOY_EVALUATOR_DIR / "tokenlabel_model.json").is_file():
         raise FileNotFoundError(
@@ -94,7 +94,7 @@ def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None
         with torch.no_grad():
             model.b_U[ids[0]] += bias
     if backend == "bridge":
-        from ..loading import boot_bridge, hooked_to_hf_llama
+        from ..evaluator.loading import boot_bridge, hooked_to_hf_llama
 
         model = boot_bridge(hooked_to_hf_llama(model), model.tokenizer)
     return Evaluator(model)

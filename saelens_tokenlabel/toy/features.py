@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from .lexicon import CONCEPTS, OBJECTS, SUBSETS, TWO_TOKEN_CONCEPTS
 
 if TYPE_CHECKING:
-    from ..data import FeatureData
-    from ..evaluator import Evaluator
+    from ..evaluator.model import Evaluator
+    from ..records.data import FeatureData
 
 TEMPLATES = ("The {w} was here.", "I saw the {w} today.", "A {w} and a {o} stood there.")
 """Sentence frames; ``{w}`` is the word asked about, ``{o}`` an object word (never active)."""
@@ -32,7 +32,7 @@ def concept_feature(concept: str) -> FeatureData:
     Every word of every concept, and every object word, is shown once, so the inactive
     examples hold the members of the other concepts (hard negatives) and plain objects.
     """
-    from ..data import FeatureData
+    from ..records.data import FeatureData
 
     concepts = all_concepts()
     if concept not in concepts:
@@ -54,7 +54,7 @@ def noisy_feature(concept: str, keep: float = 0.8, noise: float = 0.02, seed: in
     """`concept_feature(concept)` firing on about a `keep` share of the members' instances and
     a `noise` share of every other word: a feature one concept explains, up to noise no label
     fixes."""
-    from ..data import FeatureData
+    from ..records.data import FeatureData
 
     rng = random.Random(seed)
     sents = [[(t, (1.0 if rng.random() < keep else 0.0) if a > 0 else
@@ -66,7 +66,7 @@ def noisy_feature(concept: str, keep: float = 0.8, noise: float = 0.02, seed: in
 def union_feature(first: str, second: str) -> FeatureData:
     """Toy-world sentences; the feature fires on the members of either of two concepts: a
     polysemantic feature, which no single concept label explains."""
-    from ..data import FeatureData
+    from ..records.data import FeatureData
 
     concepts = all_concepts()
     members = set(concepts[first]) | set(concepts[second])
@@ -95,7 +95,7 @@ def subset_feature(subset: str, n_siblings: int = 5, seed: int = 0) -> FeatureDa
     and `n_siblings` distinct siblings once each (5: about 1 word in 100), each word in a short
     sentence with an object word. Only the siblings tell the subset's label from the parent's.
     """
-    from ..data import FeatureData
+    from ..records.data import FeatureData
 
     if subset not in SUBSETS:
         raise KeyError(f"No subset concept {subset!r}; choose one of {', '.join(SUBSETS)}.")

@@ -45,7 +45,7 @@ from jaxtyping import Float
 from sae_lens import StandardSAE, StandardSAEConfig
 from transformer_lens import HookedTransformer
 
-from ..serial import Config
+from ..records.serial import Config
 from .lexicon import ANIMALS, COLORS, CONCEPTS, FOODS, NUMBERS, OBJECTS, SUBSETS
 from .planted import (
     HOOK,

@@ -9,7 +9,7 @@ import pytest
 
 from saelens_tokenlabel.cli import main
 from saelens_tokenlabel.cli.compare import evaluator_name, subject_tokenizer
-from saelens_tokenlabel.comparison import COMPARE_JSON, COMPARE_TSV, Comparison
+from saelens_tokenlabel.formats.comparison import COMPARE_JSON, COMPARE_TSV, Comparison
 
 from ..explanation_files import write_layouts
 from ..sae.compare_run import EXPLANATIONS, LATER, labeled_run

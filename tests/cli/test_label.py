@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from saelens_tokenlabel.records.features import parse_features
 
 from saelens_tokenlabel import LabelSet, save_local_model
 from saelens_tokenlabel.cli import main
-from saelens_tokenlabel.features import parse_features
 from saelens_tokenlabel.run import load_labelset
 from saelens_tokenlabel.sae import SIDECAR_FILENAME
 
@@ -32,7 +32,7 @@ def test_parse_features():
 
 
 def test_parse_features_labels_a_repeated_index_once(caplog):
-    with caplog.at_level("WARNING", logger="saelens_tokenlabel.features"):
+    with caplog.at_level("WARNING", logger="saelens_tokenlabel.records.features"):
         assert parse_features("0:3,2,1", 10) == [0, 1, 2]
     assert "lists 2 features more than once" in caplog.text
 

@@ -178,7 +178,7 @@ def test_a_polysemantic_flag_shows_in_status_export_and_report(run_dir, tmp_path
     import dataclasses
     import shutil
 
-    from saelens_tokenlabel.result import Polysemantic
+    from saelens_tokenlabel.records.result import Polysemantic
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cache"))

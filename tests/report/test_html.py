@@ -8,9 +8,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from saelens_tokenlabel.records.extra import (
+    ExampleRecord,
+    FeatureExtra,
+    OutputSide,
+    token_logits,
+)
 
 from saelens_tokenlabel import LabelSet
-from saelens_tokenlabel.records import ExampleRecord, FeatureExtra, OutputSide, token_logits
 from saelens_tokenlabel.report import ReportConfig, sparkline, write_report
 from saelens_tokenlabel.report.html import highlight
 
@@ -246,7 +251,7 @@ def test_feature_page_lists_every_attempt_and_marks_the_selected_one(toy_labels,
 
 def _comparison(labels: LabelSet):
     """A comparison of the run's ok features with made-up explanations (no scoring)."""
-    from saelens_tokenlabel.comparison import (
+    from saelens_tokenlabel.formats.comparison import (
         CompareConfig,
         Comparison,
         FeatureComparison,
@@ -254,7 +259,7 @@ def _comparison(labels: LabelSet):
         decide,
         summarize,
     )
-    from saelens_tokenlabel.explanations import SourceInfo
+    from saelens_tokenlabel.formats.explanations import SourceInfo
 
     rows = []
     for f, theirs in zip([f for f in labels if labels[f].status == "ok"][:2], (EVIL, "digits"),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from saelens_tokenlabel.batch import label_batch
-from saelens_tokenlabel.labelset import status_result
+from saelens_tokenlabel.descent.batch import label_batch
+from saelens_tokenlabel.formats.labelset import status_result
 from saelens_tokenlabel.run import RunStore
 from saelens_tokenlabel.run.claims import Claimer
 from saelens_tokenlabel.run.executors import LocalExecutor

@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from saelens_tokenlabel.records.extra import FeatureExtra
 
 from saelens_tokenlabel import FeatureData
-from saelens_tokenlabel.batch import LabelBatch
-from saelens_tokenlabel.labelset import status_result
-from saelens_tokenlabel.records import FeatureExtra
+from saelens_tokenlabel.descent.batch import LabelBatch
+from saelens_tokenlabel.formats.labelset import status_result
 from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.ray_backend import _Dispatch
 

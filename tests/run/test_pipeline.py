@@ -8,11 +8,11 @@ import dataclasses
 
 import pytest
 import torch
+from saelens_tokenlabel.records.config import PerformanceConfig
 
 import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelConfig, LabelSet
-from saelens_tokenlabel.batch import label_batch
-from saelens_tokenlabel.config import PerformanceConfig
+from saelens_tokenlabel.descent.batch import label_batch
 from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
@@ -174,7 +174,7 @@ def test_bad_inputs_are_clear_errors(subject, sae, toy_corpus, fast_evaluator):
 
 def test_duplicated_features_are_labeled_once_and_logged(subject, sae, toy_corpus,
                                                          fast_evaluator, tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="saelens_tokenlabel.features"):
+    with caplog.at_level("WARNING", logger="saelens_tokenlabel.records.features"):
         labels = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [5, 1, 5, 1, 0],
                                     QUICK, cache=CacheConfig(cache_dir=tmp_path),
                                     examples=FEW)
@@ -251,7 +251,7 @@ def test_out_of_memory_once_halves_and_gives_the_same_labels(subject, sae, toy_c
 
     handle = fast_evaluator.model.register_forward_pre_hook(oom_once)
     try:
-        with caplog.at_level("WARNING", logger="saelens_tokenlabel.optimize"):
+        with caplog.at_level("WARNING", logger="saelens_tokenlabel.descent"):
             got = label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1],
                                      run_dir=tmp_path / "run", **kw)
     finally:

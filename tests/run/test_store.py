@@ -9,8 +9,8 @@ import sqlite3
 import pytest
 
 from saelens_tokenlabel import LabelConfig
-from saelens_tokenlabel.batch import label_batch
-from saelens_tokenlabel.labelset import status_result
+from saelens_tokenlabel.descent.batch import label_batch
+from saelens_tokenlabel.formats.labelset import status_result
 from saelens_tokenlabel.run import (
     STORE_FILENAME,
     RunMismatchError,

@@ -8,9 +8,9 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
+from saelens_tokenlabel.evaluator.backend import is_bridge
+from saelens_tokenlabel.evaluator.loading import boot_bridge, hooked_to_hf_llama
 
-from saelens_tokenlabel.backend import is_bridge
-from saelens_tokenlabel.loading import boot_bridge, hooked_to_hf_llama
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
 
 from .planted import ANIMAL_FEATURE, DIGIT_FEATURE, planted_sae

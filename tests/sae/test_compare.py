@@ -13,7 +13,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from saelens_tokenlabel import Evaluator, LabelSet
-from saelens_tokenlabel.comparison import OURS, TIE, Comparison
+from saelens_tokenlabel.formats.comparison import OURS, TIE, Comparison
 from saelens_tokenlabel.run import load_labelset
 from saelens_tokenlabel.sae.compare import compare_labels
 

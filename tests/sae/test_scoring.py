@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from saelens_tokenlabel.records.result import LabelResult, Trajectory
 
-from saelens_tokenlabel.labelset import status_result
-from saelens_tokenlabel.result import LabelResult, Trajectory
+from saelens_tokenlabel.formats.labelset import status_result
 from saelens_tokenlabel.sae.coherence import SCORE_KEYS, CoherenceConfig
 from saelens_tokenlabel.sae.scoring import ScoreConfig, add_sae_scores
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from saelens_tokenlabel.evaluator.model import PLAIN_CHAT_TEMPLATE
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from saelens_tokenlabel import Evaluator, EvaluatorError, LabelConfig, PromptTemplate
-from saelens_tokenlabel.evaluator import PLAIN_CHAT_TEMPLATE
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import (
     CacheConfig,

@@ -1,0 +1,5 @@
+"""Results and configs (layer 1): what a labeling run is told and what it returns.
+
+Owns `LabelConfig`, `LabelResult` and their records, `FeatureData`, splits, names and file helpers.
+May import nothing else of the package, and no torch: reading results needs plain Python only.
+"""

@@ -29,13 +29,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from saelens_tokenlabel.records.names import AMORTIZER_DIR
-
 from saelens_tokenlabel import LabelConfig
+from saelens_tokenlabel.records.names import AMORTIZER_DIR
 from saelens_tokenlabel.run.amortise.map import AmortizeConfig, Amortizer
 from saelens_tokenlabel.run.amortise.proposals import accepts
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ScoreConfig, build_activation_cache
+from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.toy import load_toy_evaluator
 from saelens_tokenlabel.toy.world import WorldConfig, build_world
 
@@ -52,7 +52,7 @@ def run(world, evaluator, folder: Path, cache: CacheConfig, amortize) -> tuple[d
     labels = label_sae_features(
         world.sae, world.subject, evaluator, list(world.corpus), None, LabelConfig(),
         cache=cache, run_dir=folder, amortize=amortize, progress=False,
-        scores=ScoreConfig(coherence=False, steering=False, output_side=False))
+        scores=ScoreConfig(scorers=()))
     return {f: labels[f] for f in labels}, time.perf_counter() - t
 
 
@@ -96,7 +96,8 @@ def main() -> None:
                                                        liars=args.liars, seed=args.seed))
         evaluator = load_toy_evaluator()
         cache = CacheConfig(cache_dir=tmp / "cache")
-        build_activation_cache(world.subject, world.sae, list(world.corpus), None, cache,
+        build_activation_cache(Subject.of(world.subject, world.sae), list(world.corpus), None,
+                               cache,
                                progress=False)
         descent, t_descent = run(world, evaluator, tmp / "descent", cache, None)
         amortised, t_amortised = run(world, evaluator, tmp / "amortised", cache,

@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+
+from saelens_tokenlabel import FeatureData, LabelConfig, label_feature
 from saelens_tokenlabel.evaluator.forward import (
     PrefixCache,
     cached_logits,
     full_prompt_logits,
 )
-
-from saelens_tokenlabel import FeatureData, LabelConfig, label_feature
 from saelens_tokenlabel.toy import load_toy_evaluator
 
 SENTENCES = [("The cat sat on the mat near the old red door.", "cat"),
@@ -54,7 +54,7 @@ def _timed(fn, repeats: int) -> float:
 
 def _step_fns(ev, batch: int):
     exs = [ev.encode(s, w) for s, w in SENTENCES] * (batch // len(SENTENCES))
-    cache = PrefixCache.build(ev, exs)
+    cache = PrefixCache(ev, exs)
     rows = torch.arange(len(exs))
     g = torch.Generator().manual_seed(0)
     p = torch.softmax(torch.randn(len(exs), 1, ev.d_vocab, generator=g), -1)

@@ -29,7 +29,6 @@ HEAVY = ("torch", "transformer_lens", "sae_lens")
 def make_run(folder: Path, finished: int = 5, pending: int = 3) -> Path:
     """A run store with `finished` fake results and `pending` features not started."""
     from saelens_tokenlabel.records.result import LabelResult, Trajectory
-
     from saelens_tokenlabel.run import RunStore
 
     with RunStore(folder) as store:

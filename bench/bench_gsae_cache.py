@@ -23,6 +23,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
 from saelens_tokenlabel.sae.gsae import gsae_classes
+from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.toy.planted import toy_sentences, train_subject_tokenizer
 
 
@@ -51,7 +52,7 @@ def timed_build(model, sae, corpus, repeats: int) -> float:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            build_activation_cache(model, sae, corpus, None,
+            build_activation_cache(Subject.of(model, sae), corpus, None,
                                    CacheConfig(cache_dir=Path(tmp), batch_size=16),
                                    progress=False)
             times.append(time.perf_counter() - t0)

@@ -42,13 +42,13 @@ import time
 from pathlib import Path
 
 import torch
-from saelens_tokenlabel.records.config import PerformanceConfig
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from saelens_tokenlabel import Evaluator, FeatureData, LabelConfig
 from saelens_tokenlabel.descent import Batch, FeatureJob, StepContext, finish, run_attempt
 from saelens_tokenlabel.descent import step as engine_step
+from saelens_tokenlabel.records.config import PerformanceConfig
 from saelens_tokenlabel.toy import TOY_EVALUATOR_DIR, load_toy_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]

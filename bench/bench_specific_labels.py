@@ -43,9 +43,9 @@ def _worker(cases_path: Path, evaluator_dir: Path) -> None:
     """Label every case with this interpreter's `saelens_tokenlabel` (old or new) and its
     default `LabelConfig()`; one JSON line per case. Only API both versions have."""
     import torch
-    from saelens_tokenlabel.evaluator.loading import load_local_model
 
     from saelens_tokenlabel import Evaluator, FeatureData, LabelConfig, label_feature
+    from saelens_tokenlabel.evaluator.loading import load_local_model
 
     torch.set_num_threads(1)
     cases = json.loads(cases_path.read_text())

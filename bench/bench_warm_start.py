@@ -37,6 +37,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from saelens_tokenlabel import LabelConfig, label_features_data
 from saelens_tokenlabel.sae.logit_lens import warm_start_logits
+from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.toy import load_toy_evaluator
 from saelens_tokenlabel.toy.features import concept_feature
 from saelens_tokenlabel.toy.lexicon import CONCEPTS, OBJECTS
@@ -99,7 +100,7 @@ def main() -> None:
         data = concept_feature(concept)
         groups = [token_ids(model, fn(concept)) for fn in cases.values()]
         sae = sae_promoting(model, groups)
-        inits = warm_start_logits(sae, model, evaluator, list(range(len(groups))),
+        inits = warm_start_logits(Subject.of(model, sae), evaluator, list(range(len(groups))),
                                   top_k=config.warm_start_top_k,
                                   top_mass=config.warm_start_top_mass,
                                   vocab_mask=evaluator.vocab_mask(config.exclude_special,

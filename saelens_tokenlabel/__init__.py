@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from .formats.comparison import CompareConfig, Comparison
     from .formats.explanations import read_explanations
     from .formats.labelset import LabelSet
-    from .records.config import AmortizeConfig, LabelConfig, PerformanceConfig
+    from .records.config import LabelConfig, PerformanceConfig
     from .records.data import Example, FeatureData, FeatureDataError
     from .records.extra import FeatureExtra
     from .records.result import Attempt, LabelResult, Trajectory
+    from .run.amortise.config import AmortizeConfig
     from .run.amortise.map import Amortizer
     from .run.options import RunOptions
     from .run.pipeline import label_sae_features
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .sae.corpus import Corpus
 
 _EXPORTS = {
-    "AmortizeConfig": ".records.config",
+    "AmortizeConfig": ".run.amortise.config",
     "Amortizer": ".run.amortise.map",
     "CacheConfig": ".sae.config",
     "CompareConfig": ".formats.comparison",

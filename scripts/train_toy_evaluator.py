@@ -56,11 +56,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from saelens_tokenlabel.descent.soft_label import label_embeddings
 from saelens_tokenlabel.evaluator.loading import load_local_model, save_local_model
 from saelens_tokenlabel.evaluator.model import Evaluator
 from saelens_tokenlabel.evaluator.prompts import PAPER_SYSTEM_PROMPT, PAPER_USER_TEMPLATE
-
-from saelens_tokenlabel.descent.soft_label import label_embeddings
 from saelens_tokenlabel.toy.lexicon import (
     COLORS,
     CONCEPTS,

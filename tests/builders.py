@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from saelens_tokenlabel.evaluator.prompts import PAPER_SYSTEM_PROMPT
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from saelens_tokenlabel.evaluator.prompts import PAPER_SYSTEM_PROMPT
 
 SPECIAL = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
 LLAMA3_LIKE_TEMPLATE = (

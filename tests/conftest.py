@@ -157,5 +157,5 @@ def quick_labels(subject, toy_corpus, fast_evaluator, tmp_path_factory):
         cache=CacheConfig(cache_dir=tmp_path_factory.mktemp("quick_cache")),
         examples=ExampleConfig(n_top=4, n_quantile=4, n_random=4, n_near_miss=4),
         # Detection scores only: the export tests add coherence and steering themselves.
-        scores=ScoreConfig(coherence=False, steering=False),
+        scores=ScoreConfig(scorers=("output_side",)),
     )

@@ -18,6 +18,7 @@ from .demo import add_demo_parser
 from .label import add_label_parser
 from .report import add_report_parser
 from .run import add_run_parsers
+from .shared import import_modules
 from .synthetic import add_synthetic_parser
 
 __all__ = ["build_parser", "main"]
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        import_modules(getattr(args, "imports", []))
         return int(args.func(args))
     except (ValueError, KeyError, FileNotFoundError) as err:
         # Our errors (ConfigError included) say what is wrong and how to fix it; a traceback

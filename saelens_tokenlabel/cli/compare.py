@@ -18,7 +18,7 @@ from typing import Any
 from ..formats.comparison import METRICS, CompareConfig
 from ..formats.explanations import read_explanations
 from ..records.features import parse_features
-from .shared import DTYPES, TOY, add_evaluator_backend, load_evaluator
+from .shared import DTYPES, TOY, add_evaluator_backend, add_import_flag, load_evaluator
 
 
 def add_compare_parser(sub: Any) -> None:
@@ -50,6 +50,7 @@ def add_compare_parser(sub: Any) -> None:
     p.add_argument("--model", help="subject model name or folder, for its tokenizer (default: "
                    "the run's model name)")
     add_evaluator_backend(p)
+    add_import_flag(p)
     p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
     p.add_argument("--dtype", choices=DTYPES,
                    help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")

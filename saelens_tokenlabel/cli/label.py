@@ -8,17 +8,27 @@ is built.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from ..formats.labelset import result_score
-from ..records.config import AmortizeConfig, LabelConfig
+from ..records.config import LabelConfig
 from ..records.features import parse_features
 from ..records.names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
+from ..run.amortise.config import AmortizeConfig
 from ..sae.config import CacheConfig, ExampleConfig
+from ..sae.scorers.registry import DEFAULT_SCORERS
 from .flags import ConfigFlags
 from .run import store_errors
-from .shared import BACKEND_HELP, DTYPES, LABEL_FLAGS, add_evaluator_backend, load_evaluator
+from .shared import (
+    BACKEND_HELP,
+    DTYPES,
+    LABEL_FLAGS,
+    add_evaluator_backend,
+    add_import_flag,
+    load_evaluator,
+)
 
 CACHE_FLAGS = ConfigFlags(
     CacheConfig, title="activation cache", dest_prefix="cache_",
@@ -54,6 +64,7 @@ def add_label_parser(sub: Any) -> None:
     p.add_argument("--features-per-batch", type=int, default=8,
                    help="features sharing one optimisation")
     _add_scores(p)
+    add_import_flag(p)
     p.add_argument("--order", choices=["index", "attribution"], default="index",
                    help="labeling order: feature index, or largest attribution score first")
     _add_ray(p)
@@ -96,17 +107,35 @@ def _add_sources(p: Any) -> None:
 
 
 def _add_scores(p: Any) -> None:
-    sc = p.add_argument_group("SAE-side scores")
-    sc.add_argument("--coherence", action=argparse.BooleanOptionalAction, default=True,
-                    help="reflective coherence of each label (greedy generation on the subject "
-                         "model; default on)")
-    sc.add_argument("--steering", action=argparse.BooleanOptionalAction, default=True,
-                    help="steering score of each label: the decoder direction added to the "
-                         "subject model, against a random direction (default on)")
-    sc.add_argument("--output-side", action=argparse.BooleanOptionalAction, default=True,
-                    help="store the decoder direction's promoted/suppressed tokens (default on)")
-    sc.add_argument("--output-k", type=int, default=10, metavar="K",
-                    help="tokens in each output-side list")
+    sc = p.add_argument_group("SAE-side scorers")
+    sc.add_argument("--score", action="append", metavar="NAME",
+                    help=f"a scorer to run on every label (repeat for several; default: "
+                         f"{', '.join(DEFAULT_SCORERS)}); a user's own scorer is named once "
+                         "its module is imported (--import MODULE)")
+    sc.add_argument("--no-score", action="append", default=[], metavar="NAME",
+                    help="leave a scorer out (repeat for several)")
+    sc.add_argument("--score-option", action="append", default=[], metavar="NAME.FIELD=VALUE",
+                    help="a scorer setting, e.g. output_side.k=20 or coherence.count=prompt "
+                         "(VALUE read as JSON when it parses, else as text)")
+
+
+def _score_config(args: argparse.Namespace) -> Any:
+    from ..sae.scorers.apply import ScoreConfig
+
+    names = [n for n in (args.score or DEFAULT_SCORERS) if n not in args.no_score]
+    options: dict[str, dict[str, Any]] = {}
+    for item in args.score_option:
+        key, eq, value = item.partition("=")
+        name, dot, fld = key.partition(".")
+        if not (eq and dot and name and fld):
+            raise ValueError(f"--score-option {item!r}: write NAME.FIELD=VALUE, e.g. "
+                             "output_side.k=20.")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        options.setdefault(name, {})[fld] = parsed
+    return ScoreConfig(scorers=tuple(names), options=options)
 
 
 def _add_ray(p: Any) -> None:
@@ -200,6 +229,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     config: LabelConfig = LABEL_FLAGS.build(args)
     cache: CacheConfig = CACHE_FLAGS.build(args)
     examples: ExampleConfig = EXAMPLE_FLAGS.build(args)
+    scores = _score_config(args)
     if AMORTIZE_FLAGS.overrides(args) and not args.amortize:
         raise ValueError("The --amortize-* flags set the amortised mode: add --amortize.")
     amortize = AMORTIZE_FLAGS.build(args) if args.amortize else None
@@ -207,7 +237,6 @@ def cmd_label(args: argparse.Namespace) -> int:
     from ..evaluator.loading import default_device
     from ..run.pipeline import label_sae_features
     from ..sae.corpus import Corpus
-    from ..sae.scoring import ScoreConfig
 
     ray = _ray_config(args)
     device = args.device or default_device()
@@ -226,10 +255,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     labels = label_sae_features(sae, model, evaluator, corpus, features, config, cache=cache,
                                 examples=examples, features_per_batch=args.features_per_batch,
                                 run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
-                                amortize=amortize, scores=ScoreConfig(output_side=args.output_side,
-                                                   output_k=args.output_k,
-                                                   coherence=args.coherence,
-                                                   steering=args.steering))
+                                amortize=amortize, scores=scores)
     labels.save(sidecar)
     _write_tsv(labels, out / LABELS_TSV)
     print(f"labeled:      {len(labels)} features {_counts(labels)}")

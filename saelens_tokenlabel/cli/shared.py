@@ -23,6 +23,26 @@ BACKEND_HELP = ("how the {what} runs: 'hooked' (TransformerLens's HookedTransfor
                 "Face model, for architectures HookedTransformer lacks)")
 
 
+def add_import_flag(p: Any) -> None:
+    """``--import MODULE``: modules imported before the command runs, so that what they
+    register (a scorer, an explanation reader) can be named."""
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import this Python module first (repeat for several): it may "
+                        "register its own scorers or explanation readers")
+
+
+def import_modules(names: list[str]) -> None:
+    """Import each module `--import` names; a missing one is a one-line error."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"--import {name}: no module {err.name!r} on the Python path; "
+                             "install it, or run from the folder that holds it.") from None
+
+
 def add_evaluator_backend(p: Any) -> None:
     """``--evaluator-backend {hooked,bridge}``."""
     p.add_argument("--evaluator-backend", choices=("hooked", "bridge"), default="hooked",

@@ -1,12 +1,12 @@
 """The seam between preparing features and labeling them: `LabelBatch`, `label_batch` and
 `ResultSink`.
 
-Layer 3 (above the labeler, below `sae/` and `run/`). The SAE stages (`sae/batches.py`) turn
-selected examples into `LabelBatch` records; an executor (`run/executors.py`, or Ray in
-`run/ray_backend.py`) labels them with `label_batch`, wherever the evaluator lives, and hands
-each batch's results, completed on the driver by `LabelBatch.finish`, to a `ResultSink`. An
-executor knows nothing else of SAEs, so a test can drive one with hand-made batches or pass
-its own `label` function to inject a failure.
+Part of the descent (layer 4: above the labeler, below `sae/` and `run/`). The SAE stages
+(`sae/batches.py`) turn selected examples into `LabelBatch` records; an executor
+(`run/executors.py`, or Ray in `run/ray_backend.py`) labels them with `label_batch`, wherever
+the evaluator lives, and hands each batch's results, completed on the driver by
+`LabelBatch.finish`, to a `ResultSink`. An executor knows nothing else of SAEs, so a test can
+drive one with hand-made batches or pass its own `label` function to inject a failure.
 """
 
 from __future__ import annotations
@@ -19,15 +19,10 @@ import torch
 
 from ..evaluator.model import Evaluator
 from ..records.config import LabelConfig
-from ..records.data import FeatureData
-from ..records.result import LabelResult
-from .labeler import label_features_data
-
-Finish = Callable[[list[LabelResult]], list[LabelResult]]
-
-
-def _unchanged(results: list[LabelResult]) -> list[LabelResult]:
-    return results
+from ..records.data import PreparedFeature
+from ..records.extra import FeatureExtra
+from ..records.result import Attempt, LabelResult
+from .labeler import label_prepared
 
 
 @dataclass(frozen=True)
@@ -38,14 +33,20 @@ class LabelBatch:
     """Every feature of the batch, in labeling order (those in `done` too)."""
     done: list[LabelResult] = field(default_factory=list)
     """Results that need no labeling (dead, non-finite or unlabelable features)."""
-    datas: list[FeatureData] = field(default_factory=list)
-    """What to label: one `FeatureData` per remaining feature (its name is the feature)."""
+    prepared: list[PreparedFeature] = field(default_factory=list)
+    """What to label: each remaining feature's checked examples (its name is the feature),
+    prepared once on the driver and carried to wherever the evaluator is."""
     init_logits: Sequence[torch.Tensor | None] | None = None
-    """Per-feature warm-start logits over the evaluator's vocabulary (one per `datas` entry,
-    on the CPU, so that they travel with the batch), or None for a cold start."""
-    finish: Finish = _unchanged
-    """Driver side, after labeling: returns the results with what the driver knows added
-    (examples, words, activation statistics), as new records. Never sent to a worker."""
+    """Per-feature warm-start logits over the evaluator's vocabulary (one per `prepared`
+    entry, on the CPU, so that they travel with the batch), or None for a cold start."""
+    extras: dict[int, FeatureExtra] = field(default_factory=dict)
+    """Driver side: what the SAE side knows of each feature (its examples, words, activation
+    statistics), attached to its result by `finish`. Never sent to a worker."""
+    before: dict[int, list[Attempt]] = field(default_factory=dict)
+    """Driver side: attempts listed before a feature's own (e.g. rejected amortised
+    proposals). Never sent to a worker."""
+    method: str | None = None
+    """`LabelResult.method` of these results (None: as labeled, ``"descended"``)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """`LabelConfig` fields these features are labeled with instead of the run's (e.g. the
     budget of descents warm-started from amortised proposals); recorded in each result's
@@ -53,12 +54,24 @@ class LabelBatch:
 
     @property
     def to_label(self) -> list[int]:
-        """The features `label_batch` labels (those with data)."""
-        return [int(d.name) for d in self.datas]
+        """The features `label_batch` labels (those prepared)."""
+        return [int(p.name) for p in self.prepared]
 
     def for_worker(self) -> LabelBatch:
         """This batch without its driver-side parts: what a remote worker needs."""
-        return replace(self, done=[], finish=_unchanged)
+        return replace(self, done=[], extras={}, before={})
+
+    def finish(self, results: list[LabelResult]) -> list[LabelResult]:
+        """Driver side, after labeling: each result with its feature's extra, earlier
+        attempts and method, as new records."""
+        more = {} if self.method is None else {"method": self.method}
+        out = []
+        for r in results:
+            f = int(r.feature)
+            extra = self.extras.get(f, r.extra)
+            out.append(replace(r, extra=extra, attempts=[*self.before.get(f, []), *r.attempts],
+                               **more))
+        return out
 
 
 LabelFn = Callable[[LabelBatch, Evaluator, LabelConfig], list[LabelResult]]
@@ -67,12 +80,11 @@ LabelFn = Callable[[LabelBatch, Evaluator, LabelConfig], list[LabelResult]]
 
 def label_batch(batch: LabelBatch, evaluator: Evaluator, config: LabelConfig
                 ) -> list[LabelResult]:
-    """Label `batch.datas` in one optimisation (the core `label_features_data`). Runs where
+    """Label `batch.prepared` in one optimisation (the core `label_prepared`). Runs where
     the evaluator is: in this process, or in a Ray actor."""
     if batch.overrides:
         config = replace(config, **batch.overrides)
-    return label_features_data(batch.datas, evaluator, config,
-                               init_logits=batch.init_logits)
+    return label_prepared(batch.prepared, evaluator, config, init_logits=batch.init_logits)
 
 
 class ResultSink(Protocol):

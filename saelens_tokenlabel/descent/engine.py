@@ -70,7 +70,7 @@ class StepContext:
               pass_logits: PassLogits = prompt_logits) -> StepContext:
         """Run the prefix pass of `encoded` (the cache) and bundle it with the rest."""
         perf = performance or PerformanceConfig()
-        cache = PrefixCache.build(evaluator, encoded, perf.eval_batch_size,
+        cache = PrefixCache(evaluator, encoded, perf.eval_batch_size,
                                   keep_kv=perf.use_cache, max_resident=perf.max_resident_examples,
                                   fast=perf.fast_suffix)
         return cls(evaluator, encoded, cache, vocab_mask, perf, pass_logits)

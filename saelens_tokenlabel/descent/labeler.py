@@ -8,7 +8,7 @@ import torch
 
 from ..evaluator.model import EncodedExample, Evaluator
 from ..records.config import LabelConfig
-from ..records.data import FeatureData
+from ..records.data import FeatureData, PreparedFeature
 from ..records.result import LabelResult
 from ..records.splits import split_examples
 from .engine import StepContext
@@ -59,14 +59,23 @@ def label_features_data(
     if init_logits is not None and len(init_logits) != len(datas):
         raise ValueError(f"init_logits has {len(init_logits)} entries for {len(datas)} "
                          "features; pass one (or None) per feature.")
-    encoded, jobs = feature_jobs(datas, evaluator, config, init_logits)
-    ctx = StepContext.build(evaluator, encoded, config.performance,
-                            evaluator.vocab_mask(config.exclude_special, config.words_only))
+    return label_prepared([d.prepare(config) for d in datas], evaluator, config, init_logits)
+
+
+def label_prepared(
+    prepared: Sequence[PreparedFeature],
+    evaluator: Evaluator,
+    config: LabelConfig,
+    init_logits: Sequence[torch.Tensor | None] | None = None,
+) -> list[LabelResult]:
+    """`label_features_data` of features already prepared (`FeatureData.prepare`)."""
+    encoded, jobs = feature_jobs(prepared, evaluator, config, init_logits)
+    ctx = StepContext.build(evaluator, encoded, config.performance, evaluator.label_vocab(config))
     return optimize_labels(ctx, jobs, config)
 
 
 def feature_jobs(
-    datas: list[FeatureData],
+    prepared: Sequence[PreparedFeature],
     evaluator: Evaluator,
     config: LabelConfig,
     init_logits: Sequence[torch.Tensor | None] | None = None,
@@ -77,9 +86,8 @@ def feature_jobs(
     index: dict[tuple[str, str], int] = {}
     encoded = []
     jobs = []
-    for n, data in enumerate(datas):
-        ex = data.examples(config.threshold, config.threshold_fraction, config.strip_word)
-        data.check_labelable(ex)
+    for n, feature in enumerate(prepared):
+        ex = feature.examples
         ids = []
         for item in ex.items:
             key = (item.sentence, item.word)
@@ -95,7 +103,7 @@ def feature_jobs(
         train, val, held = (torch.tensor(x, dtype=torch.long)
                             for x in (split.train, split.validation, split.heldout))
         jobs.append(FeatureJob(
-            name=data.name,
+            name=feature.name,
             example_ids=ids_t[train],
             targets=targets[train],
             heldout_ids=ids_t[held],

@@ -301,18 +301,6 @@ class PrefixCache:
     def log_q_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return self.log_q_all[rows.to(self.log_q_all.device)].to(self.device)
 
-    @classmethod
-    def build(
-        cls,
-        evaluator: Evaluator,
-        examples: Sequence[EncodedExample],
-        batch_size: int = 64,
-        keep_kv: bool = True,
-        max_resident: int | None = None,
-        fast: bool = True,
-    ) -> PrefixCache:
-        return cls(evaluator, examples, batch_size, keep_kv, max_resident, fast)
-
 
 def cached_logits(
     evaluator: Evaluator,

@@ -26,6 +26,8 @@ from .prompts import PromptTemplate
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
+    from ..records.config import LabelConfig
+
 DEFAULT_PLACEHOLDER = "\u27e6LABEL\u27e7"  # ⟦LABEL⟧: brackets no real text is likely to hold
 PLAIN_CHAT_TEMPLATE = (
     "{% if bos_token %}{{ bos_token }}{% endif %}{% for m in messages %}"
@@ -93,6 +95,7 @@ class Evaluator:
         """Runs the model: a HookedTransformer or a TransformerBridge (`backend.py`)."""
         self._spelling: dict[str, str | None] = {}
         self._encoded: dict[tuple[str, str], EncodedExample] = {}
+        self._label_vocab: dict[tuple[bool, bool], torch.Tensor] = {}
         self.model.requires_grad_(False)
         self.model.eval()
         if self.name is None:
@@ -238,6 +241,15 @@ class Evaluator:
 
     def token_str(self, token_id: int) -> str:
         return self.tokenizer.decode([int(token_id)])
+
+    def label_vocab(self, config: LabelConfig) -> Bool[torch.Tensor, " d_vocab"]:
+        """The tokens a label of `config` may use (`vocab_mask` with its `exclude_special`
+        and `words_only`), computed once per setting (``words_only`` decodes the whole
+        vocabulary)."""
+        key = (config.exclude_special, config.words_only)
+        if key not in self._label_vocab:
+            self._label_vocab[key] = self.vocab_mask(*key)
+        return self._label_vocab[key]
 
     def vocab_mask(
         self, exclude_special: bool = True, words_only: bool = False

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..records.extra import Record
 from ..records.files import atomic_write_lines, atomic_write_text, check_format, dumps_json
-from ..records.serial import Config
+from ..records.serial import Config, Record
 from .explanations import SourceInfo
 
 METRICS = ("balanced_accuracy", "f1", "auroc", "accuracy", "precision", "recall")

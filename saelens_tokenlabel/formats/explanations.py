@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..records.extra import Record
+from ..records.serial import Record
 
 NEURONPEDIA_JSONL = "neuronpedia-jsonl"
 NEURONPEDIA_BATCHES = "neuronpedia-batches"

@@ -85,14 +85,15 @@ after the model that scored):
 * detection (`DETECTION_METRICS`, compare delphi's detection scorer):
   ``token_space_gd_<split>_<metric>`` with ``<split>`` ``heldout`` (else ``train`` when
   nothing was held out), scored by the evaluator (``explanationScoreModelName`` = evaluator);
-* reflective coherence (`COHERENCE_METRICS`): ``token_space_gd_coherence_ratio`` and
+* the scorers' metrics that their columns mark for Neuronpedia (`records.columns`, read from
+  the run's info, so a user's own scorer is exported too): ``token_space_gd_<metric>``. The
+  built-in ones: reflective coherence, ``token_space_gd_coherence_ratio`` and
   ``token_space_gd_coherence_hit_rate``, scored by the *subject* model whose SAE activations
-  they measure (``explanationScoreModelName`` = the subject model's name); ``jsonDetails``
-  holds the label and neutral activations and the coherence settings;
-* steering (`STEERING_METRICS`): ``token_space_gd_steering_score``, the label's
-  log-probability gain (nats) when the decoder direction is added to the subject model, minus
-  a random direction's (`sae.steering`), scored by the subject model; ``jsonDetails`` holds
-  both gains.
+  they measure (``explanationScoreModelName`` = the subject model's name; ``jsonDetails``
+  holds the label and neutral activations and the coherence settings); steering,
+  ``token_space_gd_steering_score``, the label's log-probability gain (nats) when the decoder
+  direction is added to the subject model, minus a random direction's
+  (`sae.scorers.steering`), scored by the subject model (``jsonDetails`` holds both gains).
 
 The output side (tokens the decoder direction promotes) is no score; its top tokens go into
 ``notes``.
@@ -116,6 +117,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..records.columns import ScoreColumn, score_columns
 from ..records.files import atomic_write, atomic_write_lines
 from ..records.names import METHOD
 from ..records.result import LabelResult
@@ -132,23 +134,10 @@ class Labels(Protocol):
     def __getitem__(self, feature: int) -> LabelResult: ...
 
 DETECTION_METRICS = ("balanced_accuracy", "f1", "auroc", "accuracy", "precision", "recall")
-COHERENCE_METRICS = ("coherence_ratio", "coherence_hit_rate")
-STEERING_METRICS = ("steering_score",)
-_STEERING_DETAILS = ("steering_gain", "steering_random_gain")
-_COHERENCE_DETAILS = ("coherence_activation", "coherence_neutral", "coherence_neutral_hit_rate")
 NOTES_OUTPUT_TOKENS = 10
 """Promoted tokens of the output side written into ``notes``."""
 _LAYER_RE = re.compile(r"^\d+-\S+$")
 
-EXPLANATION_COLUMNS = (
-    "id", "modelId", "layer", "index", "embedding", "description", "authorId",
-    "triggeredByUserId", "notes", "scoreV1", "scoreV2", "umap_x", "umap_y", "umap_cluster",
-    "umap_log_feature_sparsity", "typeName", "explanationModelName", "createdAt", "updatedAt")
-"""The columns of ``model Explanation`` (its relations are no columns), in the schema's order."""
-EXPLANATION_SCORE_COLUMNS = (
-    "id", "initiatedByUserId", "value", "explanationId", "explanationScoreTypeName",
-    "explanationScoreModelName", "jsonDetails", "createdAt")
-"""The columns of ``model ExplanationScore``, in the schema's order."""
 READABLE_EXPLANATION_FIELDS = ("id", "modelId", "layer", "index", "description", "typeName",
                                "explanationModelName", "notes")
 """The Explanation columns of the readable view (``neuronpedia.jsonl``)."""
@@ -196,9 +185,10 @@ class FeatureRecords:
     """One labeled feature as Neuronpedia rows."""
 
     explanation: dict[str, Any]
-    """Its Explanation row: the `EXPLANATION_COLUMNS`, in that order."""
+    """Its Explanation row: every column of ``model Explanation``, in the schema's order."""
     scores: list[dict[str, Any]]
-    """Its ExplanationScore rows (`EXPLANATION_SCORE_COLUMNS`), each pointing at it."""
+    """Its ExplanationScore rows (every column of ``model ExplanationScore``), each pointing
+    at it."""
 
 
 @dataclass(frozen=True)
@@ -284,28 +274,33 @@ def _scores(metrics: dict[str, Any]) -> list[tuple[str, float]]:
     return out
 
 
-def _coherence_scores(metrics: dict[str, Any]) -> list[tuple[str, float]]:
-    return [(m, float(metrics[m])) for m in COHERENCE_METRICS if _finite(metrics.get(m))]
+def _scorer_values(r: LabelResult, columns: list[ScoreColumn], evaluator: str, subject: str
+                   ) -> list[tuple[str, float, str, dict[str, Any]]]:
+    """The scorers' metrics written as ExplanationScores (`ScoreColumn.neuronpedia`), each
+    with its details (the other metrics it names, its scorer's prefix removed; the settings
+    it was measured with)."""
+    out = []
+    for c in columns:
+        if not c.neuronpedia or not _finite(r.metrics.get(c.key)):
+            continue
+        prefix = c.key.split("_", 1)[0] + "_"
+        details: dict[str, Any] = {k.removeprefix(prefix): r.metrics[k] for k in c.details
+                                   if _finite(r.metrics.get(k))}
+        if c.details_config is not None:
+            details["config"] = getattr(r.extra, c.details_config, None)
+        model = subject if c.scored_by == "subject" else evaluator
+        out.append((c.key, float(r.metrics[c.key]), model, details))
+    return out
 
 
-def _score_values(r: LabelResult, evaluator: str, subject: str
+def _score_values(r: LabelResult, evaluator: str, subject: str, columns: list[ScoreColumn]
                   ) -> list[tuple[str, float, str, dict[str, Any]]]:
-    """(score name, value, the model that scored, details) of every finite score of `r`."""
+    """(score name, value, the model that scored, details) of every finite score of `r`: the
+    hard label's detection scores (by the evaluator), then the scorers' (`columns`)."""
     details = {"n_examples": r.n_examples, "n_heldout": r.n_heldout,
                "threshold_rule": r.threshold_rule}
     out = [(name, value, evaluator, details) for name, value in _scores(r.metrics)]
-    coherence = _coherence_scores(r.metrics)
-    if coherence:
-        cdetails = {k.removeprefix("coherence_"): r.metrics.get(k)
-                    for k in _COHERENCE_DETAILS if _finite(r.metrics.get(k))}
-        cdetails["config"] = r.extra.coherence_config
-        out += [(name, value, subject, cdetails) for name, value in coherence]
-    if _finite(r.metrics.get("steering_score")):
-        # What the latent does to the label when steering: measured on the subject model.
-        sdetails = {k.removeprefix("steering_"): r.metrics[k] for k in _STEERING_DETAILS
-                    if _finite(r.metrics.get(k))}
-        out += [(m, float(r.metrics[m]), subject, sdetails) for m in STEERING_METRICS]
-    return out
+    return out + _scorer_values(r, columns, evaluator, subject)
 
 
 def _notes(r: LabelResult) -> str:
@@ -372,6 +367,7 @@ def feature_records(labels: Labels, neuronpedia_id: str | None = None,
     model_id, layer = parse_neuronpedia_id(resolve_neuronpedia_id(labels, neuronpedia_id))
     ctx = _Context(model_id, layer, str(labels.info.get("model_name") or "unknown"),
                    author_id, _timestamp(created_at))
+    columns = score_columns(labels.info)
     out = []
     for f in labels:
         r = labels[f]
@@ -381,7 +377,7 @@ def feature_records(labels: Labels, neuronpedia_id: str | None = None,
         explanation = _explanation_row(ctx, f, r, evaluator)
         out.append(FeatureRecords(explanation, [
             _score_row(ctx, explanation["id"], s)
-            for s in _score_values(r, evaluator, ctx.subject)]))
+            for s in _score_values(r, evaluator, ctx.subject, columns)]))
     return out
 
 

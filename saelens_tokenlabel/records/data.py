@@ -10,7 +10,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import LabelConfig
 
 Sentence = list[tuple[str, float]]
 
@@ -53,6 +56,18 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+@dataclass(frozen=True)
+class PreparedFeature:
+    """One feature's rated examples under a labeling config, checked labelable
+    (`FeatureData.prepare`): what the labeler reads, made once per feature and carried along
+    (in a `LabelBatch`, to a worker)."""
+
+    name: str | int
+    """The feature."""
+    examples: Examples
+    """Its rated examples and the threshold that made their targets."""
 
 
 @dataclass
@@ -226,6 +241,13 @@ class FeatureData:
                     continue
                 items.append(Example(text, word, act, act > thr, si, ti, si))
         return Examples(items, thr, rule)
+
+    def prepare(self, config: LabelConfig) -> PreparedFeature:
+        """The rated examples under `config`'s threshold and word rule, checked labelable (a
+        `FeatureDataError` saying what to change otherwise)."""
+        ex = self.examples(config.threshold, config.threshold_fraction, config.strip_word)
+        self.check_labelable(ex)
+        return PreparedFeature(self.name, ex)
 
     def check_labelable(self, ex: Examples) -> None:
         if len(ex) == 0:

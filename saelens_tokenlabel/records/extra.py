@@ -1,13 +1,4 @@
-"""Typed records of what a result carries beyond its label (`LabelResult.extra`), and the one
-way records turn into JSON and back.
-
-Layer 1 (results and configs): imports nothing from the package.
-
-`Record` is the base: `to_dict` writes every field JSON-ready (nested records as dicts, tuples
-as lists, int keys as strings) and `from_dict` reads it back by the fields' declared types
-(nested records, tuples of records, ``dict[int, ...]`` keys), ignoring keys this version does
-not know. Values are taken as written, never coerced, so that a file read and written again is
-the same file.
+"""Typed records of what a result carries beyond its label (`LabelResult.extra`).
 
 `FeatureExtra` is the type of `LabelResult.extra`. Its JSON layout is the plain dict older
 versions wrote (and still write)::
@@ -28,139 +19,11 @@ and written back unchanged.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import types
-import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-R = TypeVar("R", bound="Record")
-
-
-class RecordError(ValueError):
-    """A JSON value that does not have the shape its record field declares."""
-
-
-# ---------------------------------------------------------------------- the mechanism
-def to_plain(value: Any) -> Any:
-    """`value` JSON-ready: anything with ``to_dict`` as its dict, tuples (named ones too) as
-    lists, int dict keys as strings (JSON's only key type)."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {str(k) if isinstance(k, int) else k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(v) for v in value]
-    return value
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def field_types(cls: type) -> dict[str, Any]:
-    """The resolved type of each field of `cls` (a dataclass or named tuple; cached)."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def from_plain(tp: Any, value: Any, where: str = "value") -> Any:
-    """`value` (as JSON gave it) as type `tp`: records and named tuples built from their dicts
-    and lists, containers element by element, ``dict[int, ...]`` keys back to ints. Plain
-    values are kept as they are. `RecordError` (naming `where`) when the shape is wrong."""
-    if value is None:
-        return value
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        return from_plain(options[0], value, where) if len(options) == 1 else value
-    if _as_read(tp):
-        kind = {list: list, dict: dict}.get(origin)
-        if kind is not None and not isinstance(value, kind):
-            raise RecordError(f"{where}: expected a {'list' if kind is list else 'mapping'}, "
-                              f"got {type(value).__name__}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
-        args = typing.get_args(tp)
-        item = args[0] if args else Any
-        items = [from_plain(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecordError(f"{where}: expected a mapping, got {type(value).__name__}")
-        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
-        return {(int(k) if key_tp is int else k): from_plain(val_tp, v, f"{where}[{k!r}]")
-                for k, v in value.items()}
-    if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):
-        if not isinstance(value, list | tuple) or len(value) != len(tp._fields):
-            raise RecordError(f"{where}: expected [{', '.join(tp._fields)}], got {value!r}")
-        hints = field_types(tp)
-        return tp(*(from_plain(hints[n], v, f"{where}.{n}")
-                    for n, v in zip(tp._fields, value, strict=True)))
-    if isinstance(tp, type) and hasattr(tp, "from_dict"):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise RecordError(f"{where}: expected a {tp.__name__} mapping, got "
-                              f"{type(value).__name__}")
-        try:
-            return tp.from_dict(value)
-        except TypeError as err:  # a required field missing
-            raise RecordError(f"{where}: not a {tp.__name__} ({err})") from None
-    return value
-
-
-@functools.cache
-def _as_read(tp: Any) -> bool:
-    """Whether JSON's value already is a `tp` (no record, named tuple, tuple or int key
-    inside): then `from_plain` keeps it without walking it (a trajectory's many numbers)."""
-    if tp is Any or tp in (str, int, float, bool, type(None)):
-        return True
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType or origin in (list, dict):
-        args = typing.get_args(tp)
-        if origin is dict and args and args[0] is not str:
-            return False
-        return all(_as_read(a) for a in args if a is not Ellipsis)
-    return False
-
-
-class Record:
-    """Base of the result records (dataclasses): JSON round trips by field type."""
-
-    LATER_FIELDS: typing.ClassVar[frozenset[str]] = frozenset()
-    """Fields added after the format was first written: left out of `to_dict` while they
-    hold their default, so that a file of an earlier version is written back unchanged."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: every field, in declaration order (`LATER_FIELDS` at their default
-        left out)."""
-        return {f.name: to_plain(getattr(self, f.name))
-                for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                if not (f.name in self.LATER_FIELDS and _at_default(self, f))}
-
-    @classmethod
-    def from_dict(cls: type[R], d: dict[str, Any]) -> R:
-        """The record of `to_dict`'s output; keys this version does not know are ignored."""
-        hints = field_types(cls)
-        return cls(**{k: from_plain(hints[k], v, f"{cls.__name__}.{k}")
-                      for k, v in d.items() if k in hints and _is_init(cls, k)})
-
-
-def _at_default(record: Any, f: dataclasses.Field) -> bool:
-    value = getattr(record, f.name)
-    if f.default is not dataclasses.MISSING:
-        return value == f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return value == f.default_factory()
-    return False
-
-
-def _is_init(cls: type, name: str) -> bool:
-    return any(f.name == name and f.init for f in dataclasses.fields(cls))  # type: ignore
+from .serial import Record, RecordError, field_types, from_plain
 
 
 # ---------------------------------------------------------------------- extra's records

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from .extra import FeatureExtra, Record
+from .extra import FeatureExtra
 from .files import json_finite  # noqa: F401  (re-exported: result.json_finite)
+from .serial import Record
 
 RESULT_FORMAT_VERSION = 1
 SCORE_KEYS = ("heldout_balanced_accuracy", "train_balanced_accuracy")
@@ -191,14 +192,11 @@ class LabelResult(Record):
         )
 
 
-_ATTEMPT_OPTIONAL = ("trajectory", "rejected")
-
-
 @dataclass
-class Attempt:
+class Attempt(Record):
     """One optimisation attempt of one feature (its first run, a prior proposal, a restart or a
-    longer label), as `LabelResult.attempts` records it. `to_dict`/`from_dict` read and write
-    the dict layout of earlier versions, so stored results load unchanged."""
+    longer label), as `LabelResult.attempts` records it. JSON: `Record.to_dict`, `trajectory`
+    and `rejected` left out when None (the layout results were first written in)."""
 
     attempt: int
     """Index of the attempt among all the optimisation's attempts, in the order run; negative
@@ -226,45 +224,10 @@ class Attempt:
     """The attempt's loss terms and hard-label scores."""
     selected: bool = False
     """Whether this is the attempt the result reports."""
-    rejected: str | None = None
-    """Why a longer label was not kept (`grow_label`), or an amortised proposal was not
-    accepted (`sae.proposals`); None otherwise."""
     trajectory: Trajectory | None = None
     """Its trajectory (`keep_attempt_trajectories`), None when not kept."""
+    rejected: str | None = None
+    """Why a longer label was not kept (`grow_label`), or an amortised proposal was not
+    accepted (`run.amortise.proposals`); None otherwise."""
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)
-             if f.name not in _ATTEMPT_OPTIONAL}
-        d["overrides"] = dict(self.overrides)
-        d["metrics"] = dict(self.metrics)
-        # Absent, not None, when not kept: the layout results were first written in.
-        if self.trajectory is not None:
-            d["trajectory"] = self.trajectory.to_dict()
-        if self.rejected is not None:
-            d["rejected"] = self.rejected
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | Attempt) -> Attempt:
-        if isinstance(d, Attempt):
-            return d
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if d.get("trajectory") is not None:
-            d["trajectory"] = Trajectory.from_dict(d["trajectory"])
-        return cls(**d)
-
-    # Read access as to the dict layout (``a["label"]``, ``a.get("metrics")``), for code
-    # written when attempts were dicts.
-    def __contains__(self, key: object) -> bool:
-        return key in {f.name for f in fields(self)} and not (
-            key in _ATTEMPT_OPTIONAL and getattr(self, str(key)) is None)
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self:
-            raise KeyError(key)
-        value = getattr(self, key)
-        return value.to_dict() if isinstance(value, Trajectory) else value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default
+    LATER_FIELDS = frozenset({"rejected", "trajectory"})

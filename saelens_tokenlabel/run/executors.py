@@ -36,7 +36,7 @@ class LocalExecutor:
         for batch in batches:
             sink.start(batch.features)
             sink.put(batch.done)
-            if not batch.datas:
+            if not batch.prepared:
                 continue
             try:
                 results = self.label(batch, evaluator, config)

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..records.config import AmortizeConfig
 from ..records.serial import Config
+from .amortise.config import AmortizeConfig
 from .claims import DEFAULT_LEASE_S
 
 if TYPE_CHECKING:
-    from ..sae.scoring import ScoreConfig
+    from ..sae.scorers.apply import ScoreConfig
     from .executors import Executor
     from .ray_backend import RayConfig
     from .store import RunStore
@@ -44,8 +44,8 @@ class RunOptions(Config):
     """Label the batches on Ray actors (one per GPU): a `RayConfig`, an address (``"auto"``,
     ``"ray://..."``, ``"local"``) or True. None or False: in this process."""
     scores: ScoreConfig | None = None
-    """The SAE-side scores added to every result on the driver (default `ScoreConfig()`):
-    the decoder direction's promoted/suppressed subject tokens and reflective coherence."""
+    """The SAE-side scorers run on every result on the driver (default `ScoreConfig()`: the
+    output side, reflective coherence and the steering score; see `sae.scorers`)."""
     progress: bool | None = None
     """Show a progress bar: True, False, or None (only on a terminal)."""
     lease_s: float = DEFAULT_LEASE_S

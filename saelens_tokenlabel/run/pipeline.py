@@ -9,7 +9,7 @@ This module only composes the stages: check the inputs (`sae/validate.py`), reso
 features, open and bind the record (`record.py`: run store or checkpoint, claims), order
 them, build the activation cache, select examples, prepare batches (`sae/batches.py`),
 label them with an executor (`executors.py`, or Ray: `ray_backend.py`), score them on the
-driver (`sae/scoring.py`) and collect the `LabelSet`. How the run goes is `RunOptions`.
+driver (`sae/scorers/`) and collect the `LabelSet`. How the run goes is `RunOptions`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..descent.batch import LabelBatch
 from ..evaluator.model import Evaluator
 from ..formats.labelset import LabelSet
+from ..records.columns import SCORERS_INFO_KEY
 from ..records.config import LabelConfig
 from ..records.features import resolve_features
 from ..records.names import METHOD, PAPER, __version__
@@ -37,18 +38,21 @@ from ..sae.config import CacheConfig, ExampleConfig
 from ..sae.corpus import Corpus
 from ..sae.examples import select_examples
 from ..sae.fingerprint import digest
-from ..sae.scoring import ScoreConfig, add_sae_scores
+from ..sae.scorers.apply import ScoreConfig, add_sae_scores
+from ..sae.subject import Subject
 from ..sae.validate import validate_inputs
 from ..sae.words import WordDecoder
-from .amortise.mode import AmortizedRun, Execute
+from .amortise.mode import AmortisedRun, Execute
 from .executors import Executor, LocalExecutor
-from .options import ORDERS, Order, RunOptions
+from .options import ORDERS, RunOptions
 from .record import RunRecord, RunSink, open_record
 from .store import RunStore
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from sae_lens import SAE
+    from torch import Tensor
 
+    from ..sae.subject import SubjectModel
     from .ray_backend import RayConfig
 
 __all__ = ["ORDERS", "RunOptions", "label_sae_features", "order_by_scores"]
@@ -56,46 +60,48 @@ __all__ = ["ORDERS", "RunOptions", "label_sae_features", "order_by_scores"]
 log = logging.getLogger(__name__)
 
 
-def _identity(sae: Any, model: Any, evaluator: Evaluator, corpus: Corpus) -> dict[str, Any]:
+def _identity(subject: Subject, evaluator: Evaluator, corpus: Corpus) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the same SAE, models and corpus."""
+    sae = subject.sae
     meta = sae.cfg.metadata
-    return {"sae": digest([sae.cfg.architecture(), int(sae.cfg.d_in), int(sae.cfg.d_sae),
+    return {"sae": digest([sae.cfg.architecture(), int(sae.cfg.d_in), subject.d_sae,
                            meta.hook_name, meta.hook_head_index, meta.model_name]),
-            "model": str(model.cfg.model_name), "evaluator": evaluator.name,
+            "model": str(subject.model.cfg.model_name), "evaluator": evaluator.name,
             "corpus": digest(corpus.fingerprint())}
 
 
-def _info(sae: Any, model: Any, evaluator: Evaluator, corpus: Corpus, cache: ActivationCache,
-          config: LabelConfig, ex: ExampleConfig) -> dict[str, Any]:
+def _info(run: _Run, cache: ActivationCache) -> dict[str, Any]:
+    sae = run.subject.sae
     meta = sae.cfg.metadata
     return {
-        "identity": _identity(sae, model, evaluator, corpus),
+        "identity": _identity(run.subject, run.evaluator, run.corpus),
         "method": METHOD,
         "paper": PAPER,
         "version": __version__,
-        "evaluator": evaluator.name,
-        "model_name": str(model.cfg.model_name),
+        "evaluator": run.evaluator.name,
+        "model_name": str(run.subject.model.cfg.model_name),
         "sae_model_name": meta.model_name,
         "hook_name": meta.hook_name,
         "hook_head_index": meta.hook_head_index,
         "neuronpedia_id": meta.neuronpedia_id,
         "architecture": sae.cfg.architecture(),
         "d_in": int(sae.cfg.d_in),
-        "d_sae": int(sae.cfg.d_sae),
-        "corpus": corpus.describe(),
+        "d_sae": run.subject.d_sae,
+        "corpus": run.corpus.describe(),
         "n_tokens": cache.n_tokens,
         "context_size": cache.meta["context_size"],
         "prepend_bos": cache.meta["prepend_bos"],
         "activation_cache": str(cache.directory),
-        "label_config": config.to_dict(),
-        "example_config": ex.to_dict(),
+        "label_config": run.config.to_dict(),
+        "example_config": run.ex.to_dict(),
+        SCORERS_INFO_KEY: run.scores.entries(),
     }
 
 
 def label_sae_features(
-    sae: Any,
-    model: HookedTransformer,
-    evaluator: Evaluator | HookedTransformer,
+    sae: SAE[Any],
+    model: SubjectModel,
+    evaluator: Evaluator | SubjectModel,
     corpus: Corpus | Sequence[str] | str | Path,
     features: int | Iterable[int] | None = None,
     config: LabelConfig | None = None,
@@ -115,7 +121,7 @@ def label_sae_features(
     processes on one folder split the features by claims that last ``lease_s``),
     ``checkpoint`` (the older JSON file), ``order`` (``"index"`` or ``"attribution"``),
     ``ray`` (label on Ray actors: a `RayConfig`, an address or True), ``scores`` (the
-    SAE-side scores, default `ScoreConfig()`: output side and reflective coherence),
+    SAE-side scorers, default `ScoreConfig()`: output side, coherence and steering),
     ``progress`` and ``executor``. With ``config.warm_start``, v starts from the decoder
     direction's logit lens (`sae.logit_lens.warm_start_logits`) in the first attempt.
 
@@ -125,8 +131,8 @@ def label_sae_features(
     """
     opts = RunOptions.of(options, run_options)
     run = _Run.of(sae, model, evaluator, corpus, config, cache, examples, opts)
-    feats = resolve_features(features, int(sae.cfg.d_sae))
-    identity = _identity(sae, model, run.evaluator, run.corpus)
+    feats = resolve_features(features, run.subject.d_sae)
+    identity = _identity(run.subject, run.evaluator, run.corpus)
     with open_record(opts, identity, run.config, run.ex, feats) as record:
         todo = record.todo(feats)
         if todo:
@@ -134,66 +140,83 @@ def label_sae_features(
         return record.result(feats)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Run:
     """One call's checked inputs and settings."""
 
-    sae: Any
-    model: Any
+    subject: Subject
     evaluator: Evaluator
     corpus: Corpus
     config: LabelConfig
     ex: ExampleConfig
     cache: CacheConfig | None
     opts: RunOptions
+    scores: ScoreConfig
+    _attribution: Tensor | None = field(default=None, repr=False)
+    """The attribution scores, computed at most once per run (`order`)."""
 
     @classmethod
-    def of(cls, sae: Any, model: Any, evaluator: Any, corpus: Any, config: LabelConfig | None,
-           cache: CacheConfig | None, examples: ExampleConfig | None, opts: RunOptions) -> _Run:
+    def of(cls, sae: SAE[Any], model: SubjectModel, evaluator: Any, corpus: Any,
+           config: LabelConfig | None, cache: CacheConfig | None,
+           examples: ExampleConfig | None, opts: RunOptions) -> _Run:
         # Types, hook, d_in and chat template, before any expensive work (see validate.py).
-        evaluator = validate_inputs(sae, model, evaluator)
+        subject, evaluator = validate_inputs(sae, model, evaluator)
         _ray_config(opts.ray)  # a bad value fails here, not after the activation cache
         if sae.cfg.metadata.model_name and sae.cfg.metadata.model_name != model.cfg.model_name:
             log.warning("the SAE was trained on %r but the subject model is %r",
                         sae.cfg.metadata.model_name, model.cfg.model_name)
-        return cls(sae, model, evaluator, Corpus.of(corpus), config or LabelConfig(),
-                   examples or ExampleConfig(), cache, opts)
+        scores = opts.scores if opts.scores is not None else ScoreConfig()
+        return cls(subject, evaluator, Corpus.of(corpus), config or LabelConfig(),
+                   examples or ExampleConfig(), cache, opts, scores)
 
     def label(self, record: RunRecord, feats: list[int], todo: list[int],
               requested: bool) -> None:
         """The stages: order, activation cache, examples, batches, labels (into `record`)."""
         stage = self.stage(record, feats, todo, requested)
-        todo = _ordered(todo, self.opts.order, self.model, self.sae, self.corpus, self.cache)
+        todo = self.order(todo)
         size = self.opts.features_per_batch
         amortize = self.opts.amortize
         if amortize is None:
             self.execute(record, len(todo), lambda sink, run: run(
                 prepared_batches(record.groups(todo, size), stage)))
             return
-        order = sorted(feats) if amortize.seed_order == "random" else _ordered(
-            feats, self.opts.order, self.model, self.sae, self.corpus, self.cache)
+        order = sorted(feats) if amortize.seed_order == "random" else self.order(feats)
         run_dir = self.opts.run_dir
         folder = (Path(run_dir.path).parent if isinstance(run_dir, RunStore) else
                   Path(run_dir) if run_dir is not None else None)
-        self.execute(record, len(todo), lambda sink, run: AmortizedRun(
-            self.sae, stage, record, sink, run, amortize, size, folder).run(order, todo))
+        self.execute(record, len(todo), lambda sink, run: AmortisedRun(
+            self.subject.sae, stage, record, sink, run, amortize, size, folder).run(order, todo))
+
+    def order(self, features: list[int]) -> list[int]:
+        """`features` in labeling order: by index, or by descending attribution score (ties:
+        index). The attribution pass (a forward and backward pass over the corpus) runs at
+        most once per run, however many lists are ordered."""
+        if self.opts.order == "index":
+            return sorted(features)
+        if self._attribution is None:
+            from ..sae.attribution import attribution_scores
+
+            cache = self.cache
+            self._attribution = attribution_scores(
+                self.subject, self.corpus, cache_config=cache,
+                max_tokens=cache.max_tokens if cache is not None else None)
+        return order_by_scores(features, self._attribution)
 
     def stage(self, record: RunRecord, feats: list[int], todo: list[int],
               requested: bool) -> BatchStage:
         """Activation cache, run info and examples: what preparing any batch needs."""
-        act_cache = build_activation_cache(self.model, self.sae, self.corpus,
+        act_cache = build_activation_cache(self.subject, self.corpus,
                                            feats if requested else None, self.cache,
                                            self.opts.progress)
-        record.set_info(_info(self.sae, self.model, self.evaluator, self.corpus, act_cache,
-                              self.config, self.ex))
+        record.set_info(_info(self, act_cache))
         # Only the features still to label: each feature's picks come from its own generator
         # and the random pool is the same for any feature list, so a resumed feature gets
         # the examples of an uninterrupted run.
         sels, pool = select_examples(act_cache, sorted(todo), self.ex, self.opts.progress)
-        decoder = WordDecoder(self.model.tokenizer, strip=self.config.strip_word,
+        decoder = WordDecoder(self.subject.tokenizer, strip=self.config.strip_word,
                               max_merge=self.ex.max_merge)
         return BatchStage(sels, pool, act_cache, decoder, self.ex, self.config, self.evaluator,
-                          (self.sae, self.model) if self.config.warm_start else None)
+                          self.subject if self.config.warm_start else None)
 
     def execute(self, record: RunRecord, total: int,
                 body: Callable[[RunSink, Execute], None]) -> None:
@@ -215,9 +238,8 @@ class _Run:
                 raise
 
     def score(self, results: list[LabelResult]) -> list[LabelResult]:
-        """The SAE-side scores (`sae.scoring.add_sae_scores`) of finished results."""
-        score_config = self.opts.scores if self.opts.scores is not None else ScoreConfig()
-        return add_sae_scores(results, self.sae, self.model, self.evaluator, score_config)
+        """The SAE-side scores (`sae.scorers`) of finished results."""
+        return add_sae_scores(results, self.subject, self.scores)
 
 
 def _executor(opts: RunOptions) -> Executor:
@@ -229,6 +251,7 @@ def _executor(opts: RunOptions) -> Executor:
     from .ray_backend import RayExecutor
 
     return RayExecutor(rc)
+
 
 def _ray_config(ray: Any) -> RayConfig | None:
     if ray is None or ray is False:
@@ -244,18 +267,6 @@ def _ray_config(ray: Any) -> RayConfig | None:
     raise TypeError(f"ray must be a RayConfig, an address string or True, got {ray!r}")
 
 
-def _ordered(todo: list[int], order: Order, model: Any, sae: Any, corpus: Corpus,
-             cache: CacheConfig | None) -> list[int]:
-    """`todo` in labeling order: by index, or by descending attribution score (ties: index)."""
-    if order == "index":
-        return sorted(todo)
-    from ..sae.attribution import attribution_scores
-
-    scores = attribution_scores(model, sae, corpus, cache_config=cache,
-                                max_tokens=cache.max_tokens if cache is not None else None)
-    return order_by_scores(todo, scores)
-
-
 def order_by_scores(features: Sequence[int], scores: Any) -> list[int]:
     """`features` by descending score (``scores[f]``, a ``[d_sae]`` tensor or sequence), ties
     and non-finite scores by index (non-finite last)."""
@@ -269,5 +280,3 @@ def order_by_scores(features: Sequence[int], scores: Any) -> list[int]:
         return (0, -v, f) if math.isfinite(v) else (1, 0.0, f)
 
     return sorted(features, key=key)
-
-

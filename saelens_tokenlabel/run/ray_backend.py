@@ -184,7 +184,7 @@ class _Dispatch:
         for batch in batches:
             self.sink.start(batch.features)
             self.sink.put(batch.done)
-            if not batch.datas:
+            if not batch.prepared:
                 continue
             while self.in_flight and min(self.load) >= self.max_in_flight:
                 self.collect(block=True)

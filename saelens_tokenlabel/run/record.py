@@ -8,19 +8,28 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..formats.labelset import LabelSet
 from ..records.config import LabelConfig
 from ..records.result import LabelResult
+from ..records.serial import Config
 from ..sae.config import ExampleConfig
 from .claims import Claimer
-from .options import RunOptions
 from .store import RunStore, RunStoreFullError
 
 log = logging.getLogger(__name__)
 
 IDENTITY_NAMES = {"identity": "another SAE, model, evaluator or corpus"}
+
+
+class RecordOptions(Protocol):
+    """What `open_record` reads of a run's options (`RunOptions` has them)."""
+
+    run_dir: str | Path | RunStore | None
+    checkpoint: str | Path | None
+    lease_s: float
+    amortize: Config | None
 
 
 class RunRecord:
@@ -76,7 +85,7 @@ class RunRecord:
 
 
 @contextmanager
-def open_record(opts: RunOptions, identity: dict[str, Any], config: LabelConfig,
+def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConfig,
                 ex: ExampleConfig, feats: list[int]) -> Iterator[RunRecord]:
     """The run's record: the checkpoint read, the store opened, bound to these inputs and
     settings (a mismatch is an error) and seeded; on the way out this process's claims are

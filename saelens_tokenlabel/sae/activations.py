@@ -38,10 +38,11 @@ from .config import CacheConfig
 from .corpus import Corpus, CorpusError
 from .fingerprint import CACHE_FORMAT_VERSION, digest, model_fingerprint, sae_fingerprint
 from .gsae import gradient_definition, needs_gradient
-from .hooks import HookSpec, activation_and_grad, run_to_hook, to_sae_input
+from .hooks import activation_and_grad, run_to_hook, to_sae_input
+from .subject import Subject, require_subject
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from .subject import SubjectModel
 
 log = logging.getLogger(__name__)
 DEFAULT_CONTEXT_SIZE = 128
@@ -51,15 +52,14 @@ class NonFiniteActivationError(ValueError):
     """The subject model gives NaN or inf at the SAE's hook. The message says where."""
 
 
-def resolve_context(model: HookedTransformer, sae: Any, config: CacheConfig
-                    ) -> tuple[int, bool, int | None]:
+def resolve_context(subject: Subject, config: CacheConfig) -> tuple[int, bool, int | None]:
     """Context size, BOS flag and BOS id, from the config, else the SAE's metadata."""
-    meta = sae.cfg.metadata
+    meta = subject.sae.cfg.metadata
     size = config.context_size or meta.context_size or DEFAULT_CONTEXT_SIZE
-    size = min(int(size), int(model.cfg.n_ctx))
+    size = min(int(size), int(subject.model.cfg.n_ctx))
     bos = config.prepend_bos if config.prepend_bos is not None else meta.prepend_bos
     bos = True if bos is None else bool(bos)
-    bos_id = model.tokenizer.bos_token_id if bos else None
+    bos_id = subject.tokenizer.bos_token_id if bos else None
     if bos and bos_id is None:
         raise ValueError(
             "The SAE asks for BOS-prefixed contexts (metadata.prepend_bos) but the subject "
@@ -110,12 +110,9 @@ def _batches(items: Iterator[tuple[list[int], int]], size: int
 class SaeEncoder:
     """What every batch of one pass of the subject model and the SAE shares."""
 
-    model: HookedTransformer
-    """The subject model, run up to the SAE's hook."""
-    sae: Any
-    """The SAE whose `encode` turns hook activations into feature activations."""
-    spec: HookSpec
-    """The SAE's hook (from `checked_hook`)."""
+    subject: Subject
+    """The subject model (run up to the SAE's hook) and the SAE whose `encode` turns hook
+    activations into feature activations."""
     features: Int[torch.Tensor, " k"] | None
     """Feature columns to keep (None: all)."""
     encode_batch_tokens: int
@@ -133,7 +130,7 @@ def encode_contexts(
     NaN/inf SAE activations are left out and counted per feature into `nonfinite`; without
     a counter they are an error. NaN/inf at the hook itself is always an error.
     """
-    model, sae, spec = encoder.model, encoder.sae, encoder.spec
+    model, sae, spec = encoder.subject.model, encoder.subject.sae, encoder.subject.hook
     tokens, mask = _padded(contexts, model.tokenizer.pad_token_id)
     device = model.W_E.device
     # Right padding: causal attention keeps pad tokens out of every real token's view; the
@@ -182,8 +179,9 @@ def _encode_sparse(encoder: SaeEncoder, x: Float[torch.Tensor, " n *d"],
     rows, cols, vals = [], [], []
     for start in range(0, len(x), step):
         chunk = x[start : start + step]
-        acts = (encoder.sae.encode(chunk) if grad is None
-                else encoder.sae.encode(chunk, grad=grad[start : start + step]))
+        sae = encoder.subject.sae
+        acts = (sae.encode(chunk) if grad is None
+                else sae.encode(chunk, grad=grad[start : start + step]))
         if acts.is_sparse:
             acts = acts.to_dense()
         if features is not None:
@@ -200,7 +198,7 @@ def _encode_sparse(encoder: SaeEncoder, x: Float[torch.Tensor, " n *d"],
     return torch.cat(rows), torch.cat(cols), torch.cat(vals)
 
 
-def _check_finite_input(model: HookedTransformer, x: Float[torch.Tensor, " n *d"],
+def _check_finite_input(model: SubjectModel, x: Float[torch.Tensor, " n *d"],
                         b: Int[torch.Tensor, " n"], p: Int[torch.Tensor, " n"],
                         tokens: Int[torch.Tensor, "batch pos"], hook_name: str) -> None:
     bad = ~torch.isfinite(x).reshape(len(x), -1).all(dim=1)
@@ -238,9 +236,10 @@ def _drop_nonfinite(acts: Float[torch.Tensor, "n k"], features: Int[torch.Tensor
     return torch.where(finite, acts, torch.zeros((), dtype=acts.dtype, device=acts.device))
 
 
-def run_key(model: HookedTransformer, sae: Any, corpus: Corpus, spec: HookSpec,
-            context_size: int, prepend_bos: bool, config: CacheConfig) -> dict[str, Any]:
+def run_key(subject: Subject, corpus: Corpus, context_size: int, prepend_bos: bool,
+            config: CacheConfig) -> dict[str, Any]:
     """Everything the cached activations depend on (the features apart)."""
+    model, sae, spec = subject.model, subject.sae, subject.hook
     gradient = gradient_definition(sae)
     key = {
         "format_version": CACHE_FORMAT_VERSION,
@@ -260,28 +259,25 @@ def run_key(model: HookedTransformer, sae: Any, corpus: Corpus, spec: HookSpec,
     return key
 
 
-def checked_hook(model: HookedTransformer, sae: Any) -> HookSpec:
-    """The SAE's hook, checked against the subject model, which must have a tokenizer: what
-    every pass of the subject model over a corpus needs first."""
-    spec = HookSpec.from_sae(sae)
-    spec.check(model)
-    if model.tokenizer is None:
+def check_tokenizer(subject: Subject) -> None:
+    """The subject model must have a tokenizer: every pass over a corpus needs it first."""
+    if subject.tokenizer is None:
         raise ValueError("The subject model has no tokenizer; load it with "
                          "HookedTransformer.from_pretrained or pass tokenizer=...")
-    return spec
 
 
 def build_activation_cache(
-    model: HookedTransformer,
-    sae: Any,
+    subject: Subject,
     corpus: Corpus | Sequence[str] | str | Path,
     features: Sequence[int] | None = None,
     config: CacheConfig | None = None,
     progress: bool | None = None,
 ) -> ActivationCache:
-    """Run (or reuse) the activation cache for `features` (None: all) of `sae` on `corpus`."""
+    """Run (or reuse) the activation cache for `features` (None: all) of the subject's SAE on
+    `corpus`."""
+    subject = require_subject(subject, "build_activation_cache")
     config = config or CacheConfig()
-    run = _CacheRun.plan(model, sae, Corpus.of(corpus), features, config)
+    run = _CacheRun.plan(subject, Corpus.of(corpus), features, config)
     if not config.overwrite:
         found = find_cache(run.run_dir, run.features)
         if found is not None:
@@ -307,11 +303,9 @@ def build_activation_cache(
 class _CacheRun:
     """One build of the activation cache: what it runs, and where it goes."""
 
-    model: HookedTransformer
-    sae: Any
+    subject: Subject
     corpus: Corpus
     config: CacheConfig
-    spec: HookSpec
     features: list[int] | None
     """Sorted, unique; None: all."""
     context_size: int
@@ -322,13 +316,13 @@ class _CacheRun:
     run_dir: Path
 
     @classmethod
-    def plan(cls, model: HookedTransformer, sae: Any, corpus: Corpus,
-             features: Sequence[int] | None, config: CacheConfig) -> _CacheRun:
-        spec = checked_hook(model, sae)
+    def plan(cls, subject: Subject, corpus: Corpus, features: Sequence[int] | None,
+             config: CacheConfig) -> _CacheRun:
+        check_tokenizer(subject)
         feats = None if features is None else sorted({int(f) for f in features})
-        context_size, bos, bos_id = resolve_context(model, sae, config)
-        key = run_key(model, sae, corpus, spec, context_size, bos, config)
-        return cls(model, sae, corpus, config, spec, feats, context_size, bos, bos_id, key,
+        context_size, bos, bos_id = resolve_context(subject, config)
+        key = run_key(subject, corpus, context_size, bos, config)
+        return cls(subject, corpus, config, feats, context_size, bos, bos_id, key,
                    config.root() / digest(key))
 
     def write_shards(self, directory: Path, progress: bool | None
@@ -338,7 +332,7 @@ class _CacheRun:
         config = self.config
         feat_t = None if self.features is None else torch.tensor(self.features,
                                                                  dtype=torch.long)
-        encoder = SaeEncoder(self.model, self.sae, self.spec, feat_t, config.encode_batch_tokens)
+        encoder = SaeEncoder(self.subject, feat_t, config.encode_batch_tokens)
         nonfinite: Counter = Counter()
         docs = Counter()
 
@@ -348,7 +342,7 @@ class _CacheRun:
                 yield text
 
         writer = ShardWriter(directory, config.shard_tokens)
-        contexts = iter_contexts(counted(), self.model.tokenizer, self.context_size,
+        contexts = iter_contexts(counted(), self.subject.tokenizer, self.context_size,
                                  self.bos_id, config.max_tokens, config.max_documents)
         with tqdm(total=config.max_tokens, unit="tok", desc="activations",
                   disable=None if progress is None else not progress) as bar:
@@ -374,14 +368,14 @@ class _CacheRun:
             "complete": True,
             "key": self.key,
             "features": self.features,
-            "d_sae": int(self.sae.cfg.d_sae),
-            "model_name": str(self.model.cfg.model_name),
-            "hook_name": self.spec.hook_name,
+            "d_sae": self.subject.d_sae,
+            "model_name": str(self.subject.model.cfg.model_name),
+            "hook_name": self.subject.hook.hook_name,
             "corpus": self.corpus.describe(),
             "context_size": self.context_size,
             "prepend_bos": self.bos,
             "bos_token_id": self.bos_id,
-            "special_token_ids": sorted(int(i) for i in self.model.tokenizer.all_special_ids),
+            "special_token_ids": sorted(int(i) for i in self.subject.tokenizer.all_special_ids),
             "n_contexts": writer.n_contexts,
             "n_tokens": writer.n_tokens,
             "nnz": writer.nnz,

@@ -24,19 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 
-from .activations import _batches, checked_hook, iter_contexts, resolve_context
+from .activations import _batches, check_tokenizer, iter_contexts, resolve_context
 from .config import CacheConfig
 from .corpus import Corpus
 from .gsae import needs_gradient
-from .hooks import HookSpec, activation_and_grad, to_sae_input
-
-if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+from .hooks import activation_and_grad, to_sae_input
+from .subject import Subject, require_subject
 
 
 def _pad(contexts: Sequence[Sequence[int]], pad_id: int | None
@@ -66,10 +64,11 @@ def decoder_projection(
 
 
 def batch_attribution(
-    model: HookedTransformer, sae: Any, spec: HookSpec, contexts: Sequence[Sequence[int]],
-    context_size: int, bos: bool, encode_batch_tokens: int = 2048,
+    subject: Subject, contexts: Sequence[Sequence[int]], context_size: int, bos: bool,
+    encode_batch_tokens: int = 2048,
 ) -> tuple[Float[torch.Tensor, " d_sae"], int]:
     """Sum over the batch's counted tokens of ``z * |W_dec . grad_x L|``, and their count."""
+    model, sae, spec = subject.model, subject.sae, subject.hook
     tokens, mask = _pad(contexts, model.tokenizer.pad_token_id)
     device = model.W_E.device
     x, grad = activation_and_grad(model, spec, tokens.to(device), mask.to(device))
@@ -93,8 +92,7 @@ def batch_attribution(
 
 
 def attribution_scores(
-    model: HookedTransformer,
-    sae: Any,
+    subject: Subject,
     corpus: Corpus | Sequence[str] | str | Path,
     cache_config: CacheConfig | None = None,
     max_tokens: int | None = None,
@@ -106,20 +104,20 @@ def attribution_scores(
     tokens read (default: `cache_config.max_tokens`, else all). A feature that never fires
     scores exactly 0. See the module docstring for the conventions.
     """
+    subject = require_subject(subject, "attribution_scores")
     config = cache_config or CacheConfig()
     corpus = Corpus.of(corpus)
-    spec = checked_hook(model, sae)
+    check_tokenizer(subject)
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
-    context_size, bos, bos_id = resolve_context(model, sae, config)
+    context_size, bos, bos_id = resolve_context(subject, config)
     limit = max_tokens if max_tokens is not None else config.max_tokens
-    contexts = iter_contexts(corpus, model.tokenizer, context_size, bos_id, limit,
+    contexts = iter_contexts(corpus, subject.tokenizer, context_size, bos_id, limit,
                              config.max_documents)
-    total = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64)
+    total = torch.zeros(subject.d_sae, dtype=torch.float64)
     n = 0
     for batch, _ in _batches(contexts, config.batch_size):
-        s, c = batch_attribution(model, sae, spec, batch, context_size, bos,
-                                 config.encode_batch_tokens)
+        s, c = batch_attribution(subject, batch, context_size, bos, config.encode_batch_tokens)
         total += s
         n += c
     if n == 0:

@@ -46,6 +46,7 @@ from ..formats.comparison import (
 from ..formats.explanations import ExplanationSource, read_explanations
 from ..formats.labelset import LabelSet
 from ..records.config import LabelConfig
+from ..records.data import PreparedFeature
 from ..records.features import check_feature_indices, unique_features
 from .batches import BatchStage, prepare_batch
 from .cache import ActivationCache
@@ -130,7 +131,7 @@ def compare_labels(labels: LabelSet, explanations: Any, evaluator: Evaluator, su
     rows: list[FeatureComparison] = []
     for start in range(0, len(todo), config.features_per_batch):
         group = todo[start : start + config.features_per_batch]
-        done, left_out = scorer.group(prepare_batch(group, stage).datas, group)
+        done, left_out = scorer.group(prepare_batch(group, stage).prepared, group)
         rows += done
         skipped.update(left_out)
         log.info("compare: %d/%d features scored", start + len(group), len(todo))
@@ -217,7 +218,7 @@ class _Scorer:
     run: RunSettings
     config: CompareConfig
 
-    def group(self, datas: list[Any], features: list[int]
+    def group(self, datas: list[PreparedFeature], features: list[int]
               ) -> tuple[list[FeatureComparison], dict[int, str]]:
         """The comparisons of a group's features, and those that cannot be compared."""
         got = {int(d.name) for d in datas}

@@ -27,9 +27,8 @@ from ..records.features import check_feature_indices
 from ..records.serial import Config
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
     from ..evaluator.model import Evaluator
+    from .subject import Subject, SubjectModel
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def check_features(features: Sequence[int], d_sae: int) -> list[int]:
 
 
 def residual_directions(
-    sae: Any, model: HookedTransformer, features: Sequence[int]
+    subject: Subject, features: Sequence[int]
 ) -> Float[torch.Tensor, "feat d_model"]:
     """``W_dec[f]`` mapped into the residual stream (fp32, on the model's device).
 
@@ -67,7 +66,8 @@ def residual_directions(
     Biases (``b_O``, ``b_out``) are left out: they do not scale with the feature. Any other
     hook (queries, keys, pre-activations, norms) has no linear path to the logits, and raises.
     """
-    feats = check_features(features, int(sae.cfg.d_sae))
+    sae, model = subject.sae, subject.model
+    feats = check_features(features, subject.d_sae)
     name = sae.cfg.metadata.hook_name or ""
     head = sae.cfg.metadata.hook_head_index
     W_U = model.W_U
@@ -89,7 +89,7 @@ def residual_directions(
             "decoder directions have no logit lens. Supported: hook_resid_pre/mid/post, "
             "hook_attn_out, hook_mlp_out, attn.hook_z (through W_O), attn.hook_result, "
             "mlp.hook_post (through W_out). Skip the output side for this SAE "
-            "(ScoreConfig(output_side=False))."
+            "(leave 'output_side' out of ScoreConfig.scorers, or --no-score output_side)."
         )
     if out.shape[-1] != d_model:
         raise LogitLensError(
@@ -100,7 +100,7 @@ def residual_directions(
 
 
 def decoder_logits(
-    sae: Any, model: HookedTransformer, features: Sequence[int]
+    subject: Subject, features: Sequence[int]
 ) -> Float[torch.Tensor, "feat d_vocab_subject"]:
     """Logit lens of the features' decoder directions: ``W_dec[f] @ W_U`` (fp32).
 
@@ -116,7 +116,8 @@ def decoder_logits(
 
     Non-residual hooks go through the model's own weights first (see `residual_directions`).
     """
-    d = residual_directions(sae, model, features)
+    model = subject.model
+    d = residual_directions(subject, features)
     norm = getattr(model.cfg, "normalization_type", None)
     if norm in ("LN", "LNPre"):
         d = d - d.mean(-1, keepdim=True)
@@ -126,7 +127,7 @@ def decoder_logits(
     return d @ model.W_U.detach().float()
 
 
-def _n_real_tokens(model: HookedTransformer) -> int:
+def _n_real_tokens(model: SubjectModel) -> int:
     # Rows of W_U past the tokenizer's size are padding, never real tokens.
     n = int(model.cfg.d_vocab)
     tok = getattr(model, "tokenizer", None)
@@ -134,7 +135,7 @@ def _n_real_tokens(model: HookedTransformer) -> int:
 
 
 def output_side(
-    sae: Any, model: HookedTransformer, features: Sequence[int], k: int = 10,
+    subject: Subject, features: Sequence[int], k: int = 10,
     logits: Float[torch.Tensor, "feat d_vocab_subject"] | None = None,
 ) -> dict[int, dict[str, list[list[Any]]]]:
     """Per feature, ``{"promoted": [[token, logit], ...], "suppressed": [...]}``: the `k`
@@ -144,12 +145,12 @@ def output_side(
     `logits` (from `decoder_logits`) saves recomputing them."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    feats = check_features(features, int(sae.cfg.d_sae))
+    feats = check_features(features, subject.d_sae)
     if logits is None:
-        logits = decoder_logits(sae, model, feats)
-    logits = logits[:, : _n_real_tokens(model)].float().cpu()
+        logits = decoder_logits(subject, feats)
+    logits = logits[:, : _n_real_tokens(subject.model)].float().cpu()
     k = min(k, logits.shape[1])
-    tok = model.tokenizer
+    tok = subject.tokenizer
     top = logits.topk(k, dim=-1)
     bottom = (-logits).topk(k, dim=-1)
     out: dict[int, dict[str, list[list[Any]]]] = {}
@@ -238,8 +239,7 @@ class WarmStartConfig(Config):
 
 
 def warm_start_logits(
-    sae: Any,
-    model: HookedTransformer,
+    subject: Subject,
     evaluator: Evaluator,
     features: Sequence[int],
     config: WarmStartConfig | None = None,
@@ -276,11 +276,12 @@ def warm_start_logits(
         raise TypeError(f"config must be a WarmStartConfig, got {type(config).__name__}; pass "
                         "the options by keyword (top_k=..., scale=...)")
     cfg = dataclasses.replace(config or WarmStartConfig(), **options)
-    feats = check_features(features, int(sae.cfg.d_sae))
+    feats = check_features(features, subject.d_sae)
     mask = _warm_start_mask(evaluator, cfg, vocab_mask)
     scale = cfg.start_logit(int(mask.sum()))
     index = token_text_index(evaluator.tokenizer, evaluator.d_vocab, cfg.casefold)
-    logits = decoder_logits(sae, model, feats)[:, : _n_real_tokens(model)].float().cpu()
+    model = subject.model
+    logits = decoder_logits(subject, feats)[:, : _n_real_tokens(model)].float().cpu()
     z = (logits - logits.mean(-1, keepdim=True)) / logits.std(-1, keepdim=True).clamp_min(1e-12)
     top = logits.topk(min(cfg.top_k, logits.shape[1]), dim=-1).indices
     v = torch.zeros(len(feats), evaluator.d_vocab)

@@ -18,9 +18,10 @@ import torch
 from ..evaluator.model import Evaluator, EvaluatorError
 from .activations import NonFiniteActivationError
 from .hooks import HookError, HookSpec, run_to_hook, to_sae_input
+from .subject import Subject
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from .subject import SubjectModel
 
 
 def check_sae(sae: Any) -> None:
@@ -51,17 +52,11 @@ def check_evaluator(evaluator: Any) -> Evaluator:
                     f"template), got {type(evaluator).__name__}.")
 
 
-def check_hook(sae: Any, model: HookedTransformer) -> HookSpec:
-    """The SAE's hook, which the model must have (else: similar names it does have)."""
-    spec = HookSpec.from_sae(sae)
-    spec.check(model)
-    return spec
-
-
 @torch.no_grad()
-def check_d_in(sae: Any, model: HookedTransformer, spec: HookSpec) -> None:
+def check_d_in(subject: Subject) -> None:
     """Run the model on one token to the hook: its width must be the SAE's ``d_in``, and its
     values finite. On a mismatch, the error lists hooks of that layer that do fit."""
+    model, sae, spec = subject.model, subject.sae, subject.hook
     tok = model.tokenizer
     first = tok.bos_token_id if tok.bos_token_id is not None else 0
     tokens = torch.tensor([[int(first)]], device=model.W_E.device)
@@ -82,7 +77,7 @@ def check_d_in(sae: Any, model: HookedTransformer, spec: HookSpec) -> None:
         )
 
 
-def _hooks_of_width(model: HookedTransformer, spec: HookSpec, tokens: torch.Tensor,
+def _hooks_of_width(model: SubjectModel, spec: HookSpec, tokens: torch.Tensor,
                     width: int) -> list[str]:
     layer = spec.stop_at_layer - 1 if spec.stop_at_layer else 0
     names = [h for h in model.hook_dict
@@ -102,21 +97,21 @@ def _hooks_of_width(model: HookedTransformer, spec: HookSpec, tokens: torch.Tens
     return out[:8]
 
 
-def validate_inputs(sae: Any, model: Any, evaluator: Any) -> Evaluator:
-    """All up-front checks, cheapest first; returns the evaluator as an `Evaluator`."""
+def validate_inputs(sae: Any, model: Any, evaluator: Any) -> tuple[Subject, Evaluator]:
+    """All up-front checks, cheapest first: the subject (its hook checked against the model,
+    else similar hooks it does have) and the evaluator as an `Evaluator`."""
     check_sae(sae)
     check_model(model)
     evaluator = check_evaluator(evaluator)
-    spec = check_hook(sae, model)
-    check_d_in(sae, model, spec)
-    return evaluator
+    subject = Subject.of(model, sae)
+    check_d_in(subject)
+    return subject, evaluator
 
 
 __all__ = [
     "EvaluatorError",
     "check_d_in",
     "check_evaluator",
-    "check_hook",
     "check_model",
     "check_sae",
     "validate_inputs",

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from saelens_tokenlabel.records.serial import Config
 
 from saelens_tokenlabel import LabelConfig
 from saelens_tokenlabel.cli import build_parser, main
 from saelens_tokenlabel.cli.flags import ConfigFlags, field_docs
 from saelens_tokenlabel.cli.label import CACHE_FLAGS, EXAMPLE_FLAGS
 from saelens_tokenlabel.cli.shared import LABEL_FLAGS
+from saelens_tokenlabel.records.serial import Config
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from saelens_tokenlabel.records.result import LabelResult, Trajectory
 
 import saelens_tokenlabel as stl
+from saelens_tokenlabel.records.result import LabelResult, Trajectory
 from saelens_tokenlabel.run import RunStore
 
 HEAVY = ("torch", "transformer_lens", "sae_lens")

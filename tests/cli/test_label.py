@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from saelens_tokenlabel.records.features import parse_features
 
 from saelens_tokenlabel import LabelSet, save_local_model
 from saelens_tokenlabel.cli import main
+from saelens_tokenlabel.records.features import parse_features
 from saelens_tokenlabel.run import load_labelset
 from saelens_tokenlabel.sae import SIDECAR_FILENAME
 
@@ -176,7 +176,7 @@ def test_label_command_runs_subject_and_evaluator_as_bridges(subject, fast_evalu
                  str(out), "--cache-dir", str(tmp_path / "cache"), "--steps", "2",
                  "--n-top", "4", "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4",
                  "--device", "cpu", "--model-backend", "bridge", "--evaluator-backend",
-                 "bridge", "--no-coherence", "--no-steering"]) == 0
+                 "bridge", "--no-score", "coherence", "--no-score", "steering"]) == 0
     labels = LabelSet.load(out / SIDECAR_FILENAME)
     assert [labels[f].status for f in labels] == ["ok", "ok", "dead"]
     assert all(labels[f].n_active > 0 for f in (0, 1))  # the bridge subject's activations
@@ -194,7 +194,7 @@ def test_label_command_amortize_flags(subject, fast_evaluator, toy_corpus, tmp_p
             str(corpus), "--features", "0:6", "--evaluator", str(ev_dir), "--out", str(out),
             "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--n-top", "4",
             "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4", "--device", "cpu",
-            "--no-coherence", "--no-steering", "--amortize-seed-features", "2"]
+            "--no-score", "coherence", "--no-score", "steering", "--amortize-seed-features", "2"]
     assert main(args) == 2
     assert "add --amortize" in capsys.readouterr().err
     assert main([*args, "--amortize", "--amortize-candidates", "2"]) == 0

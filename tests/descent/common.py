@@ -4,9 +4,9 @@ comparison."""
 from __future__ import annotations
 
 import torch
-from saelens_tokenlabel.records.config import PerformanceConfig
 
 from saelens_tokenlabel import LabelConfig
+from saelens_tokenlabel.records.config import PerformanceConfig
 
 SENTS = [
     [("The", 0.0), (" cat", 1.0), (" chased", 0.0), (" the", 0.0), (" mouse", 0.8), (".", 0.0)],

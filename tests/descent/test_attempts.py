@@ -77,7 +77,7 @@ def test_out_of_memory_halves_the_pass_and_carries_on(tiny_evaluator, caplog):
     calls = []
     # The final hard-label scoring runs through the same pass; keep it to one row too.
     config = cfg({"eval_batch_size": 1})
-    encoded, jobs = feature_jobs([data], tiny_evaluator, config)
+    encoded, jobs = feature_jobs([data.prepare(config)], tiny_evaluator, config)
     ctx = StepContext.build(tiny_evaluator, encoded, config.performance,
                             tiny_evaluator.vocab_mask(), pass_logits=_small_gpu(calls))
     with caplog.at_level("WARNING", logger=LOGGER):

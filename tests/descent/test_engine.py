@@ -4,16 +4,16 @@ fewer rows = one pass, and the engine's step = the paper's loss written out."""
 from __future__ import annotations
 
 import torch
-from saelens_tokenlabel.evaluator.forward import (
-    PrefixCache,
-    cached_logits,
-    full_prompt_logits,
-)
 
 from saelens_tokenlabel import FeatureData, LabelConfig, label_feature
 from saelens_tokenlabel.descent import Batch, StepContext, step
 from saelens_tokenlabel.descent.loss import LossWeights, accuracy_loss, label_loss
 from saelens_tokenlabel.descent.soft_label import label_embeddings, label_log_probs
+from saelens_tokenlabel.evaluator.forward import (
+    PrefixCache,
+    cached_logits,
+    full_prompt_logits,
+)
 
 from ..builders import exact
 from .common import SENTS, cfg, same_losses
@@ -30,7 +30,7 @@ def _examples(ev):
 
 def _loss_fn(ev, use_cache, mask):
     exs = _examples(ev)
-    cache = PrefixCache.build(ev, exs)
+    cache = PrefixCache(ev, exs)
     rows = torch.tensor(ROWS)
     row_feature = torch.tensor(ROW_FEATURE)
     targets = torch.tensor(TARGETS, dtype=torch.float64)

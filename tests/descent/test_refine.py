@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from saelens_tokenlabel.records.result import Trajectory
 
 from saelens_tokenlabel import LabelConfig
 from saelens_tokenlabel.descent import StepContext, score_hard_label
@@ -20,6 +19,7 @@ from saelens_tokenlabel.descent.refine import (
 )
 from saelens_tokenlabel.descent.sampler import ConfusionSampler
 from saelens_tokenlabel.descent.soft_label import label_log_probs
+from saelens_tokenlabel.records.result import Trajectory
 from saelens_tokenlabel.toy import label_token_ids, noisy_feature, subset_feature
 
 
@@ -49,9 +49,9 @@ def test_hint_logits_give_the_tokens_half_the_mass_together():
 
 
 def _job(evaluator, data, config):
-    encoded, (job,) = feature_jobs([data], evaluator, config)
+    encoded, (job,) = feature_jobs([data.prepare(config)], evaluator, config)
     ctx = StepContext.build(evaluator, encoded, config.performance,
-                            evaluator.vocab_mask(config.exclude_special, config.words_only))
+                            evaluator.label_vocab(config))
     return ctx, job
 
 

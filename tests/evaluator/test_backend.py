@@ -8,6 +8,10 @@ import logging
 
 import pytest
 import torch
+
+import saelens_tokenlabel.evaluator.forward as forward
+from saelens_tokenlabel import Evaluator, FeatureData, LabelConfig, label_feature
+from saelens_tokenlabel.descent import StepContext
 from saelens_tokenlabel.evaluator.backend import BridgeBackend, backend_of, is_bridge
 from saelens_tokenlabel.evaluator.forward import (
     PrefixCache,
@@ -22,10 +26,6 @@ from saelens_tokenlabel.evaluator.loading import (
     save_local_model,
 )
 from saelens_tokenlabel.records.config import PerformanceConfig
-
-import saelens_tokenlabel.evaluator.forward as forward
-from saelens_tokenlabel import Evaluator, FeatureData, LabelConfig, label_feature
-from saelens_tokenlabel.descent import StepContext
 
 from ..builders import tiny_hf_llama, tiny_llama
 
@@ -57,7 +57,7 @@ def test_the_toy_evaluator_as_a_bridge_gives_its_hooked_logits(toy_pair):
     # fp32, the same network: HF's arithmetic order differs, so 1e-4, not 0.
     close = {"rtol": 1e-4, "atol": 1e-4}
     for a, b in ((hooked, bridge),):
-        ca, cb = PrefixCache.build(a, exs), PrefixCache.build(b, exs)
+        ca, cb = PrefixCache(a, exs), PrefixCache(b, exs)
         torch.testing.assert_close(cb.log_q, ca.log_q, **close)
         torch.testing.assert_close(cached_logits(b, cb, rows, e), cached_logits(a, ca, rows, e),
                                    **close)
@@ -108,7 +108,7 @@ def test_a_bridge_that_cannot_keep_a_cache_runs_whole_prompts_and_says_so_once(
     assert len(said) == 1 and "did not fill the key/value cache" in said[0]
     assert not ctx.cache.keep_kv and ctx.kv_cache is None
     torch.testing.assert_close(ctx.logits(rows, e), want, rtol=0, atol=0)
-    torch.testing.assert_close(ctx.cache.log_q, PrefixCache.build(
+    torch.testing.assert_close(ctx.cache.log_q, PrefixCache(
         bridge, exs, keep_kv=False).log_q, rtol=1e-6, atol=1e-6)
 
 
@@ -126,8 +126,8 @@ def test_the_lean_suffix_forward_is_for_hooked_transformers_and_a_bridge_says_wh
     exs = [bridge.encode(s, w) for s, w in SENTENCES]
     monkeypatch.setattr(forward, "_LOGGED", set())
     with caplog.at_level(logging.INFO, logger="saelens_tokenlabel.evaluator.forward"):
-        assert PrefixCache.build(hooked, exs).runner is not None
-        assert PrefixCache.build(bridge, exs).runner is None
+        assert PrefixCache(hooked, exs).runner is not None
+        assert PrefixCache(bridge, exs).runner is None
     assert any("TransformerBridge, not a HookedTransformer" in r.getMessage()
                for r in caplog.records)
 

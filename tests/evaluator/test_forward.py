@@ -4,6 +4,7 @@ HookedTransformer and a TransformerBridge of the same shape)."""
 from __future__ import annotations
 
 import torch
+
 from saelens_tokenlabel.evaluator.forward import (
     PrefixCache,
     cached_logits,
@@ -38,7 +39,7 @@ def test_prefix_lengths_differ(any_evaluator):
 def test_one_hot_label_equals_hard_token(any_evaluator):
     ev = any_evaluator
     exs = _encoded(ev)
-    cache = PrefixCache.build(ev, exs)
+    cache = PrefixCache(ev, exs)
     for tok in (5, 100, ev.d_vocab - 1):
         onehot = torch.zeros(len(exs), 1, ev.d_vocab, dtype=torch.float64)
         onehot[:, 0, tok] = 1.0
@@ -57,7 +58,7 @@ def test_one_hot_label_equals_hard_token(any_evaluator):
 def test_cached_equals_full_for_soft_labels_and_any_row_order(any_evaluator):
     ev = any_evaluator
     exs = _encoded(ev)
-    cache = PrefixCache.build(ev, exs, batch_size=3)  # chunked build, mixed lengths
+    cache = PrefixCache(ev, exs, batch_size=3)  # chunked build, mixed lengths
     g = torch.Generator().manual_seed(0)
     rows = torch.tensor([3, 0, 0, 2, 1])
     p = torch.softmax(torch.randn(len(rows), 2, ev.d_vocab, generator=g, dtype=torch.float64),
@@ -71,8 +72,8 @@ def test_cached_equals_full_for_soft_labels_and_any_row_order(any_evaluator):
 def test_q_is_next_token_distribution_before_label(any_evaluator):
     ev = any_evaluator
     exs = _encoded(ev)
-    cache = PrefixCache.build(ev, exs)
-    no_kv = PrefixCache.build(ev, exs, keep_kv=False)
+    cache = PrefixCache(ev, exs)
+    no_kv = PrefixCache(ev, exs, keep_kv=False)
     assert not no_kv.keys and no_kv.capacity == 0
     for i, ex in enumerate(exs):
         ref = ev.model(torch.tensor([list(ex.prefix_ids)]))[0, -1].log_softmax(-1)
@@ -83,7 +84,7 @@ def test_q_is_next_token_distribution_before_label(any_evaluator):
 def test_system_prompt_is_computed_once_and_shared(any_evaluator):
     ev = any_evaluator
     exs = _encoded(ev)
-    cache = PrefixCache.build(ev, exs)
+    cache = PrefixCache(ev, exs)
     # Everything up to the sentence is shared: BOS, the system turn, the user turn's opening.
     shared = ev.tokenizer.decode(list(exs[0].prefix_ids[: cache.shared_len]))
     assert shared.endswith("The text is:") or 'The text is: "'.startswith(shared[-14:])
@@ -96,8 +97,8 @@ def test_system_prompt_is_computed_once_and_shared(any_evaluator):
 def test_memory_budget_evicts_and_recomputes_exactly(any_evaluator):
     ev = any_evaluator
     exs = _encoded(ev)
-    full = PrefixCache.build(ev, exs)
-    small = PrefixCache.build(ev, exs, batch_size=2, max_resident=2)
+    full = PrefixCache(ev, exs)
+    small = PrefixCache(ev, exs, batch_size=2, max_resident=2)
     assert small.keys[0].shape[0] == 2  # only two examples' keys/values on the device
     assert small.bytes_per_example() == full.bytes_per_example()
     e = (torch.softmax(torch.randn(2, 1, ev.d_vocab, dtype=torch.float64), -1)
@@ -127,7 +128,7 @@ def test_conditional_q_is_the_next_token_distribution_after_hard_label_tokens(an
         ])
         for r, ids in zip(rows.tolist(), label_ids.tolist(), strict=True)
     ])
-    cache = PrefixCache.build(ev, exs)
+    cache = PrefixCache(ev, exs)
     torch.testing.assert_close(conditional_log_q(ev, exs, cache, rows, label_ids), ref,
                                **exact(ev, 1e-10))
     torch.testing.assert_close(conditional_log_q(ev, exs, None, rows, label_ids), ref,

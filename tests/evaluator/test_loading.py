@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from saelens_tokenlabel.evaluator.loading import load_evaluator_model
 
 from saelens_tokenlabel import Evaluator, load_local_model, save_local_model
+from saelens_tokenlabel.evaluator.loading import load_evaluator_model
 
 
 def test_save_and_load_local_model_roundtrip(tiny_evaluator, tmp_path):

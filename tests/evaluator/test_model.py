@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from saelens_tokenlabel.evaluator.model import DEFAULT_PLACEHOLDER
-from saelens_tokenlabel.evaluator.prompts import PAPER_SYSTEM_PROMPT
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from saelens_tokenlabel import Evaluator, EvaluatorError, PromptTemplate
+from saelens_tokenlabel.evaluator.model import DEFAULT_PLACEHOLDER
+from saelens_tokenlabel.evaluator.prompts import PAPER_SYSTEM_PROMPT
 
 from ..builders import LLAMA3_LIKE_TEMPLATE, tiny_llama, train_tokenizer
 

@@ -6,14 +6,14 @@ import logging
 
 import pytest
 import torch
+
+from saelens_tokenlabel import Evaluator
 from saelens_tokenlabel.evaluator.forward import (
     PrefixCache,
     cached_logits,
     full_prompt_logits,
 )
 from saelens_tokenlabel.evaluator.suffix import unsupported
-
-from saelens_tokenlabel import Evaluator
 
 from ..builders import tiny_llama
 from .test_forward import SENTENCES
@@ -28,8 +28,8 @@ VARIANTS = {
 
 def _both(ev, exs, rows, embeds):
     """(lean, TransformerLens cached, full prompt) logits of the same rows."""
-    fast = PrefixCache.build(ev, exs, batch_size=3)
-    slow = PrefixCache.build(ev, exs, batch_size=3, fast=False)
+    fast = PrefixCache(ev, exs, batch_size=3)
+    slow = PrefixCache(ev, exs, batch_size=3, fast=False)
     assert fast.runner is not None and slow.runner is None
     return (cached_logits(ev, fast, rows, embeds), cached_logits(ev, slow, rows, embeds),
             full_prompt_logits(ev, [exs[int(r)] for r in rows], embeds))
@@ -54,7 +54,7 @@ def test_lean_suffix_equals_transformer_lens(tokenizer, variant, slots):
         torch.testing.assert_close(grads[0], gr, rtol=1e-12, atol=1e-12)
     # The answer tokens' logits alone (what the two-way prediction reads): the same values.
     cols = torch.tensor([ev.yes_id, ev.no_id])
-    fast = PrefixCache.build(ev, exs)
+    fast = PrefixCache(ev, exs)
     torch.testing.assert_close(cached_logits(ev, fast, rows, embeds, cols), outs[2][:, cols],
                                rtol=0, atol=1e-12)
 
@@ -74,8 +74,8 @@ def test_other_architectures_keep_transformer_lens_and_say_why(tokenizer, caplog
     ev = Evaluator(model)
     exs = [ev.encode(s, w) for s, w in SENTENCES]
     with caplog.at_level(logging.INFO, logger="saelens_tokenlabel.evaluator.forward"):
-        cache = PrefixCache.build(ev, exs)
-        PrefixCache.build(ev, exs)
+        cache = PrefixCache(ev, exs)
+        PrefixCache(ev, exs)
     assert cache.runner is None
     said = [r.message for r in caplog.records if "lean suffix forward" in r.message]
     assert len(said) <= 1 and (not said or "normalization_type" in said[0])
@@ -94,6 +94,6 @@ def test_positions_past_the_rotary_table_extend_it_as_transformer_lens_does(toke
     ex = ev.encode(" ".join(["a"] * n_fill) + " x", "x")
     assert len(ex.prefix_ids) < 2048 < len(ex.prefix_ids) + len(ev.suffix_ids(1))
     e = torch.softmax(torch.randn(1, 1, ev.d_vocab, dtype=torch.float64), -1) @ ev.model.W_E
-    fast = PrefixCache.build(ev, [ex])
+    fast = PrefixCache(ev, [ex])
     torch.testing.assert_close(cached_logits(ev, fast, torch.tensor([0]), e),
                                full_prompt_logits(ev, [ex], e), rtol=0, atol=1e-10)

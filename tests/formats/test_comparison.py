@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-from saelens_tokenlabel.records.serial import ConfigError
 
 from saelens_tokenlabel.formats.comparison import (
     COMPARE_JSON,
@@ -25,6 +24,7 @@ from saelens_tokenlabel.formats.comparison import (
     summarize,
 )
 from saelens_tokenlabel.formats.explanations import SourceInfo
+from saelens_tokenlabel.records.serial import ConfigError
 
 
 def row(feature: int, ours: float | None, theirs: float | None, tol: float = 1e-9,

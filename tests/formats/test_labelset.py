@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from sae_lens import SAE
-from saelens_tokenlabel.records.extra import ActivationStats, FeatureExtra
 
 from saelens_tokenlabel import LabelResult, LabelSet
 from saelens_tokenlabel.formats.labelset import status_result
+from saelens_tokenlabel.records.extra import ActivationStats, FeatureExtra
 from saelens_tokenlabel.sae import METADATA_KEY, SIDECAR_FILENAME
 
 from ..sae.planted import DEAD_FEATURE, planted_sae

@@ -12,8 +12,6 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from saelens_tokenlabel.records.result import LabelResult
-from saelens_tokenlabel.records.serial import ConfigError
 
 from saelens_tokenlabel import LabelSet
 from saelens_tokenlabel.formats.neuronpedia import (
@@ -21,8 +19,11 @@ from saelens_tokenlabel.formats.neuronpedia import (
     NEURONPEDIA_AUTHOR_ID,
     NeuronpediaBatchConfig,
 )
-from saelens_tokenlabel.sae.coherence import CoherenceConfig
-from saelens_tokenlabel.sae.scoring import ScoreConfig, add_sae_scores
+from saelens_tokenlabel.records.result import LabelResult
+from saelens_tokenlabel.records.serial import ConfigError
+from saelens_tokenlabel.sae.scorers.apply import ScoreConfig, add_sae_scores
+from saelens_tokenlabel.sae.scorers.coherence import CoherenceConfig
+from saelens_tokenlabel.sae.subject import Subject
 
 from ..sae.planted import DEAD_FEATURE, MODEL_NAME, NEURONPEDIA_ID, planted_sae
 
@@ -116,9 +117,9 @@ def scored_labels(quick_labels, subject):
     """`quick_labels` with coherence and steering scores added (the fixture stays as it is)."""
     labels = LabelSet([LabelResult.from_dict(json.loads(json.dumps(quick_labels[f].to_dict())))
                        for f in quick_labels], quick_labels.info)
-    return LabelSet(add_sae_scores(list(labels.values()), planted_sae(), subject,
-                                   config=ScoreConfig(coherence_config=CoherenceConfig(
-                                       count="prompt"))), labels.info)
+    return LabelSet(add_sae_scores(list(labels.values()), Subject.of(subject, planted_sae()),
+                                   config=ScoreConfig(options={"coherence": CoherenceConfig(
+                                       count="prompt")})), labels.info)
 
 
 def test_coherence_and_steering_scores_go_out_as_score_records(quick_labels, scored_labels,

@@ -4,9 +4,9 @@ import math
 import random
 
 import pytest
-from saelens_tokenlabel.records.data import SYNTHETIC_NAMES
 
 from saelens_tokenlabel import FeatureData, FeatureDataError, LabelConfig
+from saelens_tokenlabel.records.data import SYNTHETIC_NAMES
 from saelens_tokenlabel.toy.lexicon import ANIMALS, MAMMALS, NON_MAMMAL_ANIMALS, NUMBERS
 
 

@@ -5,6 +5,9 @@ import json
 
 import pytest
 import torch
+
+from saelens_tokenlabel import FeatureData, LabelConfig, LabelResult, Trajectory, label_feature
+from saelens_tokenlabel.descent.scores import auroc, detection_scores
 from saelens_tokenlabel.records.extra import (
     ActivationStats,
     ExampleRecord,
@@ -16,9 +19,6 @@ from saelens_tokenlabel.records.extra import (
     from_plain,
     token_logits,
 )
-
-from saelens_tokenlabel import FeatureData, LabelConfig, LabelResult, Trajectory, label_feature
-from saelens_tokenlabel.descent.scores import auroc, detection_scores
 
 
 def test_result_json_roundtrip(tiny_evaluator):

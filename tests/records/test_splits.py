@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from saelens_tokenlabel.records.splits import split_examples
 
 from saelens_tokenlabel import FeatureData
+from saelens_tokenlabel.records.splits import split_examples
 
 
 def _where(split) -> dict[int, str]:

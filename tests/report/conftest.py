@@ -7,7 +7,8 @@ import pytest
 from saelens_tokenlabel import LabelConfig, LabelSet
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
-from saelens_tokenlabel.sae.scoring import add_sae_scores
+from saelens_tokenlabel.sae.scorers.apply import add_sae_scores
+from saelens_tokenlabel.sae.subject import Subject
 
 from ..sae.planted import (
     CHINESE_SENTENCES,
@@ -33,7 +34,7 @@ def toy_run_labels(toy_evaluator, tmp_path_factory) -> LabelSet:
         sae, subject, toy_evaluator, toy_sentences(120, seed=0) + list(CHINESE_SENTENCES),
         [0, 1, 2, 3], config, cache=CacheConfig(cache_dir=d / "cache"),
         examples=ExampleConfig(n_top=8, n_quantile=8, n_random=8, n_near_miss=8))
-    return LabelSet(add_sae_scores(list(labels.values()), sae, subject), labels.info)
+    return LabelSet(add_sae_scores(list(labels.values()), Subject.of(subject, sae)), labels.info)
 
 
 @pytest.fixture

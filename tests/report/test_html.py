@@ -8,14 +8,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from saelens_tokenlabel import LabelSet
 from saelens_tokenlabel.records.extra import (
     ExampleRecord,
     FeatureExtra,
     OutputSide,
     token_logits,
 )
-
-from saelens_tokenlabel import LabelSet
 from saelens_tokenlabel.report import ReportConfig, sparkline, write_report
 from saelens_tokenlabel.report.html import highlight
 

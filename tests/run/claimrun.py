@@ -39,7 +39,8 @@ def run(tmp: Path, out: Path | None, **options: Any) -> Any:
         LabelConfig(lr=1.0, steps=6, batch_size=8, threshold=0.0),
         cache=CacheConfig(cache_dir=tmp / "cache"),
         examples=ExampleConfig(n_top=6, n_quantile=4, n_random=6, n_near_miss=4),
-        features_per_batch=2, run_dir=out, scores=ScoreConfig(coherence=False), **options)
+        features_per_batch=2, run_dir=out,
+        scores=ScoreConfig(scorers=("output_side", "steering")), **options)
 
 
 def _blocking_executor(started: Path) -> Any:

@@ -4,14 +4,12 @@ real one: test_ray_backend.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-from saelens_tokenlabel.records.extra import FeatureExtra
 
-from saelens_tokenlabel import FeatureData
 from saelens_tokenlabel.descent.batch import LabelBatch
 from saelens_tokenlabel.formats.labelset import status_result
+from saelens_tokenlabel.records.data import Examples, PreparedFeature
+from saelens_tokenlabel.records.extra import FeatureExtra
 from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.ray_backend import _Dispatch
 
@@ -32,18 +30,17 @@ class Sink:
         self.events.append(("fail", list(features), str(err)))
 
 
-def _data(f: int) -> FeatureData:
-    return FeatureData(sentences=[], name=f)  # never labeled here: the stand-in reads names
+def _prepared(f: int) -> PreparedFeature:
+    # Never labeled here: the stand-in reads names.
+    return PreparedFeature(f, Examples([], 0.0, "activation > 0"))
 
 
 def _batch(*features: int, dead: tuple[int, ...] = ()) -> LabelBatch:
-    def finish(results):
-        return [dataclasses.replace(r, extra=FeatureExtra(other={"seen": "driver"}))
-                for r in results]
-
+    live = [f for f in features if f not in dead]
     return LabelBatch(features=list(features),
                       done=[status_result(f, "dead", "never fires") for f in dead],
-                      datas=[_data(f) for f in features if f not in dead], finish=finish)
+                      prepared=[_prepared(f) for f in live],
+                      extras={f: FeatureExtra(other={"seen": "driver"}) for f in live})
 
 
 def fake_label(batch, evaluator, config):
@@ -73,7 +70,7 @@ class _Actor:
     class label:  # noqa: N801  (the shape of a Ray actor method)
         @staticmethod
         def remote(batch):
-            assert batch.done == [] and batch.finish(["x"]) == ["x"]  # driver parts stay
+            assert batch.done == [] and batch.extras == {}  # driver parts stay
             return _Ref(batch)
 
 

@@ -8,14 +8,15 @@ import dataclasses
 
 import pytest
 import torch
-from saelens_tokenlabel.records.config import PerformanceConfig
 
 import saelens_tokenlabel.run.pipeline as label_mod
 from saelens_tokenlabel import LabelConfig, LabelSet
 from saelens_tokenlabel.descent.batch import label_batch
+from saelens_tokenlabel.records.config import PerformanceConfig
 from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
+from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.sae.words import REPLACEMENT
 from saelens_tokenlabel.toy.lexicon import ANIMALS, DIGITS
 
@@ -204,8 +205,9 @@ def test_attribution_order_labels_the_highest_scores_first(subject, sae, toy_cor
 
     asked = []
 
-    def attribution_scores(model, sae_, corpus, cache_config=None, max_tokens=None):
-        asked.append((model, sae_, len(corpus.fingerprint()) > 0, cache_config, max_tokens))
+    def attribution_scores(subject_, corpus, cache_config=None, max_tokens=None):
+        asked.append((subject_.model, subject_.sae, len(corpus.fingerprint()) > 0,
+                      cache_config, max_tokens))
         return torch.tensor([0.1, 0.9, 0.0, 0.0, 0.2, 0.9, 0.0, 5.0])
 
     fake = types.ModuleType("saelens_tokenlabel.sae.attribution")
@@ -271,7 +273,7 @@ def test_out_of_memory_once_halves_and_gives_the_same_labels(subject, sae, toy_c
 def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, toy_evaluator,
                                                      tmp_path):
     from saelens_tokenlabel.sae.logit_lens import warm_start_logits
-    from saelens_tokenlabel.sae.scoring import ScoreConfig
+    from saelens_tokenlabel.sae.scorers.apply import ScoreConfig
 
     # The animal feature's decoder row promotes the subject's " cat": the warm start must
     # put the evaluator's "cat"-like tokens on top at step 0 of the first attempt.
@@ -281,9 +283,9 @@ def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, t
     config = LabelConfig(steps=3, batch_size=6, threshold=0.0, warm_start=True, restarts=())
     labels = label_sae_features(sae, subject, toy_evaluator, toy_corpus, [ANIMAL_FEATURE],
                                 config, cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
-                                scores=ScoreConfig(coherence=True))
+                                scores=ScoreConfig())
     r = labels[ANIMAL_FEATURE]
-    init = warm_start_logits(sae, subject, toy_evaluator, [ANIMAL_FEATURE],
+    init = warm_start_logits(Subject.of(subject, sae), toy_evaluator, [ANIMAL_FEATURE],
                              top_k=config.warm_start_top_k,
                              top_mass=config.warm_start_top_mass)[0]
     best = torch.nonzero(init == init.max()).flatten().tolist()  # " cat" and "cat" tie
@@ -296,7 +298,7 @@ def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, t
     cold = label_sae_features(sae, subject, toy_evaluator, toy_corpus, [ANIMAL_FEATURE],
                               LabelConfig(steps=3, batch_size=6, threshold=0.0, restarts=()),
                               cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
-                              scores=ScoreConfig(coherence=False, output_side=False))
+                              scores=ScoreConfig(scorers=("steering",)))
     c = cold[ANIMAL_FEATURE]
     assert not set(c.trajectory.top_ids[0][0][: len(best)]) & set(best)
     assert c.extra.output_side is None and "coherence_ratio" not in c.metrics

@@ -42,5 +42,5 @@ def labeled_run(directory: Path, evaluator) -> tuple[Path, Path]:
         FEATURES, LabelConfig(lr=1.0, steps=80, batch_size=16, threshold=0.0),
         cache=CacheConfig(cache_dir=directory / "cache"),
         examples=ExampleConfig(n_top=12, n_quantile=12, n_random=16, n_near_miss=12),
-        run_dir=run_dir, scores=ScoreConfig(coherence=False, steering=False), progress=False)
+        run_dir=run_dir, scores=ScoreConfig(scorers=("output_side",)), progress=False)
     return run_dir, tok_dir

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from saelens_tokenlabel.sae import CacheConfig
 from saelens_tokenlabel.sae.attribution import attribution_scores
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import (
     CHINESE_FEATURE,
@@ -47,7 +48,7 @@ def brute_force(model, sae, texts, features):
 
 def test_matches_brute_force_gate(subject, sae):
     feats = [0, 1, 4, 5, 6]
-    got = attribution_scores(subject, sae, TEXTS, CacheConfig(batch_size=4))
+    got = attribution_scores(Subject.of(subject, sae), TEXTS, CacheConfig(batch_size=4))
     assert got.shape == (sae.cfg.d_sae,) and got.dtype == torch.float32
     want = brute_force(subject, sae, TEXTS, feats)
     assert (want > 0).all()
@@ -55,21 +56,23 @@ def test_matches_brute_force_gate(subject, sae):
 
 
 def test_silent_features_score_zero_and_firing_ones_do_not(subject, sae):
-    scores = attribution_scores(subject, sae, TEXTS, CacheConfig(batch_size=3))
+    scores = attribution_scores(Subject.of(subject, sae), TEXTS, CacheConfig(batch_size=3))
     assert scores[DEAD_FEATURE] == 0.0
     assert scores[CHINESE_FEATURE] == 0.0  # no Chinese in the corpus
-    with_chinese = attribution_scores(subject, sae, TEXTS + list(CHINESE_SENTENCES))
+    with_chinese = attribution_scores(Subject.of(subject, sae), TEXTS + list(CHINESE_SENTENCES))
     assert with_chinese[CHINESE_FEATURE] > 0 and with_chinese[DEAD_FEATURE] == 0.0
 
 
 def test_max_tokens_and_batching(subject, sae):
-    a = attribution_scores(subject, sae, TEXTS, CacheConfig(batch_size=1), max_tokens=20)
-    b = attribution_scores(subject, sae, TEXTS, CacheConfig(batch_size=8, max_tokens=20))
+    a = attribution_scores(Subject.of(subject, sae), TEXTS, CacheConfig(batch_size=1),
+                           max_tokens=20)
+    b = attribution_scores(Subject.of(subject, sae), TEXTS, CacheConfig(batch_size=8,
+                                                                        max_tokens=20))
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
-    full = attribution_scores(subject, sae, TEXTS)
+    full = attribution_scores(Subject.of(subject, sae), TEXTS)
     assert not torch.allclose(a, full)
     with pytest.raises(ValueError, match="max_tokens"):
-        attribution_scores(subject, sae, TEXTS, max_tokens=0)
+        attribution_scores(Subject.of(subject, sae), TEXTS, max_tokens=0)
 
 
 def test_hook_z_sae_matches_brute_force(subject):
@@ -85,7 +88,7 @@ def test_hook_z_sae_matches_brute_force(subject):
         sae.W_enc.copy_(torch.randn(8, 6, generator=gen))
         sae.W_dec.copy_(torch.randn(6, 8, generator=gen))
         sae.b_enc.fill_(-0.2)
-    got = attribution_scores(subject, sae, TEXTS[:3])
+    got = attribution_scores(Subject.of(subject, sae), TEXTS[:3])
     tok = subject.tokenizer
     total, n = torch.zeros(6, dtype=torch.float64), 0
     for text in TEXTS[:3]:

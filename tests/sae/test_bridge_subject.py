@@ -8,10 +8,11 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
+
 from saelens_tokenlabel.evaluator.backend import is_bridge
 from saelens_tokenlabel.evaluator.loading import boot_bridge, hooked_to_hf_llama
-
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import ANIMAL_FEATURE, DIGIT_FEATURE, planted_sae
 
@@ -51,9 +52,9 @@ def test_bridge_subject_caches_the_hooked_subjects_activations(
         sae = _head_sae(subject.cfg.d_head)
     feats = list(range(int(sae.cfg.d_sae)))
     docs = toy_corpus[:30]
-    hooked = build_activation_cache(subject, sae, docs, feats,
+    hooked = build_activation_cache(Subject.of(subject, sae), docs, feats,
                                     CacheConfig(cache_dir=tmp_path / "h", batch_size=4))
-    bridged = build_activation_cache(bridge_subject, sae, docs, feats,
+    bridged = build_activation_cache(Subject.of(bridge_subject, sae), docs, feats,
                                      CacheConfig(cache_dir=tmp_path / "b", batch_size=4))
     assert bridged.n_contexts == hooked.n_contexts and bridged.n_tokens == hooked.n_tokens
     assert bridged.meta["context_size"] == hooked.meta["context_size"]
@@ -75,7 +76,8 @@ def test_stop_at_layer_runs_no_block_past_the_hook_on_a_bridge(bridge_subject, t
     handles = [bridge_subject.blocks[i].mlp.register_forward_pre_hook(
         lambda module, args, i=i: calls.append(i)) for i in (0, 1)]
     try:
-        build_activation_cache(bridge_subject, planted_sae(hook="blocks.0.hook_resid_post"),
+        build_activation_cache(Subject.of(bridge_subject,
+                                          planted_sae(hook="blocks.0.hook_resid_post")),
                                toy_corpus[:10], [0], CacheConfig(cache_dir=tmp_path))
     finally:
         for h in handles:
@@ -96,7 +98,7 @@ def test_bridges_as_subject_and_evaluator_recover_the_planted_concepts(
     labels = label_sae_features(
         planted_sae(), bridge_subject, evaluator, toy_corpus, [ANIMAL_FEATURE, DIGIT_FEATURE],
         LabelConfig(seed=0), cache=CacheConfig(cache_dir=tmp_path), progress=False,
-        scores=ScoreConfig(coherence=False, steering=False))
+        scores=ScoreConfig(scorers=("output_side",)))
     assert labels[ANIMAL_FEATURE].label == "animal"
     assert labels[DIGIT_FEATURE].label == "number"
     for f in (ANIMAL_FEATURE, DIGIT_FEATURE):

@@ -17,13 +17,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelens_tokenlabel.sae.coherence import (
+from saelens_tokenlabel.sae.scorers.coherence import (
     CoherenceConfig,
     coherence_scores,
     greedy_generate,
     label_texts,
     reflective_coherence,
 )
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import ANIMAL_FEATURE, DIGIT_FEATURE, planted_sae, single_token, subject_model
 
@@ -51,7 +52,7 @@ def writes(subject_tokenizer):
 def test_true_concept_beats_wrong_one_on_the_planted_sae(subject, sae, subject_tokenizer):
     feats = [ANIMAL_FEATURE, ANIMAL_FEATURE, ANIMAL_FEATURE, DIGIT_FEATURE, DIGIT_FEATURE]
     labels = ["cat", "blue", "animal", "7", "cat"]
-    got = reflective_coherence(sae, subject, feats, labels, PROMPT_ONLY)
+    got = reflective_coherence(Subject.of(subject, sae), feats, labels, PROMPT_ONLY)
     cat, blue, animal, seven, digit_cat = got
     # Every template holds " cat" once: the max over each prompt is exactly its activation.
     want = _act(subject, sae, single_token(subject_tokenizer, " cat"), ANIMAL_FEATURE)
@@ -69,19 +70,20 @@ def test_generated_tokens_are_counted(writes, sae, subject_tokenizer):
     dog_writer, table_writer = writes[" dog"], writes[" table"]
     dog = _act(dog_writer, sae, single_token(subject_tokenizer, " dog"), ANIMAL_FEATURE)
     # A model that writes " dog" after anything: any label's continuation fires the feature...
-    gen = reflective_coherence(sae, dog_writer, [ANIMAL_FEATURE], ["blue"],
+    gen = reflective_coherence(Subject.of(dog_writer, sae), [ANIMAL_FEATURE], ["blue"],
                                CoherenceConfig(count="generated", max_new_tokens=3))[0]
     assert gen["coherence_activation"] == pytest.approx(dog, abs=1e-5)
     assert gen["coherence_hit_rate"] == 1.0
     # ...which only the generated part sees.
-    assert reflective_coherence(sae, dog_writer, [ANIMAL_FEATURE], ["blue"],
+    assert reflective_coherence(Subject.of(dog_writer, sae), [ANIMAL_FEATURE], ["blue"],
                                 PROMPT_ONLY)[0]["coherence_hit_rate"] == 0.0
     # A model that writes neutral words: prompt and continuation together, true beats wrong.
     both = CoherenceConfig(count="both", max_new_tokens=3)
-    cat, blue = reflective_coherence(sae, table_writer, [ANIMAL_FEATURE] * 2, ["cat", "blue"],
+    cat, blue = reflective_coherence(Subject.of(table_writer, sae), [ANIMAL_FEATURE] * 2, ["cat",
+                                                                                           "blue"],
                                      both)
     assert cat["coherence_hit_rate"] == 1.0 and blue["coherence_hit_rate"] == 0.0
-    texts = label_texts(sae, table_writer, ["cat"], both)["cat"]
+    texts = label_texts(Subject.of(table_writer, sae), ["cat"], both)["cat"]
     table = single_token(subject_tokenizer, " table")
     assert all(t.tokens[-3:] == [table] * 3 and t.counted == (0, len(t.tokens)) for t in texts)
 
@@ -98,9 +100,9 @@ def test_greedy_loop_matches_transformer_lens_generate(subject, subject_tokenize
 
 def test_batching_does_not_change_scores(subject, sae):
     feats, labels = [ANIMAL_FEATURE, DIGIT_FEATURE, 5], ["dog", "42", "cheese"]
-    together = reflective_coherence(sae, subject, feats, labels,
+    together = reflective_coherence(Subject.of(subject, sae), feats, labels,
                                     CoherenceConfig(max_new_tokens=4, batch_size=16))
-    alone = [reflective_coherence(sae, subject, [f], [lab],
+    alone = [reflective_coherence(Subject.of(subject, sae), [f], [lab],
                                   CoherenceConfig(max_new_tokens=4, batch_size=1))[0]
              for f, lab in zip(feats, labels, strict=True)]
     for a, b in zip(together, alone, strict=True):
@@ -128,8 +130,8 @@ def test_bad_input_says_what_to_change(subject):
     with pytest.raises(ValueError, match="max_new_tokens >= 1"):
         CoherenceConfig(count="generated", max_new_tokens=0)
     with pytest.raises(ValueError, match="one label per feature"):
-        reflective_coherence(planted_sae(), subject, [0, 1], ["cat"])
+        reflective_coherence(Subject.of(subject, planted_sae()), [0, 1], ["cat"])
     with pytest.raises(ValueError, match="empty label"):
-        reflective_coherence(planted_sae(), subject, [0], ["  "])
+        reflective_coherence(Subject.of(subject, planted_sae()), [0], ["  "])
     assert CoherenceConfig.from_dict(CoherenceConfig(threshold=0.5).to_dict()) == \
         CoherenceConfig(threshold=0.5)

@@ -13,6 +13,7 @@ from saelens_tokenlabel.sae import ExampleConfig, WordDecoder, select_examples
 from saelens_tokenlabel.sae.cache import META_FILENAME, ActivationCache, ShardWriter
 from saelens_tokenlabel.sae.fingerprint import CACHE_FORMAT_VERSION
 from saelens_tokenlabel.sae.render import contexts_needed, render_feature
+from saelens_tokenlabel.sae.subject import Subject
 
 BOS = 0
 
@@ -114,7 +115,7 @@ def test_rendered_examples_are_whole_words_and_inactive_picks_are_inactive(
 
     from .planted import ANIMAL_FEATURE, planted_tokens
 
-    cache = build_activation_cache(subject, sae, toy_corpus, None,
+    cache = build_activation_cache(Subject.of(subject, sae), toy_corpus, None,
                                    CacheConfig(cache_dir=tmp_path, shard_tokens=200))
     cfg = ExampleConfig(n_top=6, n_quantile=6, n_random=8, n_near_miss=8, window_before=3,
                         window_after=2)

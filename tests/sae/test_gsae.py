@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
 from saelens_tokenlabel.sae.gsae import GradientRequiredError, gsae_classes, needs_gradient
 from saelens_tokenlabel.sae.hooks import HookSpec, activation_and_grad
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import ANIMAL_FEATURE, D_MODEL, planted_gsae, planted_sae, subject_model
 
@@ -86,7 +87,7 @@ def test_the_cache_is_gradient_aware_and_the_weights_get_no_gradient(
     model = subject_model(subject_tokenizer).to(torch.float64)
     sae = random_gsae()
     corpus = toy_corpus[:30]
-    cache = build_activation_cache(model, sae, corpus, None,
+    cache = build_activation_cache(Subject.of(model, sae), corpus, None,
                                    CacheConfig(cache_dir=tmp_path, shard_tokens=100,
                                                batch_size=7), progress=False)
     assert cache.n_shards > 1 and cache.meta["key"]["gradient"] == {
@@ -177,7 +178,7 @@ def test_tokenlabel_label_on_a_gsae_folder(subject, toy_corpus, tmp_path, capsys
     assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
                  str(corpus), "--features", "0:2", "--evaluator", "toy", "--out",
                  str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--device",
-                 "cpu", "--no-coherence"]) == 0
+                 "cpu", "--no-score", "coherence"]) == 0
     labels = load_labelset(tmp_path / "out")
     assert labels[ANIMAL_FEATURE].label == "animal"
     # The planted digit feature: this corpus writes numbers as digits only, so "number" and

@@ -16,6 +16,7 @@ from saelens_tokenlabel.sae.logit_lens import (
     residual_directions,
     warm_start_logits,
 )
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import CHINESE_FEATURE, planted_sae, planted_tokens, single_token, subject_model
 
@@ -50,10 +51,10 @@ def _sae_with_rows(rows: dict[int, int], **meta):
 
 def test_planted_decoder_row_promotes_and_suppresses_its_tokens(lens_model, subject_tokenizer):
     sae = _sae_with_rows({0: CAT_DIR})
-    logits = decoder_logits(sae, lens_model, [0])
+    logits = decoder_logits(Subject.of(lens_model, sae), [0])
     # ln_final's weight is applied (x2), its data-dependent 1/rms is not.
     assert torch.equal(logits[0], 2.0 * lens_model.W_U[CAT_DIR].detach())
-    side = output_side(sae, lens_model, [0], k=2)[0]
+    side = output_side(Subject.of(lens_model, sae), [0], k=2)[0]
     assert side["promoted"] == [[" cat", 10.0], [" dog", 8.0]]
     assert side["suppressed"][0] == [" blue", -6.0]
     assert len(side["suppressed"]) == 2
@@ -95,7 +96,7 @@ def test_non_residual_hooks_map_through_the_models_own_weights(subject, hook, he
     subject.run_with_hooks(tokens, fwd_hooks=[(out_hook, grab("base"))])
     subject.run_with_hooks(tokens, fwd_hooks=[(hook, add), (out_hook, grab("steered"))])
     delta = (got["steered"] - got["base"])[0]
-    want = residual_directions(sae, subject, [1])[0]
+    want = residual_directions(Subject.of(subject, sae), [1])[0]
     for pos in range(tokens.shape[1]):
         torch.testing.assert_close(delta[pos], want, atol=1e-5, rtol=1e-4)
 
@@ -103,9 +104,9 @@ def test_non_residual_hooks_map_through_the_models_own_weights(subject, hook, he
 def test_hook_without_linear_path_to_logits_says_so(subject):
     sae = planted_sae(hook="blocks.0.attn.hook_q")
     with pytest.raises(LogitLensError, match="no linear path"):
-        decoder_logits(sae, subject, [0])
+        decoder_logits(Subject.of(subject, sae), [0])
     with pytest.raises(ValueError, match="out of range"):
-        decoder_logits(planted_sae(), subject, [99])
+        decoder_logits(Subject.of(subject, planted_sae()), [99])
 
 
 def test_warm_start_maps_promoted_subject_tokens_to_evaluator_tokens(lens_model,
@@ -115,7 +116,7 @@ def test_warm_start_maps_promoted_subject_tokens_to_evaluator_tokens(lens_model,
               for w in ("cat", "dog")}
     assert all(ev_ids.values())
     sae = _sae_with_rows({0: CAT_DIR, 1: BYTE_DIR})
-    v = warm_start_logits(sae, lens_model, toy_evaluator, [0, 1], top_k=2, scale=5.0)
+    v = warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0, 1], top_k=2, scale=5.0)
     assert v.shape == (2, toy_evaluator.d_vocab) and v.dtype == torch.float32
     nonzero = set(v[0].nonzero().flatten().tolist())
     assert nonzero == ev_ids["cat"] | ev_ids["dog"]  # " cat" and "cat" alike, nothing else
@@ -131,12 +132,13 @@ def test_warm_start_maps_promoted_subject_tokens_to_evaluator_tokens(lens_model,
     assert int(p.argmax()) in ev_ids["cat"]
     # A byte fragment (U+FFFD alone) has no evaluator counterpart: uniform start.
     assert not v[1].any()
-    only_cat = warm_start_logits(sae, lens_model, toy_evaluator, [0], top_k=1)
+    only_cat = warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], top_k=1)
     assert set(only_cat[0].nonzero().flatten().tolist()) == ev_ids["cat"]
     # Tokens outside the vocabulary mask are never chosen.
     mask = toy_evaluator.vocab_mask()
     mask[list(ev_ids["cat"])] = False
-    masked = warm_start_logits(sae, lens_model, toy_evaluator, [0], top_k=2, vocab_mask=mask)
+    masked = warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], top_k=2,
+                               vocab_mask=mask)
     assert set(masked[0].nonzero().flatten().tolist()) == ev_ids["dog"]
     # Still weighed against the top subject token, matched or not.
     assert all(masked[0, i].item() == pytest.approx(dog, rel=1e-5) for i in ev_ids["dog"])
@@ -145,7 +147,7 @@ def test_warm_start_maps_promoted_subject_tokens_to_evaluator_tokens(lens_model,
 def test_top_mass_sets_the_scale_from_the_vocabulary(lens_model, toy_evaluator):
     sae = _sae_with_rows({0: CAT_DIR})
     mask = toy_evaluator.vocab_mask()
-    v = warm_start_logits(sae, lens_model, toy_evaluator, [0], top_k=1, top_mass=0.5)
+    v = warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], top_k=1, top_mass=0.5)
     p = torch.softmax(v[0].masked_fill(~mask, float("-inf")), -1)
     # Top-1 only: " cat" and "cat" each start at the scale that gives one token half the mass.
     ids = v[0].nonzero().flatten()
@@ -154,27 +156,29 @@ def test_top_mass_sets_the_scale_from_the_vocabulary(lens_model, toy_evaluator):
     assert v[0, ids[0]].item() == pytest.approx(math.log(n - 1))
     assert p[ids].sum().item() == pytest.approx(2 / (2 + (n - 2) / (n - 1)), rel=1e-5)
     with pytest.raises(ValueError, match="top_mass"):
-        warm_start_logits(sae, lens_model, toy_evaluator, [0], top_mass=1.0)
+        warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], top_mass=1.0)
 
 
 def test_warm_start_options_come_as_a_config_or_as_keywords(lens_model, toy_evaluator):
     sae = _sae_with_rows({0: CAT_DIR, 1: BYTE_DIR})
     cfg = WarmStartConfig(top_k=2, scale=3.0, temperature=0.5)
-    by_config = warm_start_logits(sae, lens_model, toy_evaluator, [0, 1], cfg)
-    by_keywords = warm_start_logits(sae, lens_model, toy_evaluator, [0, 1], top_k=2, scale=3.0,
+    by_config = warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0, 1], cfg)
+    by_keywords = warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0, 1], top_k=2,
+                                    scale=3.0,
                                     temperature=0.5)
     assert torch.equal(by_config, by_keywords) and by_config.max().item() == 3.0
     # Keywords override the config's fields.
-    top1 = warm_start_logits(sae, lens_model, toy_evaluator, [0], cfg, top_k=1)
-    assert torch.equal(top1, warm_start_logits(sae, lens_model, toy_evaluator, [0], top_k=1,
+    top1 = warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], cfg, top_k=1)
+    assert torch.equal(top1, warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0],
+                                               top_k=1,
                                                scale=3.0, temperature=0.5))
     for bad, match in [({"top_k": 0}, "top_k"), ({"temperature": 0.0}, "temperature"),
                        ({"scale": -1.0}, "scale")]:
         with pytest.raises(ValueError, match=match):
             WarmStartConfig(**bad)
         with pytest.raises(ValueError, match=match):
-            warm_start_logits(sae, lens_model, toy_evaluator, [0], **bad)
+            warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], **bad)
     with pytest.raises(TypeError, match="top_z"):
-        warm_start_logits(sae, lens_model, toy_evaluator, [0], top_z=3)
+        warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], top_z=3)
     with pytest.raises(TypeError, match="WarmStartConfig"):
-        warm_start_logits(sae, lens_model, toy_evaluator, [0], 20)
+        warm_start_logits(Subject.of(lens_model, sae), toy_evaluator, [0], 20)

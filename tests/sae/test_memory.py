@@ -28,6 +28,7 @@ from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
 from saelens_tokenlabel.sae import CacheConfig, activations, build_activation_cache
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import D_MODEL, HOOK, MODEL_NAME, toy_sentences
 
@@ -76,7 +77,7 @@ def _build_counting(subject, sae, corpus, cache_dir, monkeypatch) -> tuple[dict,
     monkeypatch.setattr(activations, "encode_contexts", counted_encode)
     monkeypatch.setattr(sae, "encode", counted_sae_encode)
     try:
-        cache = build_activation_cache(subject, sae, corpus, [0, 1, 2],
+        cache = build_activation_cache(Subject.of(subject, sae), corpus, [0, 1, 2],
                                        CacheConfig(cache_dir=cache_dir, **CONFIG))
     finally:
         monkeypatch.undo()
@@ -112,6 +113,7 @@ import torch
 
 torch.set_num_threads(1)
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
+from saelens_tokenlabel.sae.subject import Subject
 from tests.sae.planted import subject_model, toy_sentences, train_subject_tokenizer
 from tests.sae.test_memory import CONFIG, documents, wide_sae
 
@@ -121,10 +123,11 @@ sae = wide_sae()
 corpus = documents(n_sentences, seed)
 cfg = CacheConfig(cache_dir=out / "cache", **CONFIG)
 # Warm up allocator and kernels, so that one-off costs count against neither corpus.
-build_activation_cache(subject, sae, toy_sentences(40, seed=3), [0, 1, 2], cfg, progress=False)
+build_activation_cache(Subject.of(subject, sae), toy_sentences(40, seed=3), [0, 1, 2], cfg,
+                       progress=False)
 gc.collect()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-cache = build_activation_cache(subject, sae, corpus, [0, 1, 2], cfg, progress=False)
+cache = build_activation_cache(Subject.of(subject, sae), corpus, [0, 1, 2], cfg, progress=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"growth": (peak - base) * 1024, "n_tokens": cache.n_tokens}))
 """

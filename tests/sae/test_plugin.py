@@ -15,6 +15,7 @@ from sae_lens.saes.sae import SAE, SAEMetadata
 import saelens_tokenlabel  # noqa: F401  (installs the plugin)
 from saelens_tokenlabel.run import plugin
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import D_MODEL, HOOK, MODEL_NAME
 
@@ -61,7 +62,7 @@ def test_cache_encodes_with_each_architecture(architecture, subject, toy_corpus,
     """The cache is each class's own `encode` on the hook's activations, whatever the class
     (TopK included, whose encode may return a sparse tensor)."""
     sae = make(architecture)
-    cache = build_activation_cache(subject, sae, toy_corpus[:12], None,
+    cache = build_activation_cache(Subject.of(subject, sae), toy_corpus[:12], None,
                                    CacheConfig(cache_dir=tmp_path, batch_size=5))
     contexts = cache.contexts(range(cache.n_contexts))
     for c in (0, 7):

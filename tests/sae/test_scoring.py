@@ -7,11 +7,12 @@ import json
 
 import pytest
 import torch
-from saelens_tokenlabel.records.result import LabelResult, Trajectory
 
 from saelens_tokenlabel.formats.labelset import status_result
-from saelens_tokenlabel.sae.coherence import SCORE_KEYS, CoherenceConfig
-from saelens_tokenlabel.sae.scoring import ScoreConfig, add_sae_scores
+from saelens_tokenlabel.records.result import LabelResult, Trajectory
+from saelens_tokenlabel.sae.scorers.apply import ScoreConfig, add_sae_scores
+from saelens_tokenlabel.sae.scorers.coherence import SCORE_KEYS, CoherenceConfig
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import (
     ANIMAL_FEATURE,
@@ -23,7 +24,8 @@ from .planted import (
 )
 
 CAT_DIR = 10
-CONFIG = ScoreConfig(output_k=3, coherence_config=CoherenceConfig(count="prompt"))
+CONFIG = ScoreConfig(options={"output_side": {"k": 3},
+                              "coherence": CoherenceConfig(count="prompt")})
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_output_side_for_all_coherence_for_labeled(setup):
     model, sae = setup
     given = _results()
     before = [r.to_dict() for r in given]
-    results = add_sae_scores(given, sae, model, config=CONFIG)
+    results = add_sae_scores(given, Subject.of(model, sae), config=CONFIG)
     # New results; the given ones are as they were (results are built once).
     assert [r.to_dict() for r in given] == before
     assert all(a is not b and a.metrics is not b.metrics for a, b in zip(given, results,
@@ -84,16 +86,17 @@ def test_output_side_for_all_coherence_for_labeled(setup):
 
 def test_config_switches(setup):
     model, sae = setup
-    results = add_sae_scores(_results(), sae, model, config=ScoreConfig(coherence=False))
+    results = add_sae_scores(_results(), Subject.of(model, sae),
+                             config=ScoreConfig(scorers=("output_side", "steering")))
     assert all(r.extra.output_side is not None for r in results)
     assert not any(k in r.metrics for r in results for k in SCORE_KEYS)
-    results = add_sae_scores(_results(), sae, model, config=ScoreConfig(
-        output_side=False, coherence_config={"count": "prompt"}))
+    results = add_sae_scores(_results(), Subject.of(model, sae), config=ScoreConfig(
+        scorers=("coherence",), options={"coherence": {"count": "prompt"}}))
     assert not any(r.extra.output_side is not None for r in results)
     assert results[0].metrics["coherence_hit_rate"] == 1.0
     assert ScoreConfig.from_dict(CONFIG.to_dict()) == CONFIG
-    with pytest.raises(ValueError, match="output_k"):
-        ScoreConfig(output_k=0)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        ScoreConfig(options={"output_side": {"k": 0}})
     bad = dataclasses.replace(_ok(ANIMAL_FEATURE, "cat"), feature="my-feature")
     with pytest.raises(ValueError, match="feature index"):
-        add_sae_scores([bad], sae, model)
+        add_sae_scores([bad], Subject.of(model, sae))

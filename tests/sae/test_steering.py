@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from saelens_tokenlabel.sae.steering import (
+from saelens_tokenlabel.sae.scorers.steering import (
     SteeringConfig,
     _context_tokens,
     label_token_ids,
     steering_scores,
 )
+from saelens_tokenlabel.sae.subject import Subject
 
 from .planted import D_MODEL, single_token, subject_model
 
@@ -45,7 +46,7 @@ def test_a_latent_that_writes_the_labels_direction_steers_towards_it(subject_tok
     rows = torch.cat([model.W_E[cat].detach()[None],
                       torch.randn(n_random, D_MODEL, generator=g, dtype=torch.float64)])
     sae = _sae(rows)
-    writes_cat, *random_latents = steering_scores(sae, model, list(range(1 + n_random)),
+    writes_cat, *random_latents = steering_scores(Subject.of(model, sae), list(range(1 + n_random)),
                                                   ["cat"] * (1 + n_random))
     assert writes_cat["steering_score"] > 2.0  # nats, against random directions
     assert writes_cat["steering_gain"] > writes_cat["steering_random_gain"]
@@ -66,7 +67,7 @@ def test_steering_score_by_hand(subject_tokenizer):
     sae = _sae(rows)
     config = SteeringConfig(contexts=("The weather report said that", "Here is"),
                             scales=(0.5, 3.0), n_random=2, seed=11)
-    got = steering_scores(sae, model, [2], ["dog"], config)[0]
+    got = steering_scores(Subject.of(model, sae), [2], ["dog"], config)[0]
     tokens, mask = _context_tokens(model, config)
     ids = label_token_ids(model, "dog")
     norms = []

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from saelens_tokenlabel.evaluator.model import PLAIN_CHAT_TEMPLATE
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from saelens_tokenlabel import Evaluator, EvaluatorError, LabelConfig, PromptTemplate
+from saelens_tokenlabel.evaluator.model import PLAIN_CHAT_TEMPLATE
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import (
     CacheConfig,
@@ -32,6 +32,7 @@ from saelens_tokenlabel.sae.activations import (
 from saelens_tokenlabel.sae.cache import META_FILENAME
 from saelens_tokenlabel.sae.hooks import HookSpec, similar_hooks
 from saelens_tokenlabel.sae.render import contexts_needed, render_feature
+from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.sae.validate import validate_inputs
 
 from ..builders import CORPUS, LLAMA3_LIKE_TEMPLATE, SPECIAL, tiny_llama, train_tokenizer
@@ -69,11 +70,13 @@ def test_empty_corpus_is_a_clear_error(subject, sae, fast_evaluator, tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n\n  \n", encoding="utf-8")
     with pytest.raises(CorpusError, match="no documents"):
-        build_activation_cache(subject, sae, blank, [0], CacheConfig(cache_dir=tmp_path / "a"))
+        build_activation_cache(Subject.of(subject, sae), blank, [0],
+                               CacheConfig(cache_dir=tmp_path / "a"))
     jsonl = tmp_path / "empty.jsonl"
     jsonl.write_text('{"text": ""}\n{"text": ""}\n', encoding="utf-8")
     with pytest.raises(CorpusError, match="all 2 documents are empty"):
-        build_activation_cache(subject, sae, jsonl, [0], CacheConfig(cache_dir=tmp_path / "a"))
+        build_activation_cache(Subject.of(subject, sae), jsonl, [0],
+                               CacheConfig(cache_dir=tmp_path / "a"))
     assert not list((tmp_path / "a").rglob(META_FILENAME))
 
 
@@ -82,7 +85,7 @@ def test_corpus_shorter_than_the_context_gives_short_contexts(subject, sae, subj
     """Decided: a document shorter than the context is one shorter context (BOS + its
     tokens), never padded or packed with other documents; activations are exact."""
     docs = ["The cat sat.", "A dog ate 3 cake."]
-    cache = build_activation_cache(subject, sae, docs, [ANIMAL_FEATURE],
+    cache = build_activation_cache(Subject.of(subject, sae), docs, [ANIMAL_FEATURE],
                                    CacheConfig(cache_dir=tmp_path / "acts"))
     assert cache.meta["context_size"] == 32
     bos = subject_tokenizer.bos_token_id
@@ -151,7 +154,7 @@ def test_wrong_types_are_clear_errors(subject, sae, fast_evaluator):
         validate_inputs(sae, "gpt2", fast_evaluator)
     with pytest.raises(TypeError, match="stl.Evaluator"):
         validate_inputs(sae, subject, "gpt-4")
-    assert validate_inputs(sae, subject, fast_evaluator) is fast_evaluator
+    assert validate_inputs(sae, subject, fast_evaluator)[1] is fast_evaluator
 
 
 # ---------------------------------------------------------------------- evaluator
@@ -222,7 +225,8 @@ def test_evaluator_knows_which_words_it_cannot_spell(unk_evaluator, fast_evaluat
 def test_unspellable_words_are_dropped_and_counted(subject, sae, subject_tokenizer,
                                                    unk_evaluator, toy_corpus, tmp_path):
     corpus = toy_corpus[:20] + list(CHINESE_SENTENCES) * 2
-    cache = build_activation_cache(subject, sae, corpus, [ANIMAL_FEATURE, CHINESE_FEATURE],
+    cache = build_activation_cache(Subject.of(subject, sae), corpus, [ANIMAL_FEATURE,
+                                                                      CHINESE_FEATURE],
                                    CacheConfig(cache_dir=tmp_path / "acts"))
     sels, pool = select_examples(cache, [ANIMAL_FEATURE, CHINESE_FEATURE], FEW)
     decoder = WordDecoder(subject_tokenizer)
@@ -267,7 +271,7 @@ def _broken_sae():
 def test_nonfinite_sae_activations_are_counted_not_cached(subject, toy_corpus, tmp_path):
     sae = _broken_sae()
     feats = [ANIMAL_FEATURE, DEAD_FEATURE, 5, 6]
-    cache = build_activation_cache(subject, sae, toy_corpus[:30], feats,
+    cache = build_activation_cache(Subject.of(subject, sae), toy_corpus[:30], feats,
                                    CacheConfig(cache_dir=tmp_path / "acts"))
     assert cache.meta["nonfinite"] == {"5": cache.n_tokens, "6": cache.n_tokens}
     for f in feats:
@@ -289,7 +293,7 @@ def test_nonfinite_sae_activations_are_counted_not_cached(subject, toy_corpus, t
     # Without a counter to record them in, NaN/inf are an error, never zeros.
     spec = HookSpec.from_sae(sae)
     with pytest.raises(NonFiniteActivationError, match=r"features \[5, 6\]"):
-        encode_contexts(SaeEncoder(subject, sae, spec, None, 64), [contexts[0]], 32)
+        encode_contexts(SaeEncoder(Subject(subject, sae, spec), None, 64), [contexts[0]], 32)
 
 
 def test_nonfinite_values_already_in_a_cache_are_counted_too(tmp_path):
@@ -327,7 +331,8 @@ def test_nonfinite_model_activations_stop_the_cache_build(subject_tokenizer, sae
     corpus = [t for t in toy_corpus if " cat" in t][:2] + toy_corpus[:10]
     with pytest.raises(NonFiniteActivationError, match="NaN/inf at hook 'blocks.0.hook_resid_pre'"
                        ) as err:
-        build_activation_cache(broken, sae, corpus, [0], CacheConfig(cache_dir=tmp_path / "a"))
+        build_activation_cache(Subject.of(broken, sae), corpus, [0],
+                               CacheConfig(cache_dir=tmp_path / "a"))
     assert "float32" in str(err.value) and "cat" in str(err.value)
     assert not list((tmp_path / "a").rglob(META_FILENAME))
     # Broken already on the first token: caught up front, before the corpus is touched.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from saelens_tokenlabel.evaluator.forward import hard_prompt_logits
 
+from saelens_tokenlabel.evaluator.forward import hard_prompt_logits
 from saelens_tokenlabel.toy import (
     CONCEPTS,
     TWO_TOKEN_CONCEPTS,

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
+from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.toy.lexicon import (
     ANIMALS,
     CONCEPTS,
@@ -99,7 +100,7 @@ def test_truth_is_the_most_specific_concept_of_the_members(world):
 
 
 def test_each_feature_fires_exactly_on_its_members(world, tmp_path):
-    cache = build_activation_cache(world.subject, world.sae, list(world.corpus), None,
+    cache = build_activation_cache(Subject.of(world.subject, world.sae), list(world.corpus), None,
                                    CacheConfig(cache_dir=tmp_path), progress=False)
     contexts = cache.contexts(range(cache.n_contexts))
     assert len(contexts) == len(world.corpus)

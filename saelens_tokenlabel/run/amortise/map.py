@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from ...records.config import AmortizeConfig
 from ...records.files import atomic_write, atomic_write_text
 from ...records.result import LabelResult
+from .config import AmortizeConfig
 
 AMORTIZER_JSON = "amortizer.json"
 AMORTIZER_TENSORS = "amortizer.safetensors"

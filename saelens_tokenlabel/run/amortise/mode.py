@@ -31,7 +31,8 @@ from ...records.names import AMORTIZER_DIR
 from ...records.result import LabelResult
 from ...sae.batches import BatchStage, prepared_batches
 from ..record import RunRecord, RunSink
-from .map import AmortizeConfig, Amortizer
+from .config import AmortizeConfig
+from .map import Amortizer
 from .proposals import feature_inputs, verify_group
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def trusted(results: Iterable[LabelResult], bar: float) -> list[LabelResult]:
 
 
 @dataclass
-class AmortizedRun:
+class AmortisedRun:
     """One amortised run's state (module docstring)."""
 
     sae: Any
@@ -165,5 +166,5 @@ class AmortizedRun:
             # Started once: the features sent to descent are started by the executor.
             self.sink.start([int(r.feature) for r in verified.results])
             self.sink.put(verified.results)
-            if verified.descend.datas:
+            if verified.descend.prepared:
                 self.execute([verified.descend])

@@ -30,10 +30,12 @@ from ...descent.hardlabel import batch_label_scores, job_fields
 from ...descent.labeler import feature_jobs
 from ...descent.state import FeatureJob
 from ...records.config import LabelConfig
+from ...records.data import PreparedFeature
 from ...records.result import Attempt, LabelResult, Trajectory, selection_score
-from ...sae.batches import BatchStage, Finish, prepare_batch
+from ...sae.batches import BatchStage, prepare_batch
 from ...sae.logit_lens import WarmStartConfig
-from .map import AmortizeConfig, Proposal, init_logits
+from .config import AmortizeConfig
+from .map import Proposal, init_logits
 
 
 def feature_inputs(sae: Any, features: list[int], inputs: tuple[str, ...] = ("decoder",)
@@ -67,9 +69,7 @@ def verify_group(group: list[int], stage: BatchStage, proposals: dict[int, Propo
                  config: AmortizeConfig, bar: float) -> Verified:
     """Score each feature's proposal on its examples; accept it or send it to descent."""
     batch = prepare_batch(group, stage)
-    assert isinstance(batch.finish, Finish)
-    extras = batch.finish.extras
-    datas = {int(d.name): d for d in batch.datas}
+    datas = {int(p.name): p for p in batch.prepared}
     accepted, tried = ((_score(list(datas.values()), stage, proposals, bar, config.candidates))
                        if datas else ([], {}))
     taken = {int(r.feature) for r in accepted}
@@ -78,29 +78,28 @@ def verify_group(group: list[int], stage: BatchStage, proposals: dict[int, Propo
     # gets; with none, the descent starts cold.
     label = stage.config
     start = WarmStartConfig(top_mass=label.warm_start_top_mass).start_logit(int(
-        stage.evaluator.vocab_mask(label.exclude_special, label.words_only).sum()))
+        stage.evaluator.label_vocab(label).sum()))
     descend = LabelBatch(
-        features=rest, datas=[datas[f] for f in rest],
+        features=rest, prepared=[datas[f] for f in rest],
         init_logits=[init_logits(weighted(tried[f], bar, label.label_length),
                                  stage.evaluator.d_vocab, start) for f in rest],
-        finish=Finish({f: extras[f] for f in rest}, method="warm_started",
-                      before={f: tried[f] for f in rest}),
-        overrides=config.warm_overrides(label.label_length))
-    return Verified(batch.done + Finish({f: extras[f] for f in taken})(accepted), descend)
+        extras={f: batch.extras[f] for f in rest}, before={f: tried[f] for f in rest},
+        method="warm_started", overrides=config.warm_overrides(label.label_length))
+    return Verified(batch.done + batch.finish(accepted), descend)
 
 
 Tried = dict[int, list[Attempt]]
 """Per rejected feature: its scored candidates, as rejected attempts (`rejected_proposals`)."""
 
 
-def _score(datas: list[Any], stage: BatchStage, proposals: dict[int, Proposal], bar: float,
-           candidates: int) -> tuple[list[LabelResult], Tried]:
+def _score(datas: list[PreparedFeature], stage: BatchStage, proposals: dict[int, Proposal],
+           bar: float, candidates: int) -> tuple[list[LabelResult], Tried]:
     """The accepted proposals' results (one prefix pass over the group's examples, the
     candidates rated in one pass), and the rejected features' scored candidates."""
     config, evaluator = stage.config, stage.evaluator
     encoded, jobs = feature_jobs(datas, evaluator, config)
     ctx = StepContext.build(evaluator, encoded, config.performance,
-                            evaluator.vocab_mask(config.exclude_special, config.words_only))
+                            evaluator.label_vocab(config))
     pairs = [(job, rank, ids, share) for job in jobs
              for rank, (ids, share) in enumerate(proposals[int(job.name)].ranked[:candidates])]
     scores = batch_label_scores(ctx, [(job, ids) for job, _, ids, _ in pairs],

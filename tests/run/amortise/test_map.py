@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from saelens_tokenlabel.records.result import Trajectory
-from saelens_tokenlabel.records.serial import ConfigError
 
 from saelens_tokenlabel import AmortizeConfig, LabelResult
+from saelens_tokenlabel.records.result import Trajectory
+from saelens_tokenlabel.records.serial import ConfigError
 from saelens_tokenlabel.run.amortise.map import (
     Amortizer,
     init_logits,

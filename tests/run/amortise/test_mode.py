@@ -30,7 +30,7 @@ def _label(world, evaluator, folder, features, amortize=AMORTIZE):
         world.sae, world.subject, evaluator, list(world.corpus), features, LabelConfig(),
         cache=CacheConfig(cache_dir=folder.parent / "cache"), run_dir=folder,
         amortize=amortize, progress=False,
-        scores=ScoreConfig(coherence=False, steering=False, output_side=False))
+        scores=ScoreConfig(scorers=()))
 
 
 def _attempts(folder) -> dict[int, int]:
@@ -146,7 +146,7 @@ def test_an_interrupted_amortised_run_resumes_to_the_uninterrupted_labels(
             world.sae, world.subject, toy_evaluator, list(world.corpus), None, LabelConfig(),
             cache=CacheConfig(cache_dir=tmp_path / "cache"), run_dir=killed,
             amortize=AMORTIZE, progress=False, executor=_Dies(5),
-            scores=ScoreConfig(coherence=False, steering=False, output_side=False))
+            scores=ScoreConfig(scorers=()))
     with RunStore(killed, create=False) as store:
         assert 0 < len(store.finished()) < 48
     resumed = _label(world, toy_evaluator, killed, None)

@@ -35,13 +35,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from jaxtyping import Float
 
-from ..records.serial import Config
-from .activations import SaeEncoder, encode_contexts
-from .hooks import HookSpec
-from .logit_lens import check_features
+from ...records.columns import COHERENCE_COLUMNS
+from ...records.extra import FeatureExtra
+from ...records.serial import Config
+from ..activations import SaeEncoder, encode_contexts
+from ..logit_lens import check_features
+from ..subject import Subject, require_subject
+from .registry import ScoreItem, ScoreUpdate, register_scorer
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from ..subject import SubjectModel
 
 Count = Literal["prompt", "generated", "both"]
 
@@ -126,7 +129,7 @@ class LabelText:
 # ---------------------------------------------------------------------------- generation
 @torch.no_grad()
 def greedy_generate(
-    model: HookedTransformer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+    model: SubjectModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     batch_size: int = 32, eos_id: int | None = None,
 ) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids), without the prompt, cut before EOS.
@@ -174,13 +177,13 @@ def greedy_generate(
 
 
 # ---------------------------------------------------------------------------- texts
-def _bos_id(model: HookedTransformer, sae: Any, config: CoherenceConfig) -> int | None:
+def _bos_id(subject: Subject, config: CoherenceConfig) -> int | None:
     if config.use_chat_template:
         return None
     bos = config.prepend_bos if config.prepend_bos is not None else \
-        sae.cfg.metadata.prepend_bos
+        subject.sae.cfg.metadata.prepend_bos
     if bos is None or bos:
-        bos_id = model.tokenizer.bos_token_id
+        bos_id = subject.tokenizer.bos_token_id
         if bos_id is None:
             raise ValueError("The subject tokenizer has no bos_token, but BOS-prefixed texts "
                              "were asked for. Pass CoherenceConfig(prepend_bos=False).")
@@ -188,7 +191,7 @@ def _bos_id(model: HookedTransformer, sae: Any, config: CoherenceConfig) -> int 
     return None
 
 
-def _encode(model: HookedTransformer, text: str, bos_id: int | None, chat: bool) -> list[int]:
+def _encode(model: SubjectModel, text: str, bos_id: int | None, chat: bool) -> list[int]:
     tok = model.tokenizer
     if chat:
         if not getattr(tok, "chat_template", None):
@@ -201,12 +204,12 @@ def _encode(model: HookedTransformer, text: str, bos_id: int | None, chat: bool)
 
 
 def label_texts(
-    sae: Any, model: HookedTransformer, labels: Sequence[str],
-    config: CoherenceConfig | None = None,
+    subject: Subject, labels: Sequence[str], config: CoherenceConfig | None = None,
 ) -> dict[str, list[LabelText]]:
     """Per distinct label: its rendered prompts with their greedy continuations."""
     config = config or CoherenceConfig()
-    bos_id = _bos_id(model, sae, config)
+    model = subject.model
+    bos_id = _bos_id(subject, config)
     uniq = list(dict.fromkeys(labels))
     prompts = [_encode(model, t.replace("{label}", lab), bos_id, config.use_chat_template)
                for lab in uniq for t in config.templates]
@@ -224,25 +227,17 @@ def label_texts(
     return out
 
 
-def decode_texts(model: HookedTransformer, texts: dict[str, list[LabelText]]
-                 ) -> dict[str, list[str]]:
-    """The label texts as strings (prompt and continuation), for a look at what was read."""
-    return {lab: [model.tokenizer.decode(t.tokens) for t in ts] for lab, ts in texts.items()}
-
-
 # ---------------------------------------------------------------------------- measurement
 def max_activations(
-    model: HookedTransformer, sae: Any, texts: Sequence[LabelText], features: Sequence[int],
+    subject: Subject, texts: Sequence[LabelText], features: Sequence[int],
     batch_size: int = 32, encode_batch_tokens: int = 2048,
 ) -> Float[torch.Tensor, "text feat"]:
     """Each feature's largest activation over each text's counted, non-special positions
     (0 where it never fires there)."""
-    spec = HookSpec.from_sae(sae)
-    spec.check(model)
     feats = torch.tensor(sorted(set(features)), dtype=torch.long)
-    encoder = SaeEncoder(model, sae, spec, feats, encode_batch_tokens)
+    encoder = SaeEncoder(subject, feats, encode_batch_tokens)
     col = {int(f): i for i, f in enumerate(feats.tolist())}
-    special = torch.tensor(sorted(model.tokenizer.all_special_ids), dtype=torch.long)
+    special = torch.tensor(sorted(subject.tokenizer.all_special_ids), dtype=torch.long)
     out = torch.zeros(len(texts), len(feats))
     for start in range(0, len(texts), batch_size):
         batch = texts[start : start + batch_size]
@@ -280,14 +275,15 @@ def coherence_scores(label_max: Float[torch.Tensor, " n"], neutral_max: Float[to
 
 
 def reflective_coherence(
-    sae: Any, model: HookedTransformer, features: Sequence[int], labels: Sequence[str],
+    subject: Subject, features: Sequence[int], labels: Sequence[str],
     config: CoherenceConfig | None = None,
 ) -> list[dict[str, float]]:
     """Reflective coherence of ``labels[i]`` for ``features[i]`` (see the module docstring
     for the scores). All labels' texts share the generation and measurement batches, and a
     label given for several features is generated once."""
+    subject = require_subject(subject, "reflective_coherence")
     config = config or CoherenceConfig()
-    feats = check_features(features, int(sae.cfg.d_sae))
+    feats = check_features(features, subject.d_sae)
     if len(labels) != len(feats):
         raise ValueError(f"Got {len(feats)} features but {len(labels)} labels; pass one label "
                          "per feature.")
@@ -298,13 +294,13 @@ def reflective_coherence(
                          "label text. Leave unlabeled features out.")
     if not feats:
         return []
-    texts = label_texts(sae, model, labels, config)
+    texts = label_texts(subject, labels, config)
     # Neutral text is plain text even for a chat model, so it gets the usual BOS.
-    bos_id = _bos_id(model, sae, dataclasses.replace(config, use_chat_template=False))
-    neutral = [_encode(model, t, bos_id, False) for t in config.neutral_texts]
+    bos_id = _bos_id(subject, dataclasses.replace(config, use_chat_template=False))
+    neutral = [_encode(subject.model, t, bos_id, False) for t in config.neutral_texts]
     neutral_texts = [LabelText(ids, (0, len(ids))) for ids in neutral]
     flat = [t for ts in texts.values() for t in ts]
-    acts = max_activations(model, sae, flat + neutral_texts, feats, config.batch_size,
+    acts = max_activations(subject, flat + neutral_texts, feats, config.batch_size,
                            config.encode_batch_tokens)
     col = {f: i for i, f in enumerate(sorted(set(feats)))}
     row_of = {}
@@ -319,3 +315,24 @@ def reflective_coherence(
         out.append(coherence_scores(acts[a:b, col[f]], neutral_acts[:, col[f]],
                                     config.threshold, config.ratio_cap))
     return out
+
+
+class CoherenceScorer:
+    """Reflective coherence as a scorer (`registry.Scorer`): for labeled features only."""
+
+    name = "coherence"
+    config_type = CoherenceConfig
+    columns = COHERENCE_COLUMNS
+    labeled_only = True
+
+    def score(self, subject: Subject, items: Sequence[ScoreItem], config: Config
+              ) -> list[ScoreUpdate]:
+        assert isinstance(config, CoherenceConfig)
+        scores = reflective_coherence(subject, [i.feature for i in items],
+                                      [i.result.label for i in items], config)
+        # The settings the scores were measured with, beside them (the Neuronpedia details).
+        extra = FeatureExtra(coherence_config=config.to_dict())
+        return [ScoreUpdate(dict(s), extra) for s in scores]
+
+
+register_scorer(CoherenceScorer())

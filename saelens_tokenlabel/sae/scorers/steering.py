@@ -32,12 +32,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float
 
-from ..records.serial import Config
-from .hooks import HookSpec, run_to_hook
-from .logit_lens import normalise_token_text, token_text_index
+from ...records.columns import STEERING_COLUMNS
+from ...records.serial import Config
+from ..hooks import HookSpec, run_to_hook
+from ..logit_lens import normalise_token_text, token_text_index
+from ..subject import Subject, require_subject
+from .registry import ScoreItem, ScoreUpdate, register_scorer
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from ..subject import SubjectModel
 
 SCORE_KEYS = ("steering_score", "steering_gain", "steering_random_gain")
 
@@ -72,7 +75,7 @@ class SteeringConfig(Config):
         self.need(self.n_random >= 1, f"n_random must be >= 1, got {self.n_random}")
 
 
-def label_token_ids(model: HookedTransformer, label: str) -> list[int]:
+def label_token_ids(model: SubjectModel, label: str) -> list[int]:
     """Subject token ids that say the label's first word (module docstring)."""
     words = label.split()
     if not words:
@@ -85,7 +88,7 @@ def label_token_ids(model: HookedTransformer, label: str) -> list[int]:
     return first[:1]
 
 
-def _context_tokens(model: HookedTransformer, config: SteeringConfig
+def _context_tokens(model: SubjectModel, config: SteeringConfig
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The contexts right-padded (BOS first), their mask, on the model's device."""
     bos = model.tokenizer.bos_token_id
@@ -102,7 +105,7 @@ def _context_tokens(model: HookedTransformer, config: SteeringConfig
 
 
 @torch.no_grad()
-def steered_log_probs(model: HookedTransformer, spec: HookSpec, tokens: torch.Tensor,
+def steered_log_probs(model: SubjectModel, spec: HookSpec, tokens: torch.Tensor,
                       mask: torch.Tensor, vectors: Float[torch.Tensor, "v d"]
                       ) -> Float[torch.Tensor, "v ctx d_vocab"]:
     """Next-token log-probabilities at each context's last token, with each of `vectors`
@@ -128,7 +131,7 @@ def steered_log_probs(model: HookedTransformer, spec: HookSpec, tokens: torch.Te
     return torch.log_softmax(out, -1).reshape(v, c, -1)
 
 
-def _hook_norm(model: HookedTransformer, spec: HookSpec, tokens: torch.Tensor,
+def _hook_norm(model: SubjectModel, spec: HookSpec, tokens: torch.Tensor,
                mask: torch.Tensor) -> float:
     act = run_to_hook(model, spec, tokens, mask)
     norms = act.reshape(*act.shape[:2], -1).norm(dim=-1)
@@ -139,13 +142,13 @@ def _hook_norm(model: HookedTransformer, spec: HookSpec, tokens: torch.Tensor,
     return float(norms[counted].mean())
 
 
-def steering_scores(sae: Any, model: HookedTransformer, features: Sequence[int],
-                    labels: Sequence[str], config: SteeringConfig | None = None
-                    ) -> list[dict[str, float | None]]:
+def steering_scores(subject: Subject, features: Sequence[int], labels: Sequence[str],
+                    config: SteeringConfig | None = None) -> list[dict[str, float | None]]:
     """The steering metrics of each (feature, label) (module docstring); None where the
     subject's tokenizer cannot say the label."""
+    subject = require_subject(subject, "steering_scores")
     config = config or SteeringConfig()
-    spec = HookSpec.from_sae(sae)
+    model, sae, spec = subject.model, subject.sae, subject.hook
     tokens, mask = _context_tokens(model, config)
     scale = _hook_norm(model, spec, tokens, mask)
     W_dec = sae.W_dec.detach().reshape(int(sae.cfg.d_sae), -1).to(model.W_E.device)
@@ -170,3 +173,23 @@ def steering_scores(sae: Any, model: HookedTransformer, features: Sequence[int],
         out.append({"steering_score": gain - random_gain, "steering_gain": gain,
                     "steering_random_gain": random_gain})
     return out
+
+
+class SteeringScorer:
+    """The steering score as a scorer (`registry.Scorer`): for labeled features only."""
+
+    name = "steering"
+    config_type = SteeringConfig
+    columns = STEERING_COLUMNS
+    labeled_only = True
+
+    def score(self, subject: Subject, items: Sequence[ScoreItem], config: Config
+              ) -> list[ScoreUpdate]:
+        assert isinstance(config, SteeringConfig)
+        scores = steering_scores(subject, [i.feature for i in items],
+                                 [i.result.label for i in items], config)
+        # A label the subject's tokenizer cannot say has no steering score: no metric.
+        return [ScoreUpdate({k: v for k, v in s.items() if v is not None}) for s in scores]
+
+
+register_scorer(SteeringScorer())

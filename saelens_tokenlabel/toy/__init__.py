@@ -24,6 +24,19 @@ Nothing is downloaded::
     data = concept_feature("vehicle")           # fires on exactly the vehicles
     label_token_ids(evaluator, "vehicle")       # the two ids of "ve", "hicle"
 
+The context world (`toy/context.py`, names imported on first use): words such as "lamb" or
+"goose" (`FAMILY`) are livestock on a farm and meat in a kitchen.
+
+* `context_evaluator(prior={"animal": 3.0})`: a hand-written one-layer evaluator that reads
+  context. "livestock" applies to a family word in farm text, "meat" in cooking text, "animal"
+  in any text; its q at the label slot favours `prior`'s words. Exact: every rating is
+  logit("1") - logit("0") = +-6, a soft label reads as the mixture of its concepts.
+* `context_world(dir)` -> `ContextWorld`: a planted subject model, SAE and corpus whose feature
+  0 fires on family words in farm text only (one family occurrence in five is in cooking
+  text), feature 1 in cooking text, feature 2 on every family word.
+  ``ContextWorld.examples(feature, contrasts=False)`` leaves out the same-word contrasts;
+  without them the labeler finds "animal", with them "livestock".
+
 Importing this module does no I/O.
 """
 
@@ -32,6 +45,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..records.lazy import lazy_exports
 from .features import (
     all_concepts,
     concept_feature,
@@ -59,6 +73,11 @@ from .lexicon import (
 
 if TYPE_CHECKING:
     from ..evaluator.model import Evaluator
+    from .context import ContextWorld, context_evaluator, context_world, rates, text_context
+
+# The context world needs torch, TransformerLens and SAELens: imported on first use (PEP 562).
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(
+    ("ContextWorld", "context_evaluator", "context_world", "rates", "text_context"), ".context"))
 
 TOY_EVALUATOR_DIR: Path = Path(__file__).resolve().parent.parent / "data" / "toy_evaluator"
 """The folder holding the toy evaluator, as written by `save_local_model`."""
@@ -104,6 +123,7 @@ __all__ = [
     "ANIMALS",
     "COLORS",
     "CONCEPTS",
+    "ContextWorld",
     "DIGITS",
     "FOODS",
     "MAMMALS",
@@ -118,9 +138,13 @@ __all__ = [
     "VEHICLE_PIECES",
     "all_concepts",
     "concept_feature",
+    "context_evaluator",
+    "context_world",
     "label_token_ids",
     "load_toy_evaluator",
     "noisy_feature",
+    "rates",
     "subset_feature",
+    "text_context",
     "union_feature",
 ]

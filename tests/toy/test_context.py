@@ -13,13 +13,14 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 import saelens_tokenlabel as stl
-from saelens_tokenlabel.forward import (
+from saelens_tokenlabel.evaluator.forward import (
     PrefixCache,
     cached_logits,
     full_prompt_logits,
     hard_prompt_logits,
 )
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
+from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.toy import context as ctx
 from saelens_tokenlabel.toy.context import (
     ANIMAL_FEATURE,
@@ -116,7 +117,7 @@ def test_every_label_word_and_context_is_rated_as_the_table_says(evaluator):
     assert Counter(text_context(t) for t, _ in texts[:: len(words)]) == Counter(
         {"farm": 1, "cooking": 1, None: 2})
     examples = [ev.encode(t, w) for t, w in texts]
-    cache = PrefixCache.build(ev, examples)
+    cache = PrefixCache(ev, examples)
     # The cached path is the full prompt's (`test_a_soft_label_reads_as_...` checks it here).
     torch.testing.assert_close(_cached_margins(ev, cache, "livestock")[::9],
                                _margins(ev, examples[::9], "livestock"), rtol=0, atol=1e-12)
@@ -192,7 +193,7 @@ def test_a_soft_label_reads_as_the_mixture_of_its_concepts(evaluator):
     logits[..., concept_ids] += 4.0  # the concept words hold most of the mass
     p = torch.softmax(logits, -1)
     e = p @ ev.model.W_E
-    cache = PrefixCache.build(ev, examples, batch_size=4)
+    cache = PrefixCache(ev, examples, batch_size=4)
     cached = cached_logits(ev, cache, torch.arange(len(cases)), e)
     full = full_prompt_logits(ev, examples, e)
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-12)
@@ -218,7 +219,7 @@ def test_the_prior_shapes_q_at_the_label_slot_and_never_the_ratings(evaluator):
     for ev, bias in ((evaluator, {"animal": 3.0}), (flat, {}),
                      (tilted, {"livestock": 1.0, "meat": -2.0})):
         encoded = [ev.encode(t, w) for t, w in examples]
-        log_q = PrefixCache.build(ev, encoded).log_q
+        log_q = PrefixCache(ev, encoded).log_q
         base = log_q[:, _ids(ev, "thing")[0]]
         for word in ("animal", "livestock", "meat", "bread", "1"):
             torch.testing.assert_close(log_q[:, _ids(ev, word)[0]] - base,
@@ -252,7 +253,7 @@ def test_every_feature_fires_exactly_where_intended(world, tmp_path):
     assert (meta.hook_name, meta.model_name, meta.prepend_bos) == (ctx.HOOK, ctx.SUBJECT_NAME,
                                                                    True)
     assert meta.context_size == 32 and meta.neuronpedia_id == ctx.NEURONPEDIA_ID
-    cache = build_activation_cache(world.subject, sae, world.corpus, None,
+    cache = build_activation_cache(Subject.of(world.subject, sae), world.corpus, None,
                                    CacheConfig(cache_dir=tmp_path), progress=False)
     contexts = cache.contexts(range(cache.n_contexts))
     assert len(contexts) == len(world.corpus)
@@ -314,7 +315,7 @@ def test_each_feature_agrees_with_its_label_on_every_example(world, evaluator32)
     where the planted SAE fires, on every example of the world (float32, as labeling runs)."""
     ev = evaluator32
     shown = [(t, w, line) for t, w, _, line in world.examples(LIVESTOCK_FEATURE, negatives=2)]
-    cache = PrefixCache.build(ev, [ev.encode(t, w) for t, w, _ in shown])
+    cache = PrefixCache(ev, [ev.encode(t, w) for t, w, _ in shown])
     for feature in (LIVESTOCK_FEATURE, MEAT_FEATURE, ANIMAL_FEATURE):
         examples = world.examples(feature, negatives=2)
         assert [(t, w, line) for t, w, _, line in examples] == shown  # the same picks

@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_demo_parser(sub: Any) -> None:
     """Register ``tokenlabel demo`` on the `tokenlabel` subparsers."""
     p = sub.add_parser(
-        "demo", help="label a planted toy SAE end to end, offline (about a minute on a CPU)",
+        "demo", help="label a planted toy SAE end to end, offline (about 20 s on a 2-core CPU)",
         description="The main job on the embedded toy world, nothing downloaded: writes a "
                     "planted SAE, a tiny subject model and a toy corpus into OUT/inputs, runs "
                     "`tokenlabel label` on them with the toy evaluator (activation cache, "

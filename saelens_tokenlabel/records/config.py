@@ -62,10 +62,10 @@ class PerformanceConfig(Config):
     """Batch size for the prefix pass and for scoring the final hard label."""
     fast_suffix: bool = True
     """With `use_cache`: run the suffix through the package's lean forward
-    (`suffix.SuffixRunner`) instead of TransformerLens's modules, for Llama-shaped
-    HookedTransformers (RMSNorm, rotary, grouped-query attention, gated MLP). Exact (the same
-    logits, tested to 1e-12 in float64); other architectures keep TransformerLens's path,
-    with one log line saying why."""
+    (`suffix.SuffixRunner`) instead of TransformerLens's modules, for HookedTransformers of the
+    Llama, Qwen 2, Mistral, Gemma 1-3 and GPT-2 families, unnormalised and attention-only ones.
+    Exact (the same logits, tested to 1e-12 in float64); other architectures keep
+    TransformerLens's path, with one log line saying why."""
 
     def check(self) -> None:
         need = self.need

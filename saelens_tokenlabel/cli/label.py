@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..formats.labelset import result_score
 from ..records.config import LabelConfig
 from ..records.features import parse_features
 from ..records.names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
@@ -68,6 +67,9 @@ def add_label_parser(sub: Any) -> None:
     p.add_argument("--order", choices=["index", "attribution"], default="index",
                    help="labeling order: feature index, or largest attribution score first")
     _add_ray(p)
+    p.add_argument("--only-explained", action="store_true",
+                   help="write only labels whose verdict is 'explained' into neuronpedia.jsonl "
+                        "(labels.tsv and the sidecar keep every feature)")
     p.add_argument("--save-sae", action="store_true",
                    help="also save the SAE, labels attached, into OUT/sae")
     p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
@@ -185,15 +187,42 @@ def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
     return model
 
 
+TSV_COLUMNS = ("feature", "status", "label", "probability", "score", "verdict", "heldout_low",
+               "heldout_high", "reason")
+"""The columns of ``labels.tsv``: `score` is the held-out balanced accuracy (else the
+training one), `heldout_low`/`heldout_high` its credible bounds, `reason` the verdict's."""
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
 def _write_tsv(labels: Any, path: Path) -> None:
-    lines = ["feature\tstatus\tlabel\tprobability\tscore"]
+    lines = ["\t".join(TSV_COLUMNS)]
     for f in labels:
         r = labels[f]
-        _, score = result_score(r)
-        label = r.label.replace("\t", " ").replace("\n", " ")
-        lines.append(f"{f}\t{r.status}\t{label}\t{r.probability:.4f}\t"
-                     f"{'' if score is None else f'{score:.4f}'}")
+        v = r.verdict
+        cells = [str(f), r.status, r.label, f"{r.probability:.4f}", _num(r.score),
+                 v.value if v else "", _num(v.low if v else None),
+                 _num(v.high if v else None), v.reason if v else ""]
+        lines.append("\t".join(c.replace("\t", " ").replace("\n", " ") for c in cells))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def print_summary(labels: Any) -> None:
+    """What `tokenlabel label` prints: counts by verdict, then each label with its verdict and
+    held-out evidence before its probability (p says how concentrated the label is, not
+    whether it is right)."""
+    counts = {k: len(v) for k, v in labels.by_verdict().items()}
+    print(f"labeled:      {len(labels)} features {counts}")
+    for f in labels:
+        r = labels[f]
+        if r.status != "ok":
+            continue
+        v = r.verdict
+        print(f"  {f:>6}  {r.label!r:20}  {v.short() if v else '':32}  p={r.probability:.3f}"
+              f"{'' if r.converged else '  (not converged)'}"
+              f"{'' if r.method == 'descended' else f'  [{r.method}]'}")
 
 
 class EvaluatorLoader:
@@ -258,16 +287,11 @@ def cmd_label(args: argparse.Namespace) -> int:
                                 amortize=amortize, scores=scores)
     labels.save(sidecar)
     _write_tsv(labels, out / LABELS_TSV)
-    print(f"labeled:      {len(labels)} features {_counts(labels)}")
-    for f in labels:
-        r = labels[f]
-        if r.status == "ok":
-            print(f"  {f:>6}  {r.label!r:20}  p={r.probability:.3f}"
-                  f"{'' if r.converged else '  (not converged)'}"
-                  f"{'' if r.method == 'descended' else f'  [{r.method}]'}")
+    print_summary(labels)
     print(f"written:      {out / LABELS_TSV}, {sidecar}, {out / RUN_STORE_FILENAME}")
     try:
-        n = labels.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)
+        shared = labels.only_explained() if args.only_explained else labels
+        n = shared.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)
         print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
     except ValueError as err:
         # The labels are written already; say why the export is missing, and fail.
@@ -280,5 +304,3 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _counts(labels: Any) -> dict[str, int]:
-    return {k: len(v) for k, v in labels.by_status().items()}

@@ -3,12 +3,12 @@
 `optimize_labels` runs attempts: the config itself; for labels of two or more tokens, the
 evaluator's own proposals (`prior_labels`: its likeliest first label tokens, continued
 greedily) as starting points; then its `restarts`, each only for the features whose label has
-not succeeded yet (`succeeded`); then, with `grow_label`, longer labels. With `refine`, an
-attempt whose label has fixable training errors (`refine`) is followed at once by a
+not succeeded yet (`records.verdict.passes`); then, with `grow_label`, longer labels. With
+`refine`, an attempt whose label has fixable errors (`refine`) is followed at once by a
 refinement of that label. It keeps each feature's best attempt by validation score
-(`result.selection_score`, then fewer fixable errors) and records them all in
+(`records.verdict.selection_score`, then fewer fixable errors) and records them all in
 `LabelResult.attempts`. A feature that no label explains is checked for a union of two
-concepts (`polysemantic`).
+concepts (`polysemantic`). The result chosen gets its verdict (`records.verdict`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 
 from ..evaluator.forward import conditional_log_q
 from ..records.config import LabelConfig
-from ..records.result import Attempt, LabelResult, selection_score
+from ..records.result import Attempt, LabelResult
+from ..records.verdict import fixable_errors, passes, selection_score, with_verdict
 from .attempts import run_attempt
 from .engine import StepContext
 from .hardlabel import finish
@@ -60,24 +61,12 @@ def prior_labels(ctx: StepContext, job: FeatureJob, config: LabelConfig, max_row
     return labels
 
 
-def succeeded(result: LabelResult, config: LabelConfig) -> bool:
-    """Converged, the hard label's selection score reaches `success_score`, and no training
-    error it makes is one a short-list label fixes (`refine`)."""
-    return passes(result, config.success_score)
-
-
-def passes(result: LabelResult, bar: float) -> bool:
-    """`succeeded` with the bar given: the one test of a descent's success."""
-    return (result.converged and selection_score(result.metrics) >= bar
-            and not result.metrics.get("train_fixable_errors"))
-
-
 def _rank(result: LabelResult) -> tuple[float, ...]:
     # Validation score first; among equals fewer fixable errors (a too-broad label scores
     # like the right one where its few telling examples missed the split), then a converged
     # label, then the lower training loss.
     return (selection_score(result.metrics),
-            -float(result.metrics.get("train_fixable_errors", 0.0)), float(result.converged),
+            -fixable_errors(result.metrics), float(result.converged),
             -float(result.metrics.get("train_loss_accuracy", float("inf"))))
 
 
@@ -206,7 +195,8 @@ class _Search:
                 continue
             kept = self.consider(self.run(members, cfg, overrides, todo_jobs), overrides, cfg)
             self.refine(kept, overrides, cfg)
-            todo = [i for i in todo if not succeeded(self._best(i), self.config)]
+            todo = [i for i in todo
+                    if not passes(self._best(i), self.config.success_score)]
 
     def grow(self) -> None:
         """`grow_label`: each feature's best label gains a slot while the score improves."""
@@ -258,14 +248,16 @@ class _Search:
             log.info("feature %s: not converged after %d attempts (best %r at p=%.3f)",
                      r.feature, len(attempts), r.label, r.probability)
         poly = None
-        if self.config.polysemantic_check and not succeeded(r, self.config):
+        if self.config.polysemantic_check and not passes(r, self.config.success_score):
             poly = find_union(self.ctx, self.jobs[i], self.candidates[i], self.config)
-        return dataclasses.replace(
+        r = dataclasses.replace(
             r, attempts=attempts, polysemantic=poly,
             metrics={**r.metrics, "steps_total": float(sum(a.steps for a in attempts)),
                      "attempts": float(len(attempts))},
             config={**(d := self.config.to_dict()),
                     **{k: v for k, v in attempts[chosen].overrides.items() if k in d}})
+        # Judged once, now that everything it reads is final.
+        return with_verdict(r, self.config.verdict_settings())
 
 
 def optimize_labels(ctx: StepContext, jobs: Sequence[FeatureJob], config: LabelConfig

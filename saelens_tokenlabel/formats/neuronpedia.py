@@ -306,7 +306,11 @@ def _score_values(r: LabelResult, evaluator: str, subject: str, columns: list[Sc
 def _notes(r: LabelResult) -> str:
     # How the label was found first: an amortised label ran no descent, its `probability`
     # is the map's share of its proposal and it converged by definition.
-    notes = {"method": r.method, "probability": r.probability, "converged": r.converged,
+    notes = {"verdict": r.verdict.value if r.verdict else None,
+             "verdict_reason": r.verdict.reason if r.verdict else None,
+             "heldout_interval": ([r.verdict.low, r.verdict.high]
+                                  if r.verdict and r.verdict.low is not None else None),
+             "method": r.method, "probability": r.probability, "converged": r.converged,
              "steps": r.steps, "label_tokens": r.label_tokens,
              "threshold_rule": r.threshold_rule, "n_examples": r.n_examples,
              "n_active": r.n_active}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .serial import Config
+from .verdict import DEFAULT_BAR, DEFAULT_LEVEL, VerdictSettings
 
 # Table 1 of Schulz & Fallows (2025): batch size, epochs, lr, λ_kl, λ_ent (λ_acc = 1).
 _PAPER_TABLE_1: dict[str, tuple[int, int, float, float, float]] = {
@@ -143,7 +144,14 @@ class LabelConfig(Config):
     success_score: float = 0.9
     """An attempt succeeds when its label converged, its validation balanced accuracy (the
     training one without a validation split) is at least this, and it has no fixable
-    training errors (see `refine`); no further restarts then."""
+    errors (see `refine`); no further restarts then. A label's verdict starts from this
+    test (`records.verdict`)."""
+    verdict_bar: float = DEFAULT_BAR
+    """A label that passes the success test is ``explained`` when the lower credible bound
+    (`verdict_level`) of its held-out balanced accuracy reaches this; else ``weak``
+    (`records.verdict`: Jeffreys posteriors of the two rates, convolved exactly)."""
+    verdict_level: float = DEFAULT_LEVEL
+    """Credibility of the held-out bound `verdict_bar` is judged against (one-sided)."""
     keep_attempt_trajectories: bool = False
     """Also keep the trajectories of the attempts that were not selected (larger results)."""
     prior_beam: int = 8
@@ -256,6 +264,9 @@ class LabelConfig(Config):
              f"temperature_final must be in (0, 1], got {self.temperature_final}")
         need(self.temperature_steps >= 1, "temperature_steps must be >= 1")
         need(0 < self.success_score <= 1, "success_score must be in (0, 1]")
+        need(0 <= self.verdict_bar <= 1, f"verdict_bar must be in [0, 1], got {self.verdict_bar}")
+        need(0.5 <= self.verdict_level < 1,
+             f"verdict_level must be in [0.5, 1), got {self.verdict_level}")
         need(self.max_label_length >= self.label_length,
              f"max_label_length ({self.max_label_length}) must be >= label_length "
              f"({self.label_length})")
@@ -277,6 +288,10 @@ class LabelConfig(Config):
         need(not bad, f"refine_overrides may only override {sorted(RESTART_KEYS)}; got {bad}")
         if self.refine_overrides:
             dataclasses.replace(self, restarts=(), refine_overrides={}, **self.refine_overrides)
+
+    def verdict_settings(self) -> VerdictSettings:
+        """The bars a label of this config is judged by."""
+        return VerdictSettings(self.success_score, self.verdict_bar, self.verdict_level)
 
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:

@@ -435,6 +435,8 @@ class RunStore:
                 "ORDER BY finished_at DESC, feature DESC LIMIT ?", (last,)):
             r = LabelResult.from_json(text)
             recent.append({"feature": f, "status": s, "label": r.label,
+                           "verdict": r.verdict.value if r.verdict else None,
+                           "evidence": r.verdict.short() if r.verdict else None,
                            "probability": r.probability, "converged": r.converged,
                            "steering_score": r.metrics.get("steering_score"),
                            "method": r.method,
@@ -444,6 +446,10 @@ class RunStore:
         (poly,) = self._db.execute(
             f"SELECT COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL AND "
             "json_extract(result, '$.polysemantic') IS NOT NULL").fetchone()
+        # Verdicts (`records.verdict`); a result written before them has none stored.
+        verdicts = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.verdict.value'), 'not recorded'), "
+            f"COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL GROUP BY 1"))
         # How labels were found (`LabelResult.method`; absent: by descent).
         methods = dict(self._db.execute(
             f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
@@ -460,6 +466,7 @@ class RunStore:
             "finished": n_done,
             "counts": counts,
             "polysemantic": int(poly),
+            "verdicts": verdicts,
             "methods": methods,
             "attempts": {"total": int(att[0]), "max": int(att[1]), "retried": int(att[2])},
             "errors": errors,

@@ -31,7 +31,8 @@ from ...descent.labeler import feature_jobs
 from ...descent.state import FeatureJob
 from ...records.config import LabelConfig
 from ...records.data import PreparedFeature
-from ...records.result import Attempt, LabelResult, Trajectory, selection_score
+from ...records.result import Attempt, LabelResult, Trajectory
+from ...records.verdict import selection_score, with_verdict
 from ...sae.batches import BatchStage, prepare_batch
 from ...sae.logit_lens import WarmStartConfig
 from .config import AmortizeConfig
@@ -171,11 +172,12 @@ def proposal_results(ctx: StepContext, chosen: list[tuple[FeatureJob, tuple[int,
     descent's hard label, held-out examples included (`batch_label_scores`)."""
     ev = ctx.evaluator
     scores = batch_label_scores(ctx, [(job, ids) for job, ids, _ in chosen], config.prediction)
-    return [LabelResult(
+    settings = config.verdict_settings()
+    return [with_verdict(LabelResult(
         label=ev.tokenizer.decode(list(ids)).strip(),
         label_tokens=[ev.token_str(i) for i in ids], label_token_ids=list(ids),
         probability=share, converged=True, steps=0,
         metrics={**metrics, "amortised_share": share},
         trajectory=Trajectory(), evaluator=ev.name or "", config=config.to_dict(),
-        method="amortised", **job_fields(job))
+        method="amortised", **job_fields(job)), settings)
         for (job, ids, share), (metrics, _) in zip(chosen, scores, strict=True)]

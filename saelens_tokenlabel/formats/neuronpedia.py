@@ -110,7 +110,6 @@ import hashlib
 import json
 import math
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,6 +121,7 @@ from ..records.files import atomic_write, atomic_write_lines
 from ..records.names import METHOD
 from ..records.result import LabelResult
 from ..records.serial import Config
+from .jsonl import UNREADABLE, batch_files, open_text
 
 
 class Labels(Protocol):
@@ -154,7 +154,6 @@ creator that the webapp's seed (``apps/webapp/prisma/seed.ts``) makes, so the Us
 RECORDS_PER_FILE = 1024
 """Explanations per batch file of Neuronpedia's ``export-data.py``
 (``FEATURES_EXPLANATIONS_BATCH_SIZE``)."""
-_BATCH_RE = re.compile(r"^batch-(\d+)\.jsonl(?:\.gz)?$")  # batch-autointerp's own names
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -402,25 +401,12 @@ def write_neuronpedia(labels: Labels, path: str | Path,
     return len(records)
 
 
-def _batch_files(directory: Path) -> dict[int, list[Path]]:
-    """``batch-N.jsonl[.gz]`` files of `directory` by N (the names ``batch-autointerp.py``
-    writes and numbers after)."""
-    out: dict[int, list[Path]] = {}
-    if directory.is_dir():
-        for p in sorted(directory.iterdir()):
-            m = _BATCH_RE.match(p.name)
-            if m and p.is_file():
-                out.setdefault(int(m.group(1)), []).append(p)
-    return out
-
-
 def _first_row(path: Path) -> dict[str, Any] | None:
     """The first line of a batch file as a dict; None when it is unreadable or not one."""
     try:
-        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz"
-              else path.open(encoding="utf-8")) as fh:
+        with open_text(path) as fh:
             row = json.loads(fh.readline())
-    except (OSError, EOFError, ValueError, zlib.error):
+    except (*UNREADABLE, ValueError):
         return None
     return row if isinstance(row, dict) else None
 
@@ -443,8 +429,8 @@ def _earlier_export(folder: Path, model_id: str, layer: str) -> tuple[list[Path]
     A number is ours when its explanation file is (its first row is a token_space_gd
     explanation of this modelId and layer); a score file goes with the explanation file
     of its number, and only a score file without one is judged by its own rows."""
-    explanations = _batch_files(folder / EXPLANATIONS_DIR)
-    scores = _batch_files(folder / EXPLANATION_SCORES_DIR)
+    explanations = batch_files(folder / EXPLANATIONS_DIR)
+    scores = batch_files(folder / EXPLANATION_SCORES_DIR)
     ours, theirs = [], []
     for n in sorted(explanations.keys() | scores.keys()):
         kind, files = (("explanation", explanations[n]) if n in explanations

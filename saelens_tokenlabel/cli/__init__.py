@@ -1,4 +1,6 @@
-"""The `tokenlabel` command line (layer 7: may import any layer; nothing imports it).
+"""The command line (layer 8): `tokenlabel` and its commands.
+
+Owns the parser and one module per command; may import any layer, and nothing imports it.
 
 One module per command (`synthetic.py`, `label.py`, `run.py`: status and export,
 `report.py`, `demo.py`); config flags come from the config dataclasses (`flags.py`).

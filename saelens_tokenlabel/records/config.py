@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from .serial import Config
 from .verdict import DEFAULT_BAR, DEFAULT_LEVEL, VerdictSettings
@@ -229,6 +229,8 @@ class LabelConfig(Config):
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     """Speed and memory knobs (prefix cache, rows per pass, batch sizes): never the result."""
 
+    MOVED_FIELDS: ClassVar[dict[str, str]] = {}  # filled below, from PerformanceConfig's fields
+
     def check(self) -> None:
         need = self.need
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -314,10 +316,6 @@ class LabelConfig(Config):
         values.update(overrides)
         return cls(**values)
 
-    @staticmethod
-    def preset_names() -> list[str]:
-        return list(_PAPER_TABLE_1)
-
     def attempt_configs(self) -> list[tuple[dict[str, Any], LabelConfig]]:
         """Attempt 0 (this config) and one per restart: (overrides, config)."""
         base = dataclasses.replace(self, restarts=())
@@ -359,3 +357,6 @@ class LabelConfig(Config):
 
 
 _PERFORMANCE_FIELDS = tuple(f.name for f in dataclasses.fields(PerformanceConfig))
+# The speed and memory knobs moved into `performance`: generated, one entry per field.
+LabelConfig.MOVED_FIELDS = {name: f"performance=PerformanceConfig({name}=...)"
+                            for name in _PERFORMANCE_FIELDS}

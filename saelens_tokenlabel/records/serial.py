@@ -173,9 +173,28 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the field and the fix."""
 
 
-class Config(Record):
+class _ConfigType(type):
+    """Catches a keyword a config no longer takes because its field moved (its class's
+    `MOVED_FIELDS` table), and says where it went, before the dataclass's own ``__init__``
+    would answer with a bare "unexpected keyword argument"."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        table: dict[str, str] = getattr(cls, "MOVED_FIELDS", {})
+        moved = [k for k in kwargs if k in table]
+        if moved:
+            raise TypeError("; ".join(
+                f"{cls.__name__}({k}=...) has moved: write {cls.__name__}({table[k]})"
+                for k in moved) + ".")
+        return super().__call__(*args, **kwargs)
+
+
+class Config(Record, metaclass=_ConfigType):
     """Base of the package's config dataclasses (see the module docstring): a `Record` that
-    checks itself on construction."""
+    checks itself on construction. A subclass lists the keywords it no longer takes, and where
+    each went, in `MOVED_FIELDS` (old keyword -> the new spelling); using one is a one-line
+    TypeError that says so."""
+
+    MOVED_FIELDS: typing.ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         self._restore_nested()

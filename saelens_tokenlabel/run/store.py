@@ -416,19 +416,8 @@ class RunStore:
         """The finished results as a `LabelSet`, with the run's recorded info."""
         return LabelSet(self.results(features), self.get_meta("info", {}))
 
-    def summary(self, last: int = 5) -> dict[str, Any]:
-        """What `tokenlabel status` shows: counts, attempts, errors, timing, last features."""
-        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM features GROUP BY status"))
-        total = sum(counts.values())
-        att = self._db.execute("SELECT COALESCE(SUM(attempts), 0), COALESCE(MAX(attempts), 0),"
-                               " COALESCE(SUM(attempts > 1), 0) FROM features").fetchone()
-        t0, t1, n_done = self._db.execute(
-            f"SELECT MIN(started_at), MAX(finished_at), COUNT(*) FROM features WHERE {_DONE}"
-        ).fetchone()
-        first_start = self._db.execute("SELECT MIN(started_at) FROM features").fetchone()[0]
-        errors = [{"feature": f, "attempts": a, "error": e} for f, a, e in self._db.execute(
-            "SELECT feature, attempts, error FROM features WHERE status = ? "
-            "ORDER BY finished_at DESC LIMIT ?", (ERROR, last))]
+    def _recent(self, last: int) -> list[dict[str, Any]]:
+        """The last `last` features finished, each as `tokenlabel status` shows it."""
         recent = []
         for f, s, text in self._db.execute(
                 f"SELECT feature, status, result FROM features WHERE {_DONE} "
@@ -442,7 +431,11 @@ class RunStore:
                            "method": r.method,
                            "polysemantic": (r.polysemantic.describe()
                                             if r.polysemantic is not None else None)})
-        # SQLite's JSON functions: no result is parsed in Python for the count.
+        return recent
+
+    def _result_counts(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        """Polysemantic flags, verdicts and label methods of the finished results, counted by
+        SQLite's JSON functions (no result is parsed in Python)."""
         (poly,) = self._db.execute(
             f"SELECT COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL AND "
             "json_extract(result, '$.polysemantic') IS NOT NULL").fetchone()
@@ -454,6 +447,23 @@ class RunStore:
         methods = dict(self._db.execute(
             f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
             f"features WHERE {_DONE} AND status = 'ok' AND result IS NOT NULL GROUP BY 1"))
+        return int(poly), verdicts, methods
+
+    def summary(self, last: int = 5) -> dict[str, Any]:
+        """What `tokenlabel status` shows: counts, attempts, errors, timing, last features."""
+        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM features GROUP BY status"))
+        total = sum(counts.values())
+        att = self._db.execute("SELECT COALESCE(SUM(attempts), 0), COALESCE(MAX(attempts), 0),"
+                               " COALESCE(SUM(attempts > 1), 0) FROM features").fetchone()
+        t0, t1, n_done = self._db.execute(
+            f"SELECT MIN(started_at), MAX(finished_at), COUNT(*) FROM features WHERE {_DONE}"
+        ).fetchone()
+        first_start = self._db.execute("SELECT MIN(started_at) FROM features").fetchone()[0]
+        errors = [{"feature": f, "attempts": a, "error": e} for f, a, e in self._db.execute(
+            "SELECT feature, attempts, error FROM features WHERE status = ? "
+            "ORDER BY finished_at DESC LIMIT ?", (ERROR, last))]
+        recent = self._recent(last)
+        poly, verdicts, methods = self._result_counts()
         live = self.claims()
         owners: dict[str, int] = {}
         for c in live.values():

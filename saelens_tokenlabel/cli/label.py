@@ -79,7 +79,7 @@ def add_label_parser(sub: Any) -> None:
     p.add_argument("--amortize", action="store_true",
                    help="label most features by proposals of a map learned from the first "
                         "ones' labels, each verified on the feature's examples (rejected: "
-                        "descended, warm-started); see the README's 'Amortised labels'")
+                        "descended, warm-started); see docs/amortised.md")
     AMORTIZE_FLAGS.add(p)
     CACHE_FLAGS.add(p)
     EXAMPLE_FLAGS.add(p)

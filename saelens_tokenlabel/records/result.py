@@ -93,7 +93,9 @@ class LabelResult(Record):
     steps: int
     """Optimisation steps run."""
     metrics: dict[str, float]
-    """Final loss terms and scores of the hard label (see README)."""
+    """Final loss terms and scores of the hard label (docs/better-labels.md): on each split
+    (``train_``, ``validation_``, ``heldout_``), balanced accuracy, precision, recall, F1,
+    AUROC and the confusion counts, and the SAE-side scorers' metrics."""
     trajectory: Trajectory
     """Per-step top tokens and loss terms."""
     feature: str | int = "feature"

@@ -173,6 +173,9 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the field and the fix."""
 
 
+_NESTED: dict[type, list[tuple[dataclasses.Field[Any], type[Config]]]] = {}
+
+
 class _ConfigType(type):
     """Catches a keyword a config no longer takes because its field moved (its class's
     `MOVED_FIELDS` table), and says where it went, before the dataclass's own ``__init__``
@@ -217,7 +220,7 @@ class Config(Record, metaclass=_ConfigType):
 
     def _restore_nested(self) -> None:
         # A nested config given (or loaded) as a dict becomes its config again.
-        for f, typ in _nested_fields(type(self)):
+        for f, typ in _NESTED.setdefault(type(self), _nested_fields(type(self))):
             value = getattr(self, f.name)
             if isinstance(value, dict):
                 object.__setattr__(self, f.name, typ.from_dict(value))
@@ -225,12 +228,15 @@ class Config(Record, metaclass=_ConfigType):
 
 
 def _nested_fields(cls: type) -> list[tuple[dataclasses.Field[Any], type[Config]]]:
-    # A nested config field is one whose default is made by a Config class
-    # (``field(default_factory=SubConfig)``): read from the field itself, so that string
-    # annotations never need resolving.
+    # A nested config field is one whose declared type (or its ``| None``) is a Config class;
+    # a type that only type checkers see reads as Any (`field_types`) and is not nested.
+    hints = field_types(cls)
     out = []
     for f in dataclasses.fields(cls):
-        factory = f.default_factory
-        if isinstance(factory, type) and issubclass(factory, Config):
-            out.append((f, factory))
+        tp = hints.get(f.name, Any)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = options[0] if len(options) == 1 else Any
+        if isinstance(tp, type) and issubclass(tp, Config):
+            out.append((f, tp))
     return out

@@ -134,7 +134,12 @@ def test_a_moved_keyword_names_where_it_went():
         assert str(err.value) == (f"LabelConfig({name}=...) has moved: write "
                                   f"LabelConfig(performance=PerformanceConfig({name}=...)).")
     assert set(LabelConfig.MOVED_FIELDS) == {f.name for f in dataclasses.fields(
-        PerformanceConfig)}
+        PerformanceConfig)} | {"warm_start_top_k", "warm_start_top_mass"}
+    with pytest.raises(TypeError, match=r"write LabelConfig\(warm_start_options="
+                                        r"WarmStartConfig\(top_k=\.\.\.\)\)"):
+        LabelConfig(warm_start_top_k=5)
+    old = LabelConfig.from_dict({"warm_start_top_k": 7, "warm_start_top_mass": 0.3})
+    assert (old.warm_start_options.top_k, old.warm_start_options.top_mass) == (7, 0.3)
     with pytest.raises(TypeError, match=r"ScoreConfig\(coherence=\.\.\.\) has moved: write "
                                         r"ScoreConfig\(scorers=\(\.\.\.\) without 'coherence'"):
         ScoreConfig(coherence=False)

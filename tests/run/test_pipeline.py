@@ -315,8 +315,7 @@ def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, t
                                 scores=ScoreConfig())
     r = labels[ANIMAL_FEATURE]
     init = warm_start_logits(Subject.of(subject, sae), toy_evaluator, [ANIMAL_FEATURE],
-                             top_k=config.warm_start_top_k,
-                             top_mass=config.warm_start_top_mass)[0]
+                             config.warm_start_options)[0]
     best = torch.nonzero(init == init.max()).flatten().tolist()  # " cat" and "cat" tie
     assert {toy_evaluator.token_str(i).strip() for i in best} == {"cat"}
     assert set(r.trajectory.top_ids[0][0][: len(best)]) == set(best)

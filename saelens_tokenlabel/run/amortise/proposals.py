@@ -34,7 +34,6 @@ from ...records.data import PreparedFeature
 from ...records.result import Attempt, LabelResult, Trajectory
 from ...records.verdict import selection_score, with_verdict
 from ...sae.batches import BatchStage, prepare_batch
-from ...sae.logit_lens import WarmStartConfig
 from .config import AmortizeConfig
 from .map import Proposal, init_logits
 
@@ -78,8 +77,7 @@ def verify_group(group: list[int], stage: BatchStage, proposals: dict[int, Propo
     # A promising candidate starts with the share of the probability a logit-lens warm start
     # gets; with none, the descent starts cold.
     label = stage.config
-    start = WarmStartConfig(top_mass=label.warm_start_top_mass).start_logit(int(
-        stage.evaluator.label_vocab(label).sum()))
+    start = label.warm_start_options.start_logit(int(stage.evaluator.label_vocab(label).sum()))
     descend = LabelBatch(
         features=rest, prepared=[datas[f] for f in rest],
         init_logits=[init_logits(weighted(tried[f], bar, label.label_length),

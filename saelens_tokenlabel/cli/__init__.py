@@ -20,6 +20,7 @@ from .demo import add_demo_parser
 from .label import add_label_parser
 from .report import add_report_parser
 from .run import add_run_parsers
+from .settings import add_config_parser
 from .shared import import_modules
 from .synthetic import add_synthetic_parser
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_demo_parser(sub)
     add_compare_parser(sub)
+    add_config_parser(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")
 """`--dtype` choices."""
 
 LABEL_FLAGS = ConfigFlags(
-    LabelConfig, title="label config (defaults: the dataset's paper preset, else LabelConfig())",
+    LabelConfig, title="label config (LabelConfig; synthetic: the dataset's paper preset)",
     renames={name: f"--warm-start-{name.replace('_', '-')}"
              for name in ("top_k", "scale", "temperature", "casefold", "top_mass")})
 """LabelConfig's flags (``--lr``, ``--steps``, ``--no-use-cache``, ...); the nested

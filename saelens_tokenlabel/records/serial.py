@@ -22,6 +22,7 @@ import sys
 import types
 import typing
 from collections.abc import Iterable
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 R = TypeVar("R", bound="Record")
@@ -34,9 +35,11 @@ class RecordError(ValueError):
 # ---------------------------------------------------------------------- the mechanism
 def to_plain(value: Any) -> Any:
     """`value` JSON-ready: anything with ``to_dict`` as its dict, tuples (named ones too) as
-    lists, int dict keys as strings (JSON's only key type)."""
+    lists, int dict keys as strings (JSON's only key type), paths as strings."""
     if hasattr(value, "to_dict"):
         return value.to_dict()
+    if isinstance(value, PurePath):
+        return str(value)
     if isinstance(value, dict):
         return {str(k) if isinstance(k, int) else k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

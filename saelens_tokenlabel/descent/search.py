@@ -4,8 +4,8 @@
 evaluator's own proposals (`prior_labels`: its likeliest first label tokens, continued
 greedily) as starting points; then its `restarts`, each only for the features whose label has
 not succeeded yet (`succeeded`); then, with `grow_label`, longer labels. With `refine`, an
-attempt whose label has fixable training errors (`refine`) is followed at once by a
-refinement of that label. It keeps each feature's best attempt by validation score
+attempt whose label has fixable training or validation errors (`refine`) is followed at once
+by a refinement of that label. It keeps each feature's best attempt by validation score
 (`result.selection_score`, then fewer fixable errors) and records them all in
 `LabelResult.attempts`. A feature that no label explains is checked for a union of two
 concepts (`polysemantic`).
@@ -25,7 +25,7 @@ from ..records.config import LabelConfig
 from ..records.result import Attempt, LabelResult, selection_score
 from .attempts import run_attempt
 from .engine import StepContext
-from .hardlabel import finish
+from .hardlabel import Ratings, finish
 from .polysemantic import find_union
 from .refine import ErrorCheck, check_errors, hint_logits, refine_config, refine_job, short_list
 from .state import FeatureJob
@@ -62,22 +62,29 @@ def prior_labels(ctx: StepContext, job: FeatureJob, config: LabelConfig, max_row
 
 def succeeded(result: LabelResult, config: LabelConfig) -> bool:
     """Converged, the hard label's selection score reaches `success_score`, and no training
-    error it makes is one a short-list label fixes (`refine`)."""
+    or validation error it makes is one a short-list label fixes (`refine`)."""
     return passes(result, config.success_score)
 
 
 def passes(result: LabelResult, bar: float) -> bool:
     """`succeeded` with the bar given: the one test of a descent's success."""
     return (result.converged and selection_score(result.metrics) >= bar
-            and not result.metrics.get("train_fixable_errors"))
+            and not fixable_errors(result.metrics))
+
+
+def fixable_errors(metrics: dict[str, float | None]) -> float:
+    """Fixable errors on the training and validation examples (``train_fixable_errors`` +
+    ``validation_fixable_errors``; 0 when the check did not run)."""
+    return float((metrics.get("train_fixable_errors") or 0.0)
+                 + (metrics.get("validation_fixable_errors") or 0.0))
 
 
 def _rank(result: LabelResult) -> tuple[float, ...]:
     # Validation score first; among equals fewer fixable errors (a too-broad label scores
     # like the right one where its few telling examples missed the split), then a converged
     # label, then the lower training loss.
-    return (selection_score(result.metrics),
-            -float(result.metrics.get("train_fixable_errors", 0.0)), float(result.converged),
+    return (selection_score(result.metrics), -fixable_errors(result.metrics),
+            float(result.converged),
             -float(result.metrics.get("train_loss_accuracy", float("inf"))))
 
 
@@ -117,15 +124,17 @@ class _Search:
         self.candidates: list[list[list[int]]] = [[] for _ in jobs]
         """Labels each feature's attempts ended on or weighed (for `polysemantic`)."""
         self.checks: dict[int, tuple[torch.Tensor, ErrorCheck]] = {}
-        """Feature -> its latest attempt's training ratings and their error check."""
+        """Feature -> its latest attempt's training ratings and its error check."""
 
     def run(self, members: list[int], cfg: LabelConfig, overrides: dict[str, Any],
             jobs: list[FeatureJob]) -> list[tuple[int, LabelResult, torch.Tensor]]:
         """One attempt for `members` (their `jobs`), recorded; (feature, result, final v)."""
         out = []
         for i, s in zip(members, run_attempt(self.ctx, jobs, cfg), strict=True):
-            r, right = finish(s, self.ctx, cfg)
-            r = self._check(i, r, right)
+            # Scored on the feature's own splits, whatever examples the attempt trained on
+            # (a refinement adds fixable validation errors to its training examples).
+            r, ratings = finish(dataclasses.replace(s, job=self.jobs[i]), self.ctx, cfg)
+            r = self._check(i, r, ratings)
             self.attempts[i].append(_attempt(r, self.n_run, overrides,
                                              self.config.keep_attempt_trajectories))
             assert s.final_v is not None
@@ -133,20 +142,21 @@ class _Search:
         self.n_run += 1
         return out
 
-    def _check(self, i: int, r: LabelResult, right: torch.Tensor) -> LabelResult:
+    def _check(self, i: int, r: LabelResult, ratings: Ratings) -> LabelResult:
         """Feature i's short-list, and (with `refine`) its converged label's fixable errors
-        as the ``train_fixable_errors`` metric."""
+        as the ``train_fixable_errors`` and ``validation_fixable_errors`` metrics."""
         config = self.config
         alternatives = short_list(r.trajectory, r.label_token_ids, config.refine_candidates)
         self.candidates[i] += [r.label_token_ids, *alternatives]
-        if not (config.refine and r.converged and not right.all()):
+        if not (config.refine and r.converged and not ratings.all_right()):
             self.checks.pop(i, None)
             return r
-        check = check_errors(self.ctx, self.jobs[i], r.label_token_ids, right, r.trajectory,
-                             config)
-        self.checks[i] = (right, check)
-        return dataclasses.replace(
-            r, metrics={**r.metrics, "train_fixable_errors": float(check.n_fixable)})
+        check = check_errors(self.ctx, self.jobs[i], r.label_token_ids, ratings.train,
+                             r.trajectory, config, ratings.validation)
+        self.checks[i] = (ratings.train, check)
+        return dataclasses.replace(r, metrics={
+            **r.metrics, "train_fixable_errors": float(check.n_fixable),
+            "validation_fixable_errors": float(check.n_validation_fixable)})
 
     def keep(self, i: int, r: LabelResult, v: torch.Tensor, overrides: dict[str, Any],
              cfg: LabelConfig) -> None:
@@ -168,8 +178,8 @@ class _Search:
     def refine(self, features: list[int], overrides: dict[str, Any], cfg: LabelConfig
                ) -> None:
         """A refinement (`refine`) for each of `features` whose best label, just found, has
-        fixable training errors; kept where it ranks higher."""
-        todo = [i for i in features if i in self.checks and self.checks[i][1].n_fixable]
+        fixable training or validation errors; kept where it ranks higher."""
+        todo = [i for i in features if i in self.checks and self.checks[i][1].any_fixable]
         if not todo:
             return
         jobs = [refine_job(self.ctx, self.jobs[i], self._best(i).label_token_ids,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -117,6 +118,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         cache = write_cache(Path(tmp), args.tokens, args.features, args.seed)
@@ -144,6 +146,9 @@ def main() -> None:
     print(f"| n_contrast=0 | {base:.1f} |")
     print(f"| n_contrast=20 (default) | {with_c:.1f} |")
     print(f"with contrasts / without: {with_c / base:.2f}x")
+    print(f"machine: {os.cpu_count()} CPU cores, shared with other jobs (load average "
+          f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after); the two settings "
+          "alternate, so both see the same load")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ class ContrastFinder:
         self.next_uid = 0
 
     def update(self, shard: Shard) -> None:
+        """Fold one shard's silent occurrences into the picks kept so far."""
         if not len(self.feat):
             return
         tokens = shard.tokens.long()

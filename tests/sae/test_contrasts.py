@@ -148,8 +148,10 @@ def _world(tokenizer, n=90, seed=0):
     contexts, entries, farm = [], {}, []
     for i in range(n):
         is_farm = i % 3 == 0
-        text = rng.choice(FARM if is_farm else KITCHEN).format(a=rng.choice(animals))
-        text += f" Day {i}."  # every context's text differs
+        # Every context's text differs (within the window shown, too). The first animal is
+        # never cooked: it has no silent occurrence.
+        text = f"Day {i}. " + rng.choice(FARM if is_farm else KITCHEN).format(
+            a=rng.choice(animals if is_farm else animals[1:]))
         ids = [tokenizer.convert_tokens_to_ids(ENDOFTEXT), *tokenizer(text)["input_ids"]]
         for p, t in enumerate(ids):
             if is_farm and tokenizer.decode([t]).strip() in animals:
@@ -180,6 +182,14 @@ def test_a_feature_that_fires_on_a_word_in_some_contexts_gets_its_silent_occurre
             # The feature's own word, where it is silent: kitchen sentences only.
             assert word in animals and act == 0.0 and not farm[c] and word in text
     assert len({c for c, k in zip(out.contexts, out.kinds, strict=True) if k == "contrast"}) == 20
+    # Each word got its quota (the words are spread as the feature's firings are), but the
+    # one never cooked, whose share went to the others.
+    shown = Counter(w for (_, w, _), k in zip(out.examples, out.kinds, strict=True)
+                    if k == "contrast")
+    quota = {subject_tokenizer.decode([t]).strip(): q for t, q in sel.contrast_quota.items()}
+    never = SLOTS["animal"][0]
+    assert quota[never] >= 1 and shown[never] == 0
+    assert all(shown[w] >= q for w, q in quota.items() if w != never)
     extra = feature_extra(sel, pool, out, cfg)
     assert extra.example_counts["contrast"] == 20
     assert {e.kind for e in extra.examples} >= {"top", "contrast", "near_miss", "random"}

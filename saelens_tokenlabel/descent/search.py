@@ -4,7 +4,8 @@
 evaluator's own proposals (`prior_labels`: its likeliest first label tokens, continued
 greedily) as starting points; then its `restarts`, each only for the features whose label has
 not succeeded yet (`records.verdict.passes`); then, with `grow_label`, longer labels. With
-`refine`, an attempt whose label has fixable errors (`refine`) is followed at once by a
+`refine`, an attempt whose label has fixable training or validation errors (`refine`) is
+followed at once by a
 refinement of that label. It keeps each feature's best attempt by validation score
 (`records.verdict.selection_score`, then fewer fixable errors) and records them all in
 `LabelResult.attempts`. A feature that no label explains is checked for a union of two
@@ -26,7 +27,7 @@ from ..records.result import Attempt, LabelResult
 from ..records.verdict import fixable_errors, passes, selection_score, with_verdict
 from .attempts import run_attempt
 from .engine import StepContext
-from .hardlabel import finish
+from .hardlabel import Ratings, finish
 from .polysemantic import find_union
 from .refine import ErrorCheck, check_errors, hint_logits, refine_config, refine_job, short_list
 from .state import FeatureJob
@@ -106,15 +107,17 @@ class _Search:
         self.candidates: list[list[list[int]]] = [[] for _ in jobs]
         """Labels each feature's attempts ended on or weighed (for `polysemantic`)."""
         self.checks: dict[int, tuple[torch.Tensor, ErrorCheck]] = {}
-        """Feature -> its latest attempt's training ratings and their error check."""
+        """Feature -> its latest attempt's training ratings and its error check."""
 
     def run(self, members: list[int], cfg: LabelConfig, overrides: dict[str, Any],
             jobs: list[FeatureJob]) -> list[tuple[int, LabelResult, torch.Tensor]]:
         """One attempt for `members` (their `jobs`), recorded; (feature, result, final v)."""
         out = []
         for i, s in zip(members, run_attempt(self.ctx, jobs, cfg), strict=True):
-            r, right = finish(s, self.ctx, cfg)
-            r = self._check(i, r, right)
+            # Scored on the feature's own splits, whatever examples the attempt trained on
+            # (a refinement adds fixable validation errors to its training examples).
+            r, ratings = finish(dataclasses.replace(s, job=self.jobs[i]), self.ctx, cfg)
+            r = self._check(i, r, ratings)
             self.attempts[i].append(_attempt(r, self.n_run, overrides,
                                              self.config.keep_attempt_trajectories))
             assert s.final_v is not None
@@ -122,20 +125,21 @@ class _Search:
         self.n_run += 1
         return out
 
-    def _check(self, i: int, r: LabelResult, right: torch.Tensor) -> LabelResult:
+    def _check(self, i: int, r: LabelResult, ratings: Ratings) -> LabelResult:
         """Feature i's short-list, and (with `refine`) its converged label's fixable errors
-        as the ``train_fixable_errors`` metric."""
+        as the ``train_fixable_errors`` and ``validation_fixable_errors`` metrics."""
         config = self.config
         alternatives = short_list(r.trajectory, r.label_token_ids, config.refine_candidates)
         self.candidates[i] += [r.label_token_ids, *alternatives]
-        if not (config.refine and r.converged and not right.all()):
+        if not (config.refine and r.converged and not ratings.all_right()):
             self.checks.pop(i, None)
             return r
-        check = check_errors(self.ctx, self.jobs[i], r.label_token_ids, right, r.trajectory,
-                             config)
-        self.checks[i] = (right, check)
-        return dataclasses.replace(
-            r, metrics={**r.metrics, "train_fixable_errors": float(check.n_fixable)})
+        check = check_errors(self.ctx, self.jobs[i], r.label_token_ids, ratings.train,
+                             r.trajectory, config, ratings.validation)
+        self.checks[i] = (ratings.train, check)
+        return dataclasses.replace(r, metrics={
+            **r.metrics, "train_fixable_errors": float(check.n_fixable),
+            "validation_fixable_errors": float(check.n_validation_fixable)})
 
     def keep(self, i: int, r: LabelResult, v: torch.Tensor, overrides: dict[str, Any],
              cfg: LabelConfig) -> None:
@@ -157,8 +161,8 @@ class _Search:
     def refine(self, features: list[int], overrides: dict[str, Any], cfg: LabelConfig
                ) -> None:
         """A refinement (`refine`) for each of `features` whose best label, just found, has
-        fixable training errors; kept where it ranks higher."""
-        todo = [i for i in features if i in self.checks and self.checks[i][1].n_fixable]
+        fixable training or validation errors; kept where it ranks higher."""
+        todo = [i for i in features if i in self.checks and self.checks[i][1].any_fixable]
         if not todo:
             return
         jobs = [refine_job(self.ctx, self.jobs[i], self._best(i).label_token_ids,

@@ -51,7 +51,7 @@ def score_hard_label(
     label_ids: list[int],
     prediction: str = "two_way",
     prefix: str = "train_",
-) -> tuple[dict[str, float], Bool[torch.Tensor, " n"]]:
+) -> tuple[dict[str, float | None], Bool[torch.Tensor, " n"]]:
     """Detection scores and mean accuracy loss of a hard label over the given examples, and
     whether it rates each one right."""
     margins, losses = hard_label_margins(ctx, example_ids, label_ids, targets, prediction)
@@ -74,7 +74,7 @@ class Ratings(NamedTuple):
 
 
 def label_scores(ctx: StepContext, job: FeatureJob, ids: list[int], prediction: str,
-                 heldout: bool = True) -> tuple[dict[str, float], Ratings]:
+                 heldout: bool = True) -> tuple[dict[str, float | None], Ratings]:
     """A hard label's scores on the job's training, validation and (with `heldout`)
     held-out examples, and whether it rates each training and validation example right.
 
@@ -111,7 +111,7 @@ def _segments(pairs: Sequence[tuple[FeatureJob, Sequence[int]]], heldout: bool
 
 def batch_label_scores(ctx: StepContext, pairs: Sequence[tuple[FeatureJob, Sequence[int]]],
                        prediction: str, heldout: bool = True
-                       ) -> list[tuple[dict[str, float], Ratings]]:
+                       ) -> list[tuple[dict[str, float | None], Ratings]]:
     """`label_scores` of many (job, hard label) pairs: the rows of every pair and split whose
     labels have one length go through `hard_label_margins` together."""
     segments = _segments(pairs, heldout)
@@ -129,7 +129,7 @@ def batch_label_scores(ctx: StepContext, pairs: Sequence[tuple[FeatureJob, Seque
                                    strict=True):
             done[k] = (m, loss)
     none = torch.zeros(0, dtype=torch.bool)
-    out: list[tuple[dict[str, float], Ratings]] = [({}, Ratings(none, none)) for _ in pairs]
+    out: list[tuple[dict[str, float | None], Ratings]] = [({}, Ratings(none, none)) for _ in pairs]
     for k, g in enumerate(segments):
         metrics, ratings = out[g.pair]
         margins, loss = done[k]
@@ -144,7 +144,7 @@ def batch_label_scores(ctx: StepContext, pairs: Sequence[tuple[FeatureJob, Seque
     return out
 
 
-def _errors(metrics: dict[str, float], correct: torch.Tensor, job: FeatureJob) -> None:
+def _errors(metrics: dict[str, float | None], correct: torch.Tensor, job: FeatureJob) -> None:
     wrong = torch.nonzero(~correct).flatten().tolist()
     metrics["train_errors"] = float(len(wrong))
     if job.words:

@@ -89,9 +89,9 @@ def short_list(trajectory: Trajectory, label_ids: list[int], k: int) -> list[lis
     ranked = sorted(peak, key=lambda st: (-peak[st], st))[:k]
     out = []
     for slot, t in ranked:
-        ids = list(label_ids)
-        ids[slot] = t
-        out.append(ids)
+        alt = list(label_ids)
+        alt[slot] = t
+        out.append(alt)
     return out
 
 

@@ -68,7 +68,7 @@ def _rank(result: LabelResult) -> tuple[float, ...]:
     # label, then the lower training loss.
     return (selection_score(result.metrics),
             -fixable_errors(result.metrics), float(result.converged),
-            -float(result.metrics.get("train_loss_accuracy", float("inf"))))
+            -(result.metrics.get("train_loss_accuracy") or float("inf")))
 
 
 def _attempt(result: LabelResult, index: int, overrides: dict[str, Any], keep_traj: bool

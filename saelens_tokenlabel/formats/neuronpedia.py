@@ -114,7 +114,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from ..records.columns import ScoreColumn, score_columns
 from ..records.files import atomic_write, atomic_write_lines
@@ -258,7 +258,7 @@ def stable_cuid(*parts: str) -> str:
     return "c" + "".join(digits)
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -280,7 +280,8 @@ def _scorer_values(r: LabelResult, columns: list[ScoreColumn], evaluator: str, s
     it was measured with)."""
     out = []
     for c in columns:
-        if not c.neuronpedia or not _finite(r.metrics.get(c.key)):
+        value = r.metrics.get(c.key)
+        if not c.neuronpedia or not _finite(value):
             continue
         prefix = c.key.split("_", 1)[0] + "_"
         details: dict[str, Any] = {k.removeprefix(prefix): r.metrics[k] for k in c.details
@@ -288,7 +289,7 @@ def _scorer_values(r: LabelResult, columns: list[ScoreColumn], evaluator: str, s
         if c.details_config is not None:
             details["config"] = getattr(r.extra, c.details_config, None)
         model = subject if c.scored_by == "subject" else evaluator
-        out.append((c.key, float(r.metrics[c.key]), model, details))
+        out.append((c.key, float(value), model, details))
     return out
 
 
@@ -305,7 +306,7 @@ def _score_values(r: LabelResult, evaluator: str, subject: str, columns: list[Sc
 def _notes(r: LabelResult) -> str:
     # How the label was found first: an amortised label ran no descent, its `probability`
     # is the map's share of its proposal and it converged by definition.
-    notes = {"verdict": r.verdict.value if r.verdict else None,
+    notes: dict[str, Any] = {"verdict": r.verdict.value if r.verdict else None,
              "verdict_reason": r.verdict.reason if r.verdict else None,
              "heldout_interval": ([r.verdict.low, r.verdict.high]
                                   if r.verdict and r.verdict.low is not None else None),

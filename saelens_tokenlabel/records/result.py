@@ -92,7 +92,7 @@ class LabelResult(Record):
     """Whether every slot's top token held `convergence_mass` for `convergence_patience` steps."""
     steps: int
     """Optimisation steps run."""
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     """Final loss terms and scores of the hard label (docs/better-labels.md): on each split
     (``train_``, ``validation_``, ``heldout_``), balanced accuracy, precision, recall, F1,
     AUROC and the confusion counts, and the SAE-side scorers' metrics."""
@@ -221,8 +221,8 @@ class Attempt(Record):
     """First step of the converged run, None if it did not converge."""
     steps: int
     """Optimisation steps the attempt ran."""
-    metrics: dict[str, float]
-    """The attempt's loss terms and hard-label scores."""
+    metrics: dict[str, float | None]
+    """The attempt's loss terms and hard-label scores (None: undefined, e.g. one class only)."""
     selected: bool = False
     """Whether this is the attempt the result reports."""
     trajectory: Trajectory | None = None

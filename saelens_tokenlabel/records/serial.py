@@ -169,7 +169,7 @@ def _at_default(record: Any, f: dataclasses.Field) -> bool:
 
 
 def _is_init(cls: type, name: str) -> bool:
-    return any(f.name == name and f.init for f in dataclasses.fields(cls))  # type: ignore
+    return any(f.name == name and f.init for f in dataclasses.fields(cls))
 
 
 class ConfigError(ValueError):

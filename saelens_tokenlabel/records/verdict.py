@@ -41,7 +41,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 from .serial import Record
 
@@ -74,7 +74,7 @@ class Judged(Protocol):
 J = TypeVar("J", bound=Judged)
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -253,11 +253,11 @@ def heldout_counts(metrics: Mapping[str, Any], n_heldout: int
     the scorer (``heldout_tp`` ...), or for an older result worked out from its recall,
     balanced accuracy and accuracy (even classes when those cannot tell)."""
     tp, fn, tn, fp = (metrics.get(f"heldout_{k}") for k in ("tp", "fn", "tn", "fp"))
-    if all(_finite(v) for v in (tp, fn, tn, fp)):
+    if _finite(tp) and _finite(fn) and _finite(tn) and _finite(fp):
         return int(tp), int(tp + fn), int(tn), int(tn + fp)
     tpr, ba, acc = (metrics.get(f"heldout_{k}") for k in ("recall", "balanced_accuracy",
                                                            "accuracy"))
-    if not (n_heldout >= 2 and all(_finite(v) for v in (tpr, ba, acc))):
+    if not (n_heldout >= 2 and _finite(tpr) and _finite(ba) and _finite(acc)):
         return None
     tnr = 2 * ba - tpr
     pos = n_heldout / 2 if abs(tpr - tnr) < 1e-9 else (acc - tnr) * n_heldout / (tpr - tnr)
@@ -268,20 +268,22 @@ def heldout_counts(metrics: Mapping[str, Any], n_heldout: int
 
 def verdict_of(result: Judged, settings: VerdictSettings, derived: bool = False) -> Verdict:
     """The verdict of `result` (module docstring)."""
-    common = {"success_score": settings.success_score, "bar": settings.bar,
-              "level": settings.level, "derived": derived}
+    s = settings
     if result.status != "ok":
         value = result.status if result.status in VERDICTS else "unlabelable"
-        return Verdict(value, result.extra.message or f"status {result.status}", **common)
+        return Verdict(value, result.extra.message or f"status {result.status}",
+                       success_score=s.success_score, bar=s.bar, level=s.level,
+                       derived=derived)
     ok = passes(result, settings.success_score)
     counts = heldout_counts(result.metrics, result.n_heldout)
     heldout = split_score(result.metrics, ("heldout",))[1]
     low = high = None
     if counts is not None and counts[1] and counts[3]:
         low, high = balanced_accuracy_interval(*counts, settings.level)
-    evidence = {"passes": ok, "heldout": heldout, "low": low, "high": high,
-                "counts": counts, **common}
-    return Verdict(*_judge(result, ok, low, settings), **evidence)
+    value, reason = _judge(result, ok, low, settings)
+    return Verdict(value, reason, passes=ok, heldout=heldout, low=low, high=high,
+                   counts=counts, success_score=s.success_score, bar=s.bar, level=s.level,
+                   derived=derived)
 
 
 def _judge(result: Judged, ok: bool, low: float | None, s: VerdictSettings

@@ -21,8 +21,8 @@ WIDE_SIGNATURES = {"run/pipeline.py:label_sae_features"}
 # Modules that may import package modules inside a function: the CLI (a command imports
 # what it needs when it runs, so --help and status stay light), optional or heavy pieces
 # (matplotlib plots, Ray, the toy evaluator's weights, attribution), and the plugin's method.
-LAZY_IMPORTERS = {"cli/compare.py", "cli/demo.py", "cli/label.py", "cli/shared.py",
-                  "cli/synthetic.py",
+LAZY_IMPORTERS = {"cli/compare.py", "cli/demo.py", "cli/label.py", "cli/settings.py",
+                  "cli/shared.py", "cli/synthetic.py",
                   "report/html.py",
                   "run/pipeline.py", "run/plugin.py", "toy/__init__.py", "toy/features.py"}
 

@@ -131,16 +131,18 @@ def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def settings_from(args: argparse.Namespace) -> Settings:
     """The run's configs: the `--config` file's sections, the flags given over them."""
     file = read_file(args.config) if args.config else {}
-    flagged = {"label": LABEL_FLAGS, "examples": EXAMPLE_FLAGS, "cache": CACHE_FLAGS}
-    built = {name: SECTIONS[name].from_dict(_merged(file.get(name) or {}, f.values(args)))
-             for name, f in flagged.items()}
+    def given(name: str, flags: ConfigFlags) -> dict[str, Any]:
+        return _merged(file.get(name) or {}, flags.values(args))
+
     amortize_given = AMORTIZE_FLAGS.values(args)
     on = bool(args.amortize) or file.get("amortize") is not None
     if amortize_given and not on:
         raise ValueError("The --amortize-* flags set the amortised mode: add --amortize.")
     amortize = (AmortizeConfig.from_dict(_merged(file.get("amortize") or {}, amortize_given))
                 if on else None)
-    return Settings(built["label"], built["examples"], built["cache"],
+    return Settings(LabelConfig.from_dict(given("label", LABEL_FLAGS)),
+                    ExampleConfig.from_dict(given("examples", EXAMPLE_FLAGS)),
+                    CacheConfig.from_dict(given("cache", CACHE_FLAGS)),
                     _score_config(args, file.get("scores") or {}), amortize)
 
 

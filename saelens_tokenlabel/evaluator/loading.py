@@ -12,11 +12,23 @@ from .suffix import local_window, unsupported
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
+    from transformers import PreTrainedTokenizerBase
 
 LOCAL_CONFIG = "tokenlabel_model.json"
 LOCAL_WEIGHTS = "model.safetensors"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "float16": torch.float16}
+
+
+def tokenizer_of(model: Any) -> PreTrainedTokenizerBase:
+    """A model's tokenizer; a one-line error when it has none (TransformerLens leaves
+    `model.tokenizer` None for a model built without one)."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        name = getattr(getattr(model, "cfg", None), "model_name", type(model).__name__)
+        raise ValueError(f"The model {name!r} has no tokenizer; load it with "
+                         "HookedTransformer.from_pretrained(...) or pass tokenizer=....")
+    return tok
 
 
 def default_device() -> str:

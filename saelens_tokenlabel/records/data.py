@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -90,7 +91,8 @@ class FeatureData:
 
     @classmethod
     def from_examples(
-        cls, examples: list[tuple[str, str, float]], name: str | int = "feature", **metadata: Any
+        cls, examples: Sequence[tuple[str, str, float] | tuple[str, str, float, str | int]],
+        name: str | int = "feature", **metadata: Any,
     ) -> FeatureData:
         """Build from explicit ``(text, word, activation)`` triples (the word is one token of
         the text, as shown to the evaluator), or ``(text, word, activation, group)``: the

@@ -19,7 +19,7 @@ and written back unchanged.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -155,6 +155,6 @@ class FeatureExtra(Record):
         return bool(self.to_dict())
 
 
-def token_logits(pairs: Iterable[tuple[str, float]]) -> tuple[TokenLogit, ...]:
+def token_logits(pairs: Iterable[Sequence[Any]]) -> tuple[TokenLogit, ...]:
     """``[(token, logit), ...]`` as `TokenLogit`s."""
     return tuple(TokenLogit(str(t), v) for t, v in pairs)

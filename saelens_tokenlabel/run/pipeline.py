@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from sae_lens import SAE
     from torch import Tensor
 
-    from ..sae.subject import SubjectModel
+    from ..sae.hooks import SubjectModel
     from .ray_backend import RayConfig
 
 __all__ = ["ORDERS", "RunOptions", "label_sae_features", "order_by_scores"]

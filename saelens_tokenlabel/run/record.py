@@ -26,10 +26,17 @@ IDENTITY_NAMES = {"identity": "another SAE, model, evaluator or corpus"}
 class RecordOptions(Protocol):
     """What `open_record` reads of a run's options (`RunOptions` has them)."""
 
-    run_dir: str | Path | RunStore | None
-    checkpoint: str | Path | None
-    lease_s: float
-    amortize: Config | None
+    @property
+    def run_dir(self) -> str | Path | RunStore | None: ...
+
+    @property
+    def checkpoint(self) -> str | Path | None: ...
+
+    @property
+    def lease_s(self) -> float: ...
+
+    @property
+    def amortize(self) -> Config | None: ...
 
 
 class RunRecord:
@@ -97,8 +104,9 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
     if opts.run_dir is None:
         yield RunRecord(labels, None, ckpt, None)
         return
-    given = opts.run_dir if isinstance(opts.run_dir, RunStore) else None
-    store = given or RunStore(opts.run_dir)
+    run_dir = opts.run_dir
+    given = run_dir if isinstance(run_dir, RunStore) else None
+    store = run_dir if isinstance(run_dir, RunStore) else RunStore(run_dir)
     claimer = None
     try:
         _read_old_example_config(store)

@@ -37,12 +37,12 @@ from .cache import META_FILENAME, ActivationCache, ShardWriter, features_key, fi
 from .config import CacheConfig
 from .corpus import Corpus, CorpusError
 from .fingerprint import CACHE_FORMAT_VERSION, digest, model_fingerprint, sae_fingerprint
-from .gsae import gradient_definition, needs_gradient
+from .gsae import encode_with, gradient_definition, needs_gradient
 from .hooks import activation_and_grad, run_to_hook, to_sae_input
 from .subject import Subject, require_subject
 
 if TYPE_CHECKING:
-    from .subject import SubjectModel
+    from .hooks import SubjectModel
 
 log = logging.getLogger(__name__)
 DEFAULT_CONTEXT_SIZE = 128
@@ -179,9 +179,8 @@ def _encode_sparse(encoder: SaeEncoder, x: Float[torch.Tensor, " n *d"],
     rows, cols, vals = [], [], []
     for start in range(0, len(x), step):
         chunk = x[start : start + step]
-        sae = encoder.subject.sae
-        acts = (sae.encode(chunk) if grad is None
-                else sae.encode(chunk, grad=grad[start : start + step]))
+        acts = encode_with(encoder.subject.sae, chunk,
+                           None if grad is None else grad[start : start + step])
         if acts.is_sparse:
             acts = acts.to_dense()
         if features is not None:

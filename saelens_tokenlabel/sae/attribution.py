@@ -29,10 +29,11 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
+from ..evaluator.loading import tokenizer_of
 from .activations import _batches, check_tokenizer, iter_contexts, resolve_context
 from .config import CacheConfig
 from .corpus import Corpus
-from .gsae import needs_gradient
+from .gsae import encode_with
 from .hooks import activation_and_grad, to_sae_input
 from .subject import Subject, require_subject
 
@@ -69,7 +70,7 @@ def batch_attribution(
 ) -> tuple[Float[torch.Tensor, " d_sae"], int]:
     """Sum over the batch's counted tokens of ``z * |W_dec . grad_x L|``, and their count."""
     model, sae, spec = subject.model, subject.sae, subject.hook
-    tokens, mask = _pad(contexts, model.tokenizer.pad_token_id)
+    tokens, mask = _pad(contexts, tokenizer_of(model).pad_token_id)
     device = model.W_E.device
     x, grad = activation_and_grad(model, spec, tokens.to(device), mask.to(device))
     counted = mask.bool() & spec.position_mask(context_size)[: tokens.shape[1]][None]
@@ -83,7 +84,7 @@ def batch_attribution(
     for start in range(0, len(xs), encode_batch_tokens):
         sl = slice(start, start + encode_batch_tokens)
         with torch.no_grad():
-            z = sae.encode(xs[sl], grad=gs[sl]) if needs_gradient(sae) else sae.encode(xs[sl])
+            z = encode_with(sae, xs[sl], gs[sl])
         if z.is_sparse:
             z = z.to_dense()
         proj = decoder_projection(sae, gs[start : start + encode_batch_tokens])

@@ -30,7 +30,7 @@ and `SAE.from_dict` build a `GSAE`; importing `saelens_tokenlabel` does it (`run
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from jaxtyping import Float
@@ -160,3 +160,17 @@ def register() -> None:
         return
     gsae, config = gsae_classes()
     register_sae_class(ARCHITECTURE, gsae, config)
+
+
+class _GradientEncoder(Protocol):
+    """What a g-SAE's `encode` takes: the activations and the gradient at its hook."""
+
+    def encode(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+def encode_with(sae: Any, x: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """``sae.encode(x)``; a g-SAE's ``encode(x, grad=grad)`` when `grad` is given (its TopK
+    selects by the gradient). The one place the two calls differ."""
+    if grad is not None and needs_gradient(sae):
+        return cast(_GradientEncoder, sae).encode(x, grad=grad)
+    return sae.encode(x)

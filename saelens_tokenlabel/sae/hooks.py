@@ -10,7 +10,7 @@ import difflib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,10 @@ from jaxtyping import Float, Int
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    SubjectModel: TypeAlias = HookedTransformer | TransformerBridge
+    """A subject model: a HookedTransformer or a TransformerLens 3 TransformerBridge."""
 
 
 class HookError(ValueError):
@@ -56,7 +60,7 @@ class HookSpec:
         seqpos = tuple(meta.seqpos_slice) if meta.seqpos_slice else (None,)
         return cls(name, None if head is None else int(head), stop, seqpos)
 
-    def check(self, model: HookedTransformer) -> None:
+    def check(self, model: SubjectModel) -> None:
         if self.hook_name not in model.hook_dict:
             near = similar_hooks(self.hook_name, model.hook_dict)
             hint = f" Similar hooks it has: {', '.join(near)}." if near else ""
@@ -88,7 +92,7 @@ def similar_hooks(name: str, hook_names: Iterable[str], n: int = 5) -> list[str]
 
 @torch.no_grad()
 def run_to_hook(
-    model: HookedTransformer,
+    model: SubjectModel,
     spec: HookSpec,
     tokens: Int[torch.Tensor, "batch pos"],
     attention_mask: Int[torch.Tensor, "batch pos"],
@@ -127,7 +131,7 @@ def run_to_hook(
 
 
 def activation_and_grad(
-    model: HookedTransformer, spec: HookSpec, tokens: Int[torch.Tensor, "b pos"],
+    model: SubjectModel, spec: HookSpec, tokens: Int[torch.Tensor, "b pos"],
     mask: Int[torch.Tensor, "b pos"],
 ) -> tuple[Float[torch.Tensor, "b pos *d"], Float[torch.Tensor, "b pos *d"]]:
     """The hook activation ``x`` and ``grad_x L`` (L: summed next-token loss of real tokens),

@@ -26,7 +26,8 @@ from ..records.features import check_feature_indices
 
 if TYPE_CHECKING:
     from ..evaluator.model import Evaluator
-    from .subject import Subject, SubjectModel
+    from .hooks import SubjectModel
+    from .subject import Subject
 
 log = logging.getLogger(__name__)
 
@@ -231,10 +232,7 @@ def warm_start_logits(
     Returns fp32 on the CPU; the optimiser's ``[feat, slot, d_vocab]`` logits take it as
     slot 0.
     """
-    if config is not None and not isinstance(config, WarmStartConfig):
-        raise TypeError(f"config must be a WarmStartConfig, got {type(config).__name__}; pass "
-                        "the options by keyword (top_k=..., scale=...)")
-    cfg = dataclasses.replace(config or WarmStartConfig(), **options)
+    cfg = _warm_start_config(config, options)
     feats = check_features(features, subject.d_sae)
     mask = _warm_start_mask(evaluator, vocab_mask)
     scale = cfg.start_logit(int(mask.sum()))
@@ -257,6 +255,14 @@ def warm_start_logits(
             for e in ids:
                 v[row, e] = max(float(v[row, e]), w)
     return v
+
+
+def _warm_start_config(config: WarmStartConfig | None, options: dict[str, Any]
+                       ) -> WarmStartConfig:
+    if config is not None and not isinstance(config, WarmStartConfig):
+        raise TypeError(f"config must be a WarmStartConfig, got {type(config).__name__}; pass "
+                        "the options by keyword (top_k=..., scale=...)")
+    return dataclasses.replace(config or WarmStartConfig(), **options)
 
 
 def _warm_start_mask(evaluator: Evaluator,

@@ -8,16 +8,16 @@ scorers), and passing them as loose ``(sae, model)`` pairs let the two swap plac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
+from ..evaluator.loading import tokenizer_of
 from .hooks import HookSpec
 
 if TYPE_CHECKING:
     from sae_lens import SAE
-    from transformer_lens import HookedTransformer
-    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedTokenizerBase
 
-    SubjectModel: TypeAlias = HookedTransformer | TransformerBridge
+    from .hooks import SubjectModel
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class Subject:
         return int(self.sae.cfg.d_sae)
 
     @property
-    def tokenizer(self) -> Any:
-        """The subject model's tokenizer."""
-        return self.model.tokenizer
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The subject model's tokenizer (a one-line error when it has none)."""
+        return tokenizer_of(self.model)
 
 
 def require_subject(value: object, where: str) -> Subject:

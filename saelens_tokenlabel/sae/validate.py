@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..evaluator.loading import tokenizer_of
 from ..evaluator.model import Evaluator, EvaluatorError
 from .activations import NonFiniteActivationError
 from .hooks import HookError, HookSpec, run_to_hook, to_sae_input
 from .subject import Subject
 
 if TYPE_CHECKING:
-    from .subject import SubjectModel
+    from .hooks import SubjectModel
 
 
 def check_sae(sae: Any) -> None:
@@ -57,7 +58,7 @@ def check_d_in(subject: Subject) -> None:
     """Run the model on one token to the hook: its width must be the SAE's ``d_in``, and its
     values finite. On a mismatch, the error lists hooks of that layer that do fit."""
     model, sae, spec = subject.model, subject.sae, subject.hook
-    tok = model.tokenizer
+    tok = tokenizer_of(model)
     first = tok.bos_token_id if tok.bos_token_id is not None else 0
     tokens = torch.tensor([[int(first)]], device=model.W_E.device)
     act = run_to_hook(model, spec, tokens, torch.ones_like(tokens))

@@ -99,7 +99,7 @@ def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None
     around a Hugging Face Llama (`loading.hooked_to_hf_llama`)."""
     import torch
 
-    from ..evaluator.loading import load_local_model
+    from ..evaluator.loading import load_local_model, tokenizer_of
     from ..evaluator.model import Evaluator
 
     if not (TOY_EVALUATOR_DIR / "tokenlabel_model.json").is_file():
@@ -109,7 +109,7 @@ def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None
         )
     model = load_local_model(TOY_EVALUATOR_DIR, device=device, dtype=torch.float32)
     for word, bias in (label_prior or {}).items():
-        ids = model.tokenizer(word, add_special_tokens=False)["input_ids"]
+        ids = tokenizer_of(model)(word, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise ValueError(f"label_prior: {word!r} is {len(ids)} tokens of the toy "
                              "evaluator; give single-token words (e.g. 'animal').")
@@ -118,7 +118,7 @@ def load_toy_evaluator(device: str = "cpu", label_prior: dict[str, float] | None
     if backend == "bridge":
         from ..evaluator.loading import boot_bridge, hooked_to_hf_llama
 
-        model = boot_bridge(hooked_to_hf_llama(model), model.tokenizer)
+        model = boot_bridge(hooked_to_hf_llama(model), tokenizer_of(model))
     return Evaluator(model)
 
 

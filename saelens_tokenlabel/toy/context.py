@@ -78,6 +78,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from ..evaluator.loading import tokenizer_of
 from ..evaluator.model import Evaluator
 from ..evaluator.prompts import PromptTemplate
 from .planted import ENDOFTEXT, planted_metadata, single_token
@@ -384,7 +385,7 @@ def _set_mlp(model: HookedTransformer) -> None:
     + `CONTEXT_WEIGHT` (+-context - 1)) is the label's share of concept k when the word is in g
     and the context is c (exactly +-1), else 0. The last unit fires at the rating slot and
     carries the "0" side of the margin."""
-    mlp = model.blocks[0].mlp
+    mlp: Any = model.blocks[0].mlp  # nn.Module attributes: typed loosely by torch
     for u, (k, g, c) in enumerate(_units()):
         mlp.W_in[LAYOUT.label_read(k), u] = 1.0
         mlp.W_in[LAYOUT.member_read(g), u] = 1.0
@@ -402,8 +403,8 @@ def _set_mlp(model: HookedTransformer) -> None:
 
 def _add_prior(model: HookedTransformer, prior: Mapping[str, float]) -> None:
     for word, bias in prior.items():
-        ids = model.tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1 or ids[0] == model.tokenizer.unk_token_id:
+        ids = tokenizer_of(model)(word, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or ids[0] == tokenizer_of(model).unk_token_id:
             raise ValueError(f"prior: {word!r} is not one known token of the context "
                              "evaluator; give words of its vocabulary (e.g. 'animal').")
         model.b_U[ids[0]] += bias
@@ -464,7 +465,9 @@ def context_sentences(n: int = 300, seed: int = 0, *, farm: float = 0.4, cooking
         return deck.pop()
 
     n_farm, n_cook = round(farm * n), round(cooking * n)
-    plan = [FARM_TEMPLATES] * n_farm + [COOKING_TEMPLATES] * n_cook
+    plan: list[tuple[str, ...]] = []
+    plan += [FARM_TEMPLATES] * n_farm
+    plan += [COOKING_TEMPLATES] * n_cook
     plan += [PLAIN_TEMPLATES] * (n - n_farm - n_cook)
     rng.shuffle(plan)
     out = []

@@ -56,8 +56,10 @@ class ReadOptions:
 class ExplanationReader(Protocol):
     """One explanation format (module docstring)."""
 
-    name: str
-    """Its registry name, recorded as `SourceInfo.format`."""
+    @property
+    def name(self) -> str:
+        """Its registry name, recorded as `SourceInfo.format`."""
+        ...
 
     def sniff(self, path: Path) -> bool:
         """Whether `path` (an existing file or folder) is in this format. Cheap: a name, a

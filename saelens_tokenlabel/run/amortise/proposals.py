@@ -104,7 +104,7 @@ def _score(datas: list[PreparedFeature], stage: BatchStage, proposals: dict[int,
     scores = batch_label_scores(ctx, [(job, ids) for job, _, ids, _ in pairs],
                                 config.prediction, heldout=False)
     best: dict[int, tuple[Any, ...]] = {}
-    scored: dict[int, list[tuple[tuple[int, ...], float, dict[str, float]]]] = {}
+    scored: dict[int, list[tuple[tuple[int, ...], float, dict[str, float | None]]]] = {}
     for (job, rank, ids, share), (metrics, _) in zip(pairs, scores, strict=True):
         f = int(job.name)
         scored.setdefault(f, []).append((ids, share, metrics))
@@ -124,7 +124,7 @@ def _score(datas: list[PreparedFeature], stage: BatchStage, proposals: dict[int,
     return out, rejected
 
 
-def rejected_proposals(scored: list[tuple[tuple[int, ...], float, dict[str, float]]],
+def rejected_proposals(scored: list[tuple[tuple[int, ...], float, dict[str, float | None]]],
                        evaluator: Any, bar: float) -> list[Attempt]:
     """A rejected feature's scored candidates as `Attempt` records (no steps; numbered -1,
     -2, ... in the map's order), kept in its result before the descent's attempts."""
@@ -148,7 +148,7 @@ def weighted(tried: list[Attempt], bar: float, label_length: int
             if len(a.label_token_ids) == label_length]
 
 
-def promise(metrics: dict[str, float], bar: float) -> float:
+def promise(metrics: dict[str, float | None], bar: float) -> float:
     """How far a rejected label got from chance (balanced accuracy 0.5) towards the bar, in
     [0, 1], on the split attempts are chosen by: a label no better than chance gives its
     descent nothing to start from, a near miss nearly its whole share."""

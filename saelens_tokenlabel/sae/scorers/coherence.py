@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from jaxtyping import Float
 
+from ...evaluator.loading import tokenizer_of
 from ...records.columns import COHERENCE_COLUMNS
 from ...records.extra import FeatureExtra
 from ...records.serial import Config
@@ -44,7 +45,7 @@ from ..subject import Subject, require_subject
 from .registry import ScoreItem, ScoreUpdate, register_scorer
 
 if TYPE_CHECKING:
-    from ..subject import SubjectModel
+    from ..hooks import SubjectModel
 
 Count = Literal["prompt", "generated", "both"]
 
@@ -192,13 +193,13 @@ def _bos_id(subject: Subject, config: CoherenceConfig) -> int | None:
 
 
 def _encode(model: SubjectModel, text: str, bos_id: int | None, chat: bool) -> list[int]:
-    tok = model.tokenizer
+    tok = tokenizer_of(model)
     if chat:
         if not getattr(tok, "chat_template", None):
             raise ValueError("CoherenceConfig(use_chat_template=True), but the subject "
                              "tokenizer has no chat template. Set use_chat_template=False.")
-        text = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                       add_generation_prompt=True)
+        text = str(tok.apply_chat_template([{"role": "user", "content": text}],
+                                           tokenize=False, add_generation_prompt=True))
     ids = list(tok(text, add_special_tokens=False)["input_ids"])
     return ([bos_id] if bos_id is not None else []) + ids
 
@@ -214,7 +215,7 @@ def label_texts(
     prompts = [_encode(model, t.replace("{label}", lab), bos_id, config.use_chat_template)
                for lab in uniq for t in config.templates]
     gen = greedy_generate(model, prompts, config.max_new_tokens, config.batch_size,
-                          model.tokenizer.eos_token_id) if config.count != "prompt" else \
+                          tokenizer_of(model).eos_token_id) if config.count != "prompt" else \
         [[] for _ in prompts]
     span = {"prompt": lambda p, g: (0, p), "generated": lambda p, g: (p, p + g),
             "both": lambda p, g: (0, p + g)}[config.count]

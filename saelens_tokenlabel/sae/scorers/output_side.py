@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Float
 
+from ...evaluator.loading import tokenizer_of
 from ...records.columns import OUTPUT_SIDE_COLUMNS
 from ...records.extra import FeatureExtra, OutputSide, token_logits
 from ...records.serial import Config
@@ -21,7 +22,7 @@ from ..subject import Subject
 from .registry import ScoreItem, ScoreUpdate, register_scorer
 
 if TYPE_CHECKING:
-    from ..subject import SubjectModel
+    from ..hooks import SubjectModel
 
 
 @dataclass
@@ -40,11 +41,11 @@ def label_rank(logits_row: Float[torch.Tensor, " d_vocab_subject"], model: Subje
     """1-based rank, by decoder logit, of the best subject token whose normalised text is the
     label's; None if no subject token has that text."""
     key = normalise_token_text(label)
-    ids = token_text_index(model.tokenizer, len(logits_row)).get(key) if key else None
+    ids = token_text_index(tokenizer_of(model), len(logits_row)).get(key) if key else None
     if not ids:
         return None
     best = logits_row[ids].max()
-    return int((logits_row[: len(model.tokenizer)] > best).sum()) + 1
+    return int((logits_row[: len(tokenizer_of(model))] > best).sum()) + 1
 
 
 class OutputSideScorer:

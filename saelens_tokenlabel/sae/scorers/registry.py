@@ -33,7 +33,7 @@ import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ...records.columns import ScoreColumn
 from ...records.extra import FeatureExtra
@@ -81,17 +81,29 @@ class ScoreUpdate:
 
 @runtime_checkable
 class Scorer(Protocol):
-    """An SAE-side scorer (module docstring)."""
+    """An SAE-side scorer (module docstring). Class attributes satisfy its read-only
+    members."""
 
-    name: ClassVar[str] | str
-    """Its registry name (what `ScoreConfig.scorers` and ``--score`` name)."""
-    config_type: ClassVar[type[Config]] | type[Config]
-    """Its settings' config class; `ScoreConfig.options` gives one (or its fields)."""
-    columns: ClassVar[tuple[ScoreColumn, ...]] | tuple[ScoreColumn, ...]
-    """The metrics it writes, as the report and exports show them."""
-    labeled_only: ClassVar[bool] | bool
-    """Score only results with a label (status ``ok``); False: every result (dead ones
-    too)."""
+    @property
+    def name(self) -> str:
+        """Its registry name (what `ScoreConfig.scorers` and ``--score`` name)."""
+        ...
+
+    @property
+    def config_type(self) -> type[Config]:
+        """Its settings' config class; `ScoreConfig.options` gives one (or its fields)."""
+        ...
+
+    @property
+    def columns(self) -> tuple[ScoreColumn, ...]:
+        """The metrics it writes, as the report and exports show them."""
+        ...
+
+    @property
+    def labeled_only(self) -> bool:
+        """Score only results with a label (status ``ok``); False: every result (dead ones
+        too)."""
+        ...
 
     def score(self, subject: Subject, items: Sequence[ScoreItem], config: Config
               ) -> list[ScoreUpdate]:

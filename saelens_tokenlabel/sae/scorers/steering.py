@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float
 
+from ...evaluator.loading import tokenizer_of
 from ...records.columns import STEERING_COLUMNS
 from ...records.serial import Config
 from ..hooks import HookSpec, run_to_hook
@@ -40,7 +41,7 @@ from ..subject import Subject, require_subject
 from .registry import ScoreItem, ScoreUpdate, register_scorer
 
 if TYPE_CHECKING:
-    from ..subject import SubjectModel
+    from ..hooks import SubjectModel
 
 SCORE_KEYS = ("steering_score", "steering_gain", "steering_random_gain")
 
@@ -80,22 +81,22 @@ def label_token_ids(model: SubjectModel, label: str) -> list[int]:
     words = label.split()
     if not words:
         return []
-    ids = token_text_index(model.tokenizer, model.cfg.d_vocab).get(normalise_token_text(
+    ids = token_text_index(tokenizer_of(model), model.cfg.d_vocab).get(normalise_token_text(
         words[0]))
     if ids:
         return list(ids)
-    first = model.tokenizer(" " + words[0], add_special_tokens=False)["input_ids"]
+    first = tokenizer_of(model)(" " + words[0], add_special_tokens=False)["input_ids"]
     return first[:1]
 
 
 def _context_tokens(model: SubjectModel, config: SteeringConfig
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The contexts right-padded (BOS first), their mask, on the model's device."""
-    bos = model.tokenizer.bos_token_id
+    bos = tokenizer_of(model).bos_token_id
     seqs = [([bos] if bos is not None else []) +
-            model.tokenizer(c, add_special_tokens=False)["input_ids"] for c in config.contexts]
+            tokenizer_of(model)(c, add_special_tokens=False)["input_ids"] for c in config.contexts]
     n = max(len(s) for s in seqs)
-    pad = model.tokenizer.pad_token_id or 0
+    pad = tokenizer_of(model).pad_token_id or 0
     tokens = torch.full((len(seqs), n), int(pad), dtype=torch.long)
     mask = torch.zeros((len(seqs), n), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -136,7 +137,7 @@ def _hook_norm(model: SubjectModel, spec: HookSpec, tokens: torch.Tensor,
     act = run_to_hook(model, spec, tokens, mask)
     norms = act.reshape(*act.shape[:2], -1).norm(dim=-1)
     counted = mask.bool().clone()
-    if model.tokenizer.bos_token_id is not None:
+    if tokenizer_of(model).bos_token_id is not None:
         # BOS's residual norm is often many times the others': it would inflate α.
         counted[:, 0] = False
     return float(norms[counted].mean())

@@ -15,12 +15,13 @@ from typing import Any
 from ..formats.labelset import result_score
 from ..records.config import LabelConfig
 from ..records.features import parse_features
+from ..records.files import atomic_write_text
 from ..records.names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
 from ..run.amortise.config import AmortizeConfig
+from ..run.outputs import Outputs
 from ..sae.config import CacheConfig, ExampleConfig
 from ..sae.scorers.registry import DEFAULT_SCORERS
 from .flags import ConfigFlags
-from .run import store_errors
 from .shared import (
     BACKEND_HELP,
     DTYPES,
@@ -185,7 +186,7 @@ def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
     return model
 
 
-def _write_tsv(labels: Any, path: Path) -> None:
+def _write_tsv(labels: Any, path: Path) -> Path:
     lines = ["feature\tstatus\tlabel\tprobability\tscore"]
     for f in labels:
         r = labels[f]
@@ -193,7 +194,7 @@ def _write_tsv(labels: Any, path: Path) -> None:
         label = r.label.replace("\t", " ").replace("\n", " ")
         lines.append(f"{f}\t{r.status}\t{label}\t{r.probability:.4f}\t"
                      f"{'' if score is None else f'{score:.4f}'}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 class EvaluatorLoader:
@@ -223,7 +224,6 @@ def _ray_config(args: argparse.Namespace) -> Any:
                                                       args.evaluator_backend))
 
 
-@store_errors
 def cmd_label(args: argparse.Namespace) -> int:
     # The configs first: a bad value fails before any model loads.
     config: LabelConfig = LABEL_FLAGS.build(args)
@@ -256,8 +256,6 @@ def cmd_label(args: argparse.Namespace) -> int:
                                 examples=examples, features_per_batch=args.features_per_batch,
                                 run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
                                 amortize=amortize, scores=scores)
-    labels.save(sidecar)
-    _write_tsv(labels, out / LABELS_TSV)
     print(f"labeled:      {len(labels)} features {_counts(labels)}")
     for f in labels:
         r = labels[f]
@@ -265,19 +263,36 @@ def cmd_label(args: argparse.Namespace) -> int:
             print(f"  {f:>6}  {r.label!r:20}  p={r.probability:.3f}"
                   f"{'' if r.converged else '  (not converged)'}"
                   f"{'' if r.method == 'descended' else f'  [{r.method}]'}")
-    print(f"written:      {out / LABELS_TSV}, {sidecar}, {out / RUN_STORE_FILENAME}")
+    _write_outputs(labels, sae, out, args)
+    return 0
+
+
+def _write_outputs(labels: Any, sae: Any, out: Path, args: argparse.Namespace) -> None:
+    """The output files, from labels safe in the run store already: one that cannot be
+    written does not stop the others (`run.outputs.Outputs`); a missing Neuronpedia id is a
+    warning, not a failure."""
+    from safetensors import SafetensorError
+
+    store = out / RUN_STORE_FILENAME
+    outputs = Outputs(out, store, len(labels))
+    sidecar = outputs.write(SIDECAR_FILENAME, lambda: labels.save(out / SIDECAR_FILENAME))
+    tsv = outputs.write(LABELS_TSV, lambda: _write_tsv(labels, out / LABELS_TSV))
+    print("written:      " + ", ".join(str(p) for p in (tsv, sidecar, store) if p))
     try:
-        n = labels.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)
-        print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
+        n = outputs.write(NEURONPEDIA_JSONL, lambda: labels.to_neuronpedia(
+            out / NEURONPEDIA_JSONL, args.neuronpedia_id))
+        if n is not None:
+            print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
     except ValueError as err:
-        # The labels are written already; say why the export is missing, and fail.
+        # No Neuronpedia id: the SAE's own, unpublished, the usual case; every label is
+        # written, so the run succeeded. The message says how to give one.
         print(f"neuronpedia:  not written: {err}")
-        return 2
     if args.save_sae:
         labels.attach(sae)
-        sae.save_model(out / "sae")
-        print(f"sae:          {out / 'sae'} (labels in cfg.json metadata and the sidecar)")
-    return 0
+        if outputs.write("sae/", lambda: sae.save_model(out / "sae"),
+                         errors=(OSError, SafetensorError)) is not None:
+            print(f"sae:          {out / 'sae'} (labels in cfg.json metadata and the sidecar)")
+    outputs.check()
 
 
 def _counts(labels: Any) -> dict[str, int]:

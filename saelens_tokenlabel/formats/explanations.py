@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..records.errors import ExplanationSourceError
+from ..records.files import not_utf8
 from ..records.serial import Record
 
 NEURONPEDIA_JSONL = "neuronpedia-jsonl"
@@ -53,11 +55,6 @@ _DELPHI_RE = re.compile(r"^(?P<module>.+)_latent(?P<index>\d+)\.txt$")
 _KINDS = ("a Neuronpedia export (.jsonl, .jsonl.gz, or its explanations/ folder of "
           "batch-N.jsonl.gz files), delphi's explanations/ folder (<module>_latent<N>.txt "
           "files), or a feature<TAB>explanation text file")
-
-
-class ExplanationSourceError(ValueError):
-    """A file or folder that holds no explanations this package can read; the message says
-    what is wrong and what to give instead."""
 
 
 @dataclass(frozen=True)
@@ -186,10 +183,24 @@ def _first_line(path: Path) -> str:
             for line in fh:
                 if line.strip():
                     return line.strip()
-    except (UnicodeDecodeError, OSError) as err:  # gzip.BadGzipFile is an OSError
-        raise ExplanationSourceError(f"--explanations {path}: cannot be read as UTF-8 text "
-                                     f"({err}); give {_KINDS}.") from None
+    except _UNREADABLE as err:
+        raise _unreadable(path, err) from None
     raise ExplanationSourceError(f"--explanations {path}: the file is empty.")
+
+
+def _unreadable(path: Path, err: BaseException) -> ExplanationSourceError:
+    """The one line for a file that cannot be read to its end: not UTF-8 (which line), cut
+    short or not gzip, or an error of the OS."""
+    if isinstance(err, UnicodeDecodeError):
+        opener = gzip.open if path.name.endswith(".gz") else open
+        return ExplanationSourceError(
+            f"--explanations {path}: cannot be read as UTF-8 text: {not_utf8(path, opener)}; "
+            "save it as UTF-8 (or gzipped UTF-8).")
+    what = (" the file is truncated or not gzip;" if isinstance(
+        err, EOFError | zlib.error | gzip.BadGzipFile) else "")
+    return ExplanationSourceError(
+        f"--explanations {path}: cannot be read as UTF-8 text ({type(err).__name__}: "
+        f"{' '.join(str(err).split())}):{what} give a whole file of {_KINDS}.")
 
 
 def _batch_files(folder: Path) -> list[Path]:
@@ -209,9 +220,7 @@ def _json_lines(files: Iterable[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             yield from _lines_of(path)
         except _UNREADABLE as err:
-            raise ExplanationSourceError(
-                f"{path} cannot be read ({type(err).__name__}: {err}); give a whole UTF-8 "
-                "(or gzipped UTF-8) JSON Lines file.") from None
+            raise _unreadable(path, err) from None
 
 
 def _lines_of(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -296,8 +305,7 @@ def _delphi_text(path: Path) -> str:
     except json.JSONDecodeError:
         value = None
     except _UNREADABLE as err:
-        raise ExplanationSourceError(f"{path} cannot be read ({type(err).__name__}: {err}); "
-                                     "delphi writes UTF-8 JSON strings.") from None
+        raise _unreadable(path, err) from None
     if not isinstance(value, str):
         raise ExplanationSourceError(
             f"{path}: not a JSON string; delphi writes each explanation as one (e.g. "
@@ -306,6 +314,13 @@ def _delphi_text(path: Path) -> str:
 
 
 def _tsv(path: Path) -> ExplanationSource:
+    try:
+        return _tsv_lines(path)
+    except _UNREADABLE as err:
+        raise _unreadable(path, err) from None
+
+
+def _tsv_lines(path: Path) -> ExplanationSource:
     keep = _Keep()
     first = True
     with _open_text(path) as fh:

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from .claims import DEFAULT_LEASE_S, Claimer
     from .executors import Executor, LocalExecutor
     from .options import RunOptions
+    from .outputs import Outputs
     from .pipeline import label_sae_features
+    from .stops import clean_stops
     from .store import (
         FINISHED,
         STORE_FILENAME,
@@ -27,9 +29,11 @@ if TYPE_CHECKING:
         RunStore,
         RunStoreError,
         RunStoreFullError,
+        StoreDamagedError,
         load_labelset,
         store_path,
     )
+    from .storedb import StoreReadOnlyError
 
 _EXPORTS = {
     "DEFAULT_LEASE_S": ".claims",
@@ -37,10 +41,13 @@ _EXPORTS = {
     "Executor": ".executors",
     "LocalExecutor": ".executors",
     "RunOptions": ".options",
+    "Outputs": ".outputs",
+    "clean_stops": ".stops",
+    "StoreReadOnlyError": ".storedb",
     "label_sae_features": ".pipeline",
     **dict.fromkeys(("FINISHED", "STORE_FILENAME", "UNFINISHED", "RunMismatchError",
-                     "RunStore", "RunStoreError", "RunStoreFullError", "load_labelset",
-                     "store_path"), ".store"),
+                     "RunStore", "RunStoreError", "RunStoreFullError", "StoreDamagedError",
+                     "load_labelset", "store_path"), ".store"),
 }
 __all__ = [
     "DEFAULT_LEASE_S",
@@ -50,11 +57,15 @@ __all__ = [
     "Claimer",
     "Executor",
     "LocalExecutor",
+    "Outputs",
     "RunMismatchError",
     "RunOptions",
     "RunStore",
     "RunStoreError",
     "RunStoreFullError",
+    "StoreDamagedError",
+    "StoreReadOnlyError",
+    "clean_stops",
     "label_sae_features",
     "load_labelset",
     "store_path",

@@ -16,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
+from ..records.errors import HookError
+
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
-
-
-class HookError(ValueError):
-    """The SAE's hook cannot be read from this model. The message says why."""
 
 
 @dataclass(frozen=True)

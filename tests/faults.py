@@ -134,9 +134,9 @@ def _chmod_stops_writes(folder: Path) -> bool:
 def unwritable(folder: Path, monkeypatch: pytest.MonkeyPatch, code: int = errno.EACCES
                ) -> Iterator[str]:
     """Inside, writing files into `folder` fails: EACCES as in a read-only folder (by chmod,
-    when that stops this process), or `code` (ENOSPC: a full disk) by failing the rename
-    that ends every atomic write into it, as the OS would fail the write itself. Yields how
-    ("chmod" or "injected")."""
+    when that stops this process), or `code` (ENOSPC: a full disk; EROFS: a read-only file
+    system) by failing the rename that ends every atomic write into it, as the OS would fail
+    the write itself. Yields how ("chmod" or "injected")."""
     folder.mkdir(parents=True, exist_ok=True)
     if code == errno.EACCES and _chmod_stops_writes(folder):
         folder.chmod(0o555)
@@ -159,9 +159,10 @@ def unwritable(folder: Path, monkeypatch: pytest.MonkeyPatch, code: int = errno.
 
 @contextmanager
 def read_only_store(run: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Inside, `run`'s run.sqlite cannot be written: its folder and file read-only (chmod,
-    when that stops this process), else SQLite opens it read-only (``mode=ro``) and answers
-    every write with its own "attempt to write a readonly database"."""
+    """Inside, `run`'s folder and run.sqlite are read-only: by chmod, when that stops this
+    process; else SQLite cannot open the file as it opens a store (with the WAL's -shm file
+    beside it, which a read-only folder refuses): "unable to open database file". Opening it
+    read-only as an immutable file (`file:...?immutable=1`) still works, as there."""
     db = run / "run.sqlite"
     if _chmod_stops_writes(run):
         db.chmod(0o444)
@@ -175,8 +176,9 @@ def read_only_store(run: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     real = sqlite3.connect
 
     def connect(path: Any, *a: Any, **k: Any) -> Any:
-        if Path(path).resolve() == db.resolve():
-            return real(f"file:{db}?mode=ro", *a, uri=True, **k)
+        if not str(path).startswith("file:") and Path(path).resolve() == db.resolve():
+            return real(f"file:{run / 'no such folder' / db.name}?mode=ro", *a,
+                        **{**k, "uri": True})
         return real(path, *a, **k)
 
     with monkeypatch.context() as m:

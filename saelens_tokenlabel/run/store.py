@@ -48,6 +48,7 @@ from ..records.errors import (
     RunStoreError,
     RunStoreFullError,
     StoreDamagedError,
+    StoreReadOnlyError,
 )
 from ..records.files import json_finite
 from ..records.names import RUN_STORE_FILENAME
@@ -172,11 +173,27 @@ class RunStore:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = connect(self.path, LOCK_TIMEOUT_S)
+            self._open(create, salvage)
+        except StoreReadOnlyError:
+            # A reader in a read-only folder: SQLite cannot make the WAL's index (-shm)
+            # there. Without a -wal file every commit is in the file itself: read it as it is.
+            if create or self.path.with_name(self.path.name + "-wal").exists():
+                raise
+            self._open(create, salvage, immutable=True)
+        version = int(self.get_meta("format_version") or 0)
+        if version > STORE_FORMAT_VERSION:
+            self._db.close()
+            raise RunStoreError(f"{self.path} has store format {version}, newer than this "
+                                f"saelens_tokenlabel reads ({STORE_FORMAT_VERSION}); upgrade it.")
+
+    def _open(self, create: bool, salvage: bool, immutable: bool = False) -> None:
+        try:
+            self._db = connect(self.path, LOCK_TIMEOUT_S, immutable=immutable)
             # Salvage reads row by row; one integrity check per damaged row would be slow.
             self._db.check_integrity = not salvage
-            _wal_mode(self._db)
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if not immutable:
+                _wal_mode(self._db)
+                self._db.execute("PRAGMA synchronous=NORMAL")
             if not create and not salvage:  # a reader (status) must not wait for the writer
                 self._db.execute("SELECT COUNT(*) FROM features").fetchone()
             elif create:
@@ -192,11 +209,6 @@ class RunStore:
                 f"{self.path} is not a readable run store ({err}). Pass another --out folder, "
                 "or move this file away to start afresh."
             ) from err
-        version = int(self.get_meta("format_version") or 0)
-        if version > STORE_FORMAT_VERSION:
-            self._db.close()
-            raise RunStoreError(f"{self.path} has store format {version}, newer than this "
-                                f"saelens_tokenlabel reads ({STORE_FORMAT_VERSION}); upgrade it.")
 
     def _init_schema(self) -> None:
         with self._write():

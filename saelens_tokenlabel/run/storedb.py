@@ -9,7 +9,9 @@ status`` as much as a write of the run):
   with the first problem ``PRAGMA integrity_check`` finds; ``tokenlabel export`` still writes
   every result that can be read (`RunStore` in salvage mode);
 * SQLITE_READONLY, SQLITE_CANTOPEN and SQLITE_PERM: `StoreReadOnlyError`; what the file holds
-  is intact.
+  is intact. A reader (`tokenlabel status`, `export`) then opens it again as an immutable
+  file (`connect(..., immutable=True)`): a read-only folder refuses the WAL's index file, not
+  a read.
 
 Other errors (a lock held too long, a full disk: `RunStore._write` words that one) pass as
 SQLite raised them.
@@ -29,12 +31,16 @@ _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _NOT_WRITABLE = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM}
 
 
-def connect(path: Path, timeout: float) -> StoreConnection:
+def connect(path: Path, timeout: float, immutable: bool = False) -> StoreConnection:
     """The store file at `path`, opened for `RunStore` (transactions are its own:
-    ``isolation_level=None``)."""
+    ``isolation_level=None``); with `immutable`, read only, as a file nothing writes (no
+    lock, no WAL index: what a read-only folder allows)."""
+    target: str | Path = path
+    if immutable:
+        target = path.resolve().as_uri() + "?mode=ro&immutable=1"
     try:
-        db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
-                             factory=StoreConnection)
+        db = sqlite3.connect(target, timeout=timeout, isolation_level=None,
+                             factory=StoreConnection, uri=immutable)
     except sqlite3.Error as err:
         raise store_error(path, err, None) or err from err
     db.store_path = path

@@ -17,17 +17,20 @@ from saelens_tokenlabel.sae import LabelSet
 from ..faults import one_line, results, unwritable
 
 
-def test_a_full_disk_while_the_outputs_are_written_says_the_labels_are_safe(
-        fault_world, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("code, reason, fix", [
+    (errno.ENOSPC, "No space left on device", "free some space"),
+    (errno.EROFS, "Read-only file system", "make {run} writable"),
+], ids=["full disk", "read-only file system"])
+def test_outputs_that_cannot_be_written_say_the_labels_are_safe(
+        fault_world, tmp_path, capsys, monkeypatch, code, reason, fix):
     run = fault_world.copy(tmp_path)
     outputs = (SIDECAR_FILENAME, LABELS_TSV, NEURONPEDIA_JSONL)
     for name in outputs:
         (run / name).unlink()
-    with unwritable(run, monkeypatch, errno.ENOSPC):
+    with unwritable(run, monkeypatch, code):  # the store stays writable: only the outputs fail
         assert main(fault_world.args(run)) == 2
-    one_line(capsys, *outputs, "No space left on device",
-             f"The 8 labels are safe in {run / 'run.sqlite'}", "free some space",
-             f"tokenlabel export {run}")
+    one_line(capsys, *outputs, reason, f"The 8 labels are safe in {run / 'run.sqlite'}",
+             fix.format(run=run), f"tokenlabel export {run}")
     assert not any((run / name).exists() for name in outputs)
     assert not list(run.glob(".*.tmp-*"))  # no half-written file left behind
     assert results(run) == results(fault_world.out)

@@ -80,11 +80,14 @@ def test_a_read_only_store_is_one_line_and_stays_as_it_was(
     with read_only_store(run, monkeypatch):
         assert main(fault_world.args(run)) == 2
         one_line(capsys, str(run / "run.sqlite"), "read-only", "another --out")
-        with RunStore(run) as store, pytest.raises(StoreReadOnlyError, match="is intact"):
-            store.add_features([0])  # the Python API: the same error at the first write
+        with pytest.raises(StoreReadOnlyError, match="is intact"), RunStore(run) as store:
+            store.add_features([0])  # the Python API: the same error
         # Reading needs no writing: status and export still work.
         assert main(["status", str(run)]) == 0
         assert "8/8 finished" in capsys.readouterr().out
+        assert main(["export", str(run), "--to", str(tmp_path / "exported")]) == 0
+        assert LabelSet.load(tmp_path / "exported").to_dict()["results"] == \
+            LabelSet.load(fault_world.out).to_dict()["results"]
     assert (run / "run.sqlite").read_bytes() == before
     assert results(run) == results(fault_world.out)
 

@@ -27,6 +27,14 @@ base 5e5) with random weights: the same FLOPs as the real model.
     python bench/bench_labeling.py                         # CPU, toy evaluator, batch 16
     python bench/bench_labeling.py --vocab llama3          # CPU, 128k vocabulary
     python bench/bench_labeling.py --shape llama3-8b --device cuda --out bench/h200.json
+
+`--family` measures evaluator families instead (random weights on the `tiny` shape, 4 layers,
+d_model 128, the toy vocabulary; `FAMILIES`): the same step table and whole attempt for each,
+then one summary table with the issue's goals (the attempt >= 6x the plain method, the lean
+step within 1.5x of the floor). Feature batching is left out.
+
+    python bench/bench_labeling.py --family all          # bench/families_cpu.txt
+    python bench/bench_labeling.py --family gemma2 gpt2
 """
 
 from __future__ import annotations
@@ -61,6 +69,29 @@ SHAPES = {
     "llama3-8b": dict(n_layers=32, d_model=4096, n_heads=32, n_key_value_heads=8, d_head=128,
                       d_mlp=14336, d_vocab=128256, rotary_base=500000),
 }
+GEMMA = dict(d_head=48, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
+             use_normalization_before_and_after=True, use_local_attn=True, final_rms=True)
+FAMILIES: dict[str, dict] = {
+    "llama": dict(original_architecture="LlamaForCausalLM", rotary_base=500000),
+    "gemma2": dict(GEMMA, original_architecture="Gemma2ForCausalLM", window_size=4096,
+                   attn_types=["local", "global"] * 2, attn_scores_soft_cap=50.0,
+                   output_logits_soft_cap=30.0),
+    "gemma3": dict(GEMMA, original_architecture="Gemma3ForCausalLM", n_key_value_heads=1,
+                   window_size=512, attn_types=["local"] * 3 + ["global"], use_qk_norm=True,
+                   rotary_base=1000000, rotary_base_local=10000),
+    "gpt2": dict(original_architecture="GPT2LMHeadModel", normalization_type="LN",
+                 positional_embedding_type="standard", act_fn="gelu_new", gated_mlp=False,
+                 n_key_value_heads=None, d_mlp=4 * SHAPES["tiny"]["d_model"]),
+    "qwen2": dict(original_architecture="Qwen2ForCausalLM", rotary_base=1000000),
+    "mistral": dict(original_architecture="MistralForCausalLM", rotary_base=1000000,
+                    use_local_attn=True, window_size=4096, attn_types=["local"] * 4),
+    "unnormalised-1layer": dict(n_layers=1, normalization_type=None),
+}
+"""Config fields of each family on the `tiny` shape (random weights), as TransformerLens's
+``convert_hf_model_config`` sets them; d_head 48 is Gemma's d_head apart from d_model/n_heads.
+The sliding windows are the real models' (Gemma 2 and Mistral 4096, Gemma 3 512): on these
+prompts they do not bite, so the prefix cache shares the system prompt as it does for the real
+models. Qwen 2's QKV biases are TransformerLens's (the bias add runs, zero or not)."""
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 LOSS = LabelConfig()
 """Loss weights of the measured step (λ_acc 1, λ_ent 0.2, λ_kl 0.2, two-way prediction)."""
@@ -101,6 +132,18 @@ def build_evaluator(shape: str, vocab: str, device: str, dtype: torch.dtype) -> 
             for p in model.parameters():
                 p.normal_(0, 0.02)
     return Evaluator(model, name=f"random-{shape}")
+
+
+def build_family(family: str, device: str, dtype: torch.dtype) -> Evaluator:
+    """A random-weight evaluator of `family` (`FAMILIES`) on the toy tokenizer."""
+    tok = tokenizer("own")
+    fields = dict(SHAPES["tiny"], d_vocab=len(tok), n_ctx=2048, act_fn="silu",
+                  normalization_type="RMS", positional_embedding_type="rotary",
+                  gated_mlp=True, default_prepend_bos=False, dtype=dtype, device=device,
+                  seed=0)
+    cfg = HookedTransformerConfig(**{**fields, **FAMILIES[family]})
+    model = HookedTransformer(cfg, tokenizer=tok, move_to_device=True)
+    return Evaluator(model, name=f"random-{family}")
 
 
 def examples(evaluator: Evaluator, n: int) -> tuple[list, torch.Tensor]:
@@ -147,7 +190,11 @@ class Setup:
         self.ctx = StepContext.build(ev, self.enc, PerformanceConfig(eval_batch_size=32))
         sync(device)
         self.cache_s = time.perf_counter() - t0
-        self.full = dataclasses.replace(self.ctx, performance=PerformanceConfig(use_cache=False))
+        # The whole prompt every step: a cache that keeps no keys/values (`prompt_logits`
+        # switches on the cache, not on the config).
+        self.full = StepContext.build(ev, self.enc, PerformanceConfig(eval_batch_size=32,
+                                                                      use_cache=False))
+        assert not self.full.cache.keep_kv
         self.v_dtype = torch.promote_types(torch.float32, ev.model.W_E.dtype)
         self.gen = torch.Generator().manual_seed(0)
 
@@ -251,13 +298,14 @@ def batching_row(s: Setup, n_feat: int, repeats: int, steps_per_feature: int) ->
 
 
 # ------------------------------------------------------------------ main
-def measure(args: argparse.Namespace) -> dict:
-    device = args.device
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    torch.manual_seed(0)
-    ev = build_evaluator(args.shape, args.vocab, device, dtype)
-    s = Setup(ev, max(max(args.features) * args.batch_size, args.examples), args.batch_size,
-              device)
+def dtype_of(device: str) -> torch.dtype:
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def measure(args: argparse.Namespace, ev: Evaluator, shape: str) -> dict:
+    device, dtype = args.device, dtype_of(args.device)
+    n = max(max(args.features, default=1) * args.batch_size, args.examples)
+    s = Setup(ev, n, args.batch_size, device)
     v, batch = s.make(1)
     tl_cache = type(s.ctx.cache).build(ev, s.enc, 32, fast=False)
     tl = dataclasses.replace(s.ctx, cache=tl_cache)
@@ -269,7 +317,8 @@ def measure(args: argparse.Namespace) -> dict:
     t = rounds(fns, device, args.repeats)
     att = attempt(s, args.attempt_steps, args.examples)
     return {
-        "shape": args.shape, "vocab": args.vocab, "d_vocab": ev.d_vocab,
+        "shape": shape, "vocab": args.vocab, "d_vocab": ev.d_vocab,
+        "lean": s.ctx.cache.runner is not None,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "dtype": str(dtype), "params": sum(p.numel() for p in ev.model.parameters()),
@@ -308,6 +357,8 @@ def report(out: dict) -> None:
           f"{a['full_prompt_steps_s']:.2f} s; {a['full_prompt_steps_s'] / a['total_s']:.1f}x")
     print(f"vocabulary work: {1e3 * t['vocab']:.2f} ms a step, "
           f"{t['vocab'] / t['cached']:.0%} of the cached step")
+    if not out["feature_batching"]:
+        return
     mem = "peak GPU mem (MB)" if "cuda" in out["device"].lower() else "process peak RSS (MB)"
     print(f"| features per step | step (ms) | vocabulary work | features/hour (500 steps "
           f"each) | {mem} | MFU |\n|---|---|---|---|---|---|")
@@ -315,6 +366,51 @@ def report(out: dict) -> None:
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "-"
         print(f"| {r['features']} | {1e3 * r['step_s']:.1f} | {r['vocab_share']:.0%} | "
               f"{r['features_per_hour']:.0f} | {r['peak_memory_mb']:.0f} | {mfu} |")
+
+
+GOAL_ATTEMPT, GOAL_FLOOR = 6.0, 1.5
+"""The issue's goals: a whole attempt at least 6x the plain method; the lean step within 1.5x
+of the floor."""
+
+
+def summary(outs: list[dict]) -> None:
+    """One row per family: the steps, the attempt's stages, and the goals met or missed."""
+    print(f"\n| family | path | full prompt (ms) | cached TL (ms) | lean (ms) | floor (ms) "
+          f"| lean vs TL | lean / floor | attempt (s): prefix + steps + scoring | plain (s) "
+          f"| attempt vs plain | goals (>= {GOAL_ATTEMPT:.0f}x, <= {GOAL_FLOOR}x) |")
+    print("|---" * 12 + "|")
+    for out in outs:
+        t, a = out["step_s"], out["attempt"]
+        speed = a["full_prompt_steps_s"] / a["total_s"]
+        floor = t.get("floor")
+        ratio = t["cached"] / floor if floor else float("nan")
+        goals = [f"attempt {speed / GOAL_ATTEMPT:.2f} of goal" if speed < GOAL_ATTEMPT else "",
+                 f"floor {ratio / GOAL_FLOOR:.2f}x over" if not ratio <= GOAL_FLOOR else ""]
+        floor_ms = f"{1e3 * floor:.2f}" if floor else "-"
+        print(f"| {out['shape']} | {'lean' if out['lean'] else 'TransformerLens'} "
+              f"| {1e3 * t['full_prompt']:.1f} | {1e3 * t['cached_tl']:.2f} "
+              f"| {1e3 * t['cached']:.2f} | {floor_ms} "
+              f"| {t['cached_tl'] / t['cached']:.2f}x | {ratio:.2f}x "
+              f"| {a['total_s']:.2f}: {a['prefix_s']:.2f} + {a['steps_s']:.2f} + "
+              f"{a['score_s']:.2f} | {a['full_prompt_steps_s']:.2f} | {speed:.1f}x "
+              f"| {'; '.join(g for g in goals if g) or 'met'} |")
+
+
+def run_families(args: argparse.Namespace) -> list[dict]:
+    names = list(FAMILIES) if "all" in args.family else args.family
+    print(f"families on the tiny shape, random weights, toy vocabulary; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads; attempts of "
+          f"{args.attempt_steps} steps on {args.examples} examples, {args.batch_size} rows "
+          "per step\n")
+    outs = []
+    for name in names:
+        torch.manual_seed(0)
+        out = measure(args, build_family(name, args.device, dtype_of(args.device)), name)
+        report(out)
+        print()
+        outs.append(out)
+    summary(outs)
+    return outs
 
 
 def main() -> None:
@@ -330,13 +426,22 @@ def main() -> None:
     ap.add_argument("--attempt-steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--steps-per-feature", type=int, default=500)
+    ap.add_argument("--family", nargs="+", choices=["all", *FAMILIES], default=None,
+                    help="measure these evaluator families (random weights, tiny shape) "
+                         "instead of --shape; no feature batching")
     ap.add_argument("--out", default=None, help="JSON file for the figures")
     args = ap.parse_args()
-    if args.shape is None:
-        args.shape = ("small" if args.vocab == "llama3" else "toy") if args.device == "cpu" \
-            else "llama3-8b"
-    out = measure(args)
-    report(out)
+    if args.family:
+        args.features = []
+        out: dict | list[dict] = run_families(args)
+    else:
+        if args.shape is None:
+            args.shape = ("small" if args.vocab == "llama3" else "toy") \
+                if args.device == "cpu" else "llama3-8b"
+        torch.manual_seed(0)
+        ev = build_evaluator(args.shape, args.vocab, args.device, dtype_of(args.device))
+        out = measure(args, ev, args.shape)
+        report(out)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))

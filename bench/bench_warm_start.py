@@ -101,10 +101,8 @@ def main() -> None:
         groups = [token_ids(model, fn(concept)) for fn in cases.values()]
         sae = sae_promoting(model, groups)
         inits = warm_start_logits(Subject.of(model, sae), evaluator, list(range(len(groups))),
-                                  top_k=config.warm_start_top_k,
-                                  top_mass=config.warm_start_top_mass,
-                                  vocab_mask=evaluator.vocab_mask(config.exclude_special,
-                                                                  config.words_only))
+                                  config.warm_start_options,
+                                  vocab_mask=evaluator.label_vocab(config))
         for name, init in [("cold", None), *zip(cases, inits, strict=True)]:
             t = time.perf_counter()
             r = label_features_data([data], evaluator, config,

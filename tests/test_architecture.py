@@ -1,4 +1,4 @@
-"""The architecture rules of README "Layout", checked so that they stay true: the layers point
+"""The architecture rules of docs/architecture.md, checked so that they stay true: the layers point
 one way and nothing imports in a cycle (import-linter's contracts in pyproject.toml, which
 count imports inside functions too); functions stay small; an import inside a function is a
 lazy import of a lower layer for speed, never a way round a cycle."""

@@ -1,4 +1,6 @@
-"""The `tokenlabel` command line (layer 7: may import any layer; nothing imports it).
+"""The command line (layer 8): `tokenlabel` and its commands.
+
+Owns the parser and one module per command; may import any layer, and nothing imports it.
 
 One module per command (`synthetic.py`, `label.py`, `run.py`: status and export,
 `report.py`, `demo.py`); config flags come from the config dataclasses (`flags.py`).
@@ -23,6 +25,7 @@ from .demo import add_demo_parser
 from .label import add_label_parser
 from .report import add_report_parser
 from .run import add_run_parsers
+from .settings import add_config_parser
 from .shared import import_modules
 from .synthetic import add_synthetic_parser
 
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_demo_parser(sub)
     add_compare_parser(sub)
+    add_config_parser(sub)
     return parser
 
 

@@ -8,20 +8,15 @@ is built.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from ..formats.labelset import result_score
-from ..records.config import LabelConfig
 from ..records.features import parse_features
 from ..records.files import atomic_write_text
 from ..records.names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
-from ..run.amortise.config import AmortizeConfig
 from ..run.outputs import Outputs
-from ..sae.config import CacheConfig, ExampleConfig
 from ..sae.scorers.registry import DEFAULT_SCORERS
-from .flags import ConfigFlags
+from .settings import AMORTIZE_FLAGS, CACHE_FLAGS, EXAMPLE_FLAGS, settings_from
 from .shared import (
     BACKEND_HELP,
     DTYPES,
@@ -31,63 +26,64 @@ from .shared import (
     load_evaluator,
 )
 
-CACHE_FLAGS = ConfigFlags(
-    CacheConfig, title="activation cache", dest_prefix="cache_",
-    renames={"batch_size": "--cache-batch-size", "overwrite": "--overwrite-cache"})
-"""CacheConfig's flags; `batch_size` and `overwrite` renamed beside LabelConfig's."""
-AMORTIZE_FLAGS = ConfigFlags(
-    AmortizeConfig, title="amortised labels (with --amortize)", dest_prefix="amortize_",
-    renames={f: "--amortize-" + f.replace("_", "-")
-             for f in AmortizeConfig.__dataclass_fields__})
-"""AmortizeConfig's flags, each ``--amortize-<field>``: read with ``--amortize`` only."""
-EXAMPLE_FLAGS = ConfigFlags(ExampleConfig, title="examples per feature",
-                            dest_prefix="examples_", renames={"seed": "--example-seed"})
-"""ExampleConfig's flags; `seed` renamed beside LabelConfig's."""
+USAGE = ("tokenlabel label (--sae-path DIR | --sae-release R --sae-id ID) --corpus SRC "
+         "--evaluator NAME --out DIR [--features 0:100] [--config FILE] [options]")
 
 
 def add_label_parser(sub: Any) -> None:
-    """Register ``tokenlabel label`` on the `tokenlabel` subparsers."""
+    """Register ``tokenlabel label`` on the `tokenlabel` subparsers: what a user needs first
+    (what to label, and with what), then how the run goes, then one group per config."""
     p = sub.add_parser(
-        "label", help="label features of an SAE on a corpus",
+        "label", help="label features of an SAE on a corpus", usage=USAGE,
         description="Label SAE features: run the subject model and the SAE over a corpus "
                     "(cached), draw examples per feature, and find each label by token-space "
                     "gradient descent. Every result goes into OUT/run.sqlite as soon as its "
                     "batch is done, so rerunning the same command resumes; at the end "
                     "labels.tsv, tokenlabel_labels.json (full results) and neuronpedia.jsonl "
-                    "are written into --out. See tokenlabel status / export.")
+                    "are written into --out. Settings can come from a file (--config; print "
+                    "a run's with `tokenlabel config DIR`); flags override it. See "
+                    "tokenlabel status / export.")
     _add_sources(p)
-    p.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default)")
-    p.add_argument("--evaluator", required=True,
-                   help="evaluator model name, a folder from stl.save_local_model, or 'toy'")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--neuronpedia-id", help="'<modelId>/<layer>-<source>' when the SAE's "
-                   "metadata has none")
-    p.add_argument("--features-per-batch", type=int, default=8,
-                   help="features sharing one optimisation")
+    _add_run(p)
     _add_scores(p)
-    add_import_flag(p)
-    p.add_argument("--order", choices=["index", "attribution"], default="index",
-                   help="labeling order: feature index, or largest attribution score first")
     _add_ray(p)
-    p.add_argument("--save-sae", action="store_true",
-                   help="also save the SAE, labels attached, into OUT/sae")
-    p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
-    p.add_argument("--dtype", choices=DTYPES,
-                   help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
-    add_evaluator_backend(p)
-    p.add_argument("--amortize", action="store_true",
-                   help="label most features by proposals of a map learned from the first "
-                        "ones' labels, each verified on the feature's examples (rejected: "
-                        "descended, warm-started); see the README's 'Amortised labels'")
-    AMORTIZE_FLAGS.add(p)
-    CACHE_FLAGS.add(p)
-    EXAMPLE_FLAGS.add(p)
     LABEL_FLAGS.add(p)
+    EXAMPLE_FLAGS.add(p)
+    CACHE_FLAGS.add(p)
+    AMORTIZE_FLAGS.add(p)
     p.set_defaults(func=cmd_label)
 
 
+def _add_run(p: Any) -> None:
+    run = p.add_argument_group("how the run goes")
+    run.add_argument("--config", metavar="FILE",
+                     help="run settings as YAML (sections label, examples, cache, scores, "
+                          "amortize); `tokenlabel config DIR` prints a run's")
+    run.add_argument("--device", help="cuda / cpu (default: cuda if available)")
+    run.add_argument("--dtype", choices=DTYPES,
+                     help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
+    add_evaluator_backend(run)
+    run.add_argument("--features-per-batch", type=int, default=8,
+                     help="features sharing one optimisation (default: 8)")
+    run.add_argument("--order", choices=["index", "attribution"], default="index",
+                     help="labeling order: feature index (default), or largest attribution "
+                          "score first")
+    run.add_argument("--neuronpedia-id", help="'<modelId>/<layer>-<source>' when the SAE's "
+                     "metadata has none")
+    run.add_argument("--only-explained", action="store_true",
+                     help="write only labels whose verdict is 'explained' into "
+                          "neuronpedia.jsonl (labels.tsv and the sidecar keep every feature)")
+    run.add_argument("--save-sae", action="store_true",
+                     help="also save the SAE, labels attached, into OUT/sae")
+    run.add_argument("--amortize", action="store_true",
+                     help="label most features by proposals of a map learned from the first "
+                          "ones' labels, each verified on the feature's examples (rejected: "
+                          "descended, warm-started); see docs/amortised.md")
+    add_import_flag(run)
+
+
 def _add_sources(p: Any) -> None:
-    src = p.add_argument_group("SAE, subject model and corpus")
+    src = p.add_argument_group("what to label, and with what")
     src.add_argument("--sae-release", help="SAELens pretrained release (e.g. gpt2-small-res-jb)")
     src.add_argument("--sae-id", help="SAE id within the release (e.g. blocks.8.hook_resid_pre)")
     src.add_argument("--sae-path", help="folder of an SAE saved with sae.save_model")
@@ -103,8 +99,13 @@ def _add_sources(p: Any) -> None:
                      help="a .txt file (one document per line), a .jsonl file, a local dataset "
                           "folder, or a Hugging Face dataset name (streamed)")
     src.add_argument("--text-field", default="text",
-                     help="field with the text (JSONL, datasets)")
-    src.add_argument("--split", default="train", help="dataset split")
+                     help="field with the text (JSONL, datasets; default: text)")
+    src.add_argument("--split", default="train", help="dataset split (default: train)")
+    src.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default)")
+    src.add_argument("--evaluator", required=True,
+                     help="evaluator model name, a folder from stl.save_local_model, or 'toy'")
+    src.add_argument("--out", required=True, help="output folder (the run's store, labels, "
+                     "exports)")
 
 
 def _add_scores(p: Any) -> None:
@@ -120,33 +121,15 @@ def _add_scores(p: Any) -> None:
                          "(VALUE read as JSON when it parses, else as text)")
 
 
-def _score_config(args: argparse.Namespace) -> Any:
-    from ..sae.scorers.apply import ScoreConfig
-
-    names = [n for n in (args.score or DEFAULT_SCORERS) if n not in args.no_score]
-    options: dict[str, dict[str, Any]] = {}
-    for item in args.score_option:
-        key, eq, value = item.partition("=")
-        name, dot, fld = key.partition(".")
-        if not (eq and dot and name and fld):
-            raise ValueError(f"--score-option {item!r}: write NAME.FIELD=VALUE, e.g. "
-                             "output_side.k=20.")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
-        options.setdefault(name, {})[fld] = parsed
-    return ScoreConfig(scorers=tuple(names), options=options)
-
-
 def _add_ray(p: Any) -> None:
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+    ray = p.add_argument_group("several GPUs or nodes (Ray)")
+    ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="label on Ray actors, one per GPU: 'auto' joins the cluster started "
                         "with `ray start`, ray://HOST:10001 a remote one; without ADDRESS a "
                         "local instance (pip install 'saelens-tokenlabel[ray]')")
-    p.add_argument("--ray-workers", type=int, metavar="N",
+    ray.add_argument("--ray-workers", type=int, metavar="N",
                    help="Ray actors (default: one per GPU; one on CPU)")
-    p.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
+    ray.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
                    help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
 
 
@@ -186,15 +169,42 @@ def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
     return model
 
 
+TSV_COLUMNS = ("feature", "status", "label", "probability", "score", "verdict", "heldout_low",
+               "heldout_high", "reason")
+"""The columns of ``labels.tsv``: `score` is the held-out balanced accuracy (else the
+training one), `heldout_low`/`heldout_high` its credible bounds, `reason` the verdict's."""
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
 def _write_tsv(labels: Any, path: Path) -> Path:
-    lines = ["feature\tstatus\tlabel\tprobability\tscore"]
+    lines = ["\t".join(TSV_COLUMNS)]
     for f in labels:
         r = labels[f]
-        _, score = result_score(r)
-        label = r.label.replace("\t", " ").replace("\n", " ")
-        lines.append(f"{f}\t{r.status}\t{label}\t{r.probability:.4f}\t"
-                     f"{'' if score is None else f'{score:.4f}'}")
+        v = r.verdict
+        cells = [str(f), r.status, r.label, f"{r.probability:.4f}", _num(r.score),
+                 v.value if v else "", _num(v.low if v else None),
+                 _num(v.high if v else None), v.reason if v else ""]
+        lines.append("\t".join(c.replace("\t", " ").replace("\n", " ") for c in cells))
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def print_summary(labels: Any) -> None:
+    """What `tokenlabel label` prints: counts by verdict, then each label with its verdict and
+    held-out evidence before its probability (p says how concentrated the label is, not
+    whether it is right)."""
+    counts = {k: len(v) for k, v in labels.by_verdict().items()}
+    print(f"labeled:      {len(labels)} features {counts}")
+    for f in labels:
+        r = labels[f]
+        if r.status != "ok":
+            continue
+        v = r.verdict
+        print(f"  {f:>6}  {r.label!r:20}  {v.short() if v else '':32}  p={r.probability:.3f}"
+              f"{'' if r.converged else '  (not converged)'}"
+              f"{'' if r.method == 'descended' else f'  [{r.method}]'}")
 
 
 class EvaluatorLoader:
@@ -225,14 +235,8 @@ def _ray_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    # The configs first: a bad value fails before any model loads.
-    config: LabelConfig = LABEL_FLAGS.build(args)
-    cache: CacheConfig = CACHE_FLAGS.build(args)
-    examples: ExampleConfig = EXAMPLE_FLAGS.build(args)
-    scores = _score_config(args)
-    if AMORTIZE_FLAGS.overrides(args) and not args.amortize:
-        raise ValueError("The --amortize-* flags set the amortised mode: add --amortize.")
-    amortize = AMORTIZE_FLAGS.build(args) if args.amortize else None
+    # The configs first (file, then flags): a bad value fails before any model loads.
+    settings = settings_from(args)
     # Imported here, not above: building the parser must not load torch or SAELens.
     from ..evaluator.loading import default_device
     from ..run.pipeline import label_sae_features
@@ -252,17 +256,12 @@ def cmd_label(args: argparse.Namespace) -> int:
     sidecar = out / SIDECAR_FILENAME
     # A folder from before the run store: its sidecar seeds the store once.
     legacy = sidecar if sidecar.is_file() and not (out / RUN_STORE_FILENAME).exists() else None
-    labels = label_sae_features(sae, model, evaluator, corpus, features, config, cache=cache,
-                                examples=examples, features_per_batch=args.features_per_batch,
-                                run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
-                                amortize=amortize, scores=scores)
-    print(f"labeled:      {len(labels)} features {_counts(labels)}")
-    for f in labels:
-        r = labels[f]
-        if r.status == "ok":
-            print(f"  {f:>6}  {r.label!r:20}  p={r.probability:.3f}"
-                  f"{'' if r.converged else '  (not converged)'}"
-                  f"{'' if r.method == 'descended' else f'  [{r.method}]'}")
+    labels = label_sae_features(sae, model, evaluator, corpus, features, settings.label,
+                                cache=settings.cache, examples=settings.examples,
+                                features_per_batch=args.features_per_batch, run_dir=out,
+                                checkpoint=legacy, order=args.order, ray=ray,
+                                amortize=settings.amortize, scores=settings.scores)
+    print_summary(labels)
     _write_outputs(labels, sae, out, args)
     return 0
 
@@ -279,7 +278,8 @@ def _write_outputs(labels: Any, sae: Any, out: Path, args: argparse.Namespace) -
     tsv = outputs.write(LABELS_TSV, lambda: _write_tsv(labels, out / LABELS_TSV))
     print("written:      " + ", ".join(str(p) for p in (tsv, sidecar, store) if p))
     try:
-        n = outputs.write(NEURONPEDIA_JSONL, lambda: labels.to_neuronpedia(
+        shared = labels.only_explained() if args.only_explained else labels
+        n = outputs.write(NEURONPEDIA_JSONL, lambda: shared.to_neuronpedia(
             out / NEURONPEDIA_JSONL, args.neuronpedia_id))
         if n is not None:
             print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
@@ -295,5 +295,3 @@ def _write_outputs(labels: Any, sae: Any, out: Path, args: argparse.Namespace) -
     outputs.check()
 
 
-def _counts(labels: Any) -> dict[str, int]:
-    return {k: len(v) for k, v in labels.by_status().items()}

@@ -17,6 +17,7 @@ from ..formats.neuronpedia import (
     NeuronpediaBatchConfig,
 )
 from ..records.names import LABEL_METHODS
+from ..records.verdict import VERDICTS
 from ..run.export import export_run
 from ..run.store import RunStore
 
@@ -57,6 +58,9 @@ def add_run_parsers(sub: Any) -> None:
                    help=f"with --neuronpedia: the Neuronpedia User id written as authorId "
                         f"(default {NEURONPEDIA_AUTHOR_ID}, batch-autointerp.py's default "
                         "creator)")
+    p.add_argument("--only-explained", action="store_true",
+                   help="keep labels whose verdict is not 'explained' out of the Neuronpedia "
+                        "files (the sidecar and the table keep every feature)")
     p.set_defaults(func=cmd_export)
 
 
@@ -84,6 +88,11 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"(d_sae={info.get('d_sae')}) with {info.get('evaluator')}")
     print(f"features:     {s['finished']}/{s['total']} finished  "
           + "  ".join(f"{k}={counts[k]}" for k in shown))
+    verdicts = s.get("verdicts") or {}
+    if verdicts:
+        shown_v = [v for v in VERDICTS if v in verdicts] + sorted(set(verdicts) - set(VERDICTS))
+        print("verdicts:     " + "  ".join(f"{v}={verdicts[v]}" for v in shown_v)
+              + "  (trust 'explained')")
     if s.get("polysemantic"):
         print(f"flagged:      {s['polysemantic']} polysemantic (one label does not explain "
               "them: see each result's `polysemantic`)")
@@ -109,7 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if s["last"]:
         print("last:")
         for r in s["last"]:
-            what = (f"{r['label']!r} p={r['probability']:.3f}"
+            what = (f"{r['label']!r} {r.get('evidence') or ''} p={r['probability']:.3f}"
                     + ("" if r["converged"] else " (not converged)")
                     + (f" steering {r['steering_score']:+.2f}"
                        if isinstance(r.get("steering_score"), int | float) else "")
@@ -126,7 +135,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    w = export_run(args.dir, args.to, args.neuronpedia_id, args.format, _batch_config(args))
+    w = export_run(args.dir, args.to, args.neuronpedia_id, args.format, _batch_config(args),
+                   only_explained=args.only_explained)
     print(f"sidecar:      {w['sidecar']}")
     print(f"table:        {w['table']}")
     if "neuronpedia" not in w:

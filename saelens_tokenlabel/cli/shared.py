@@ -13,9 +13,12 @@ TOY = "toy"
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 """`--dtype` choices."""
 
-LABEL_FLAGS = ConfigFlags(LabelConfig, title="label config (defaults: the dataset's paper "
-                          "preset, else LabelConfig())")
-"""LabelConfig's flags (``--lr``, ``--steps``, ``--no-use-cache``, ...)."""
+LABEL_FLAGS = ConfigFlags(
+    LabelConfig, title="label config (LabelConfig; synthetic: the dataset's paper preset)",
+    renames={name: f"--warm-start-{name.replace('_', '-')}"
+             for name in ("top_k", "scale", "temperature", "casefold", "top_mass")})
+"""LabelConfig's flags (``--lr``, ``--steps``, ``--no-use-cache``, ...); the nested
+`WarmStartConfig`'s as ``--warm-start-top-k`` and so on."""
 
 
 BACKEND_HELP = ("how the {what} runs: 'hooked' (TransformerLens's HookedTransformer, the "

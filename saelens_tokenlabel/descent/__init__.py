@@ -20,7 +20,7 @@ One job per module:
 from .attempts import run_attempt, step_halving_on_oom
 from .engine import Batch, PassLogits, StepContext, prompt_logits, row_log_q, step
 from .hardlabel import finish, hard_label_margins, score_hard_label
-from .search import optimize_labels, prior_labels, succeeded
+from .search import optimize_labels, prior_labels
 from .state import AttemptState, FeatureJob
 
 __all__ = [
@@ -39,5 +39,4 @@ __all__ = [
     "score_hard_label",
     "step",
     "step_halving_on_oom",
-    "succeeded",
 ]

@@ -64,13 +64,12 @@ class LabelBatch:
     def finish(self, results: list[LabelResult]) -> list[LabelResult]:
         """Driver side, after labeling: each result with its feature's extra, earlier
         attempts and method, as new records."""
-        more = {} if self.method is None else {"method": self.method}
         out = []
         for r in results:
             f = int(r.feature)
-            extra = self.extras.get(f, r.extra)
-            out.append(replace(r, extra=extra, attempts=[*self.before.get(f, []), *r.attempts],
-                               **more))
+            out.append(replace(r, extra=self.extras.get(f, r.extra),
+                               attempts=[*self.before.get(f, []), *r.attempts],
+                               method=self.method or r.method))
         return out
 
 

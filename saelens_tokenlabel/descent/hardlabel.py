@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -51,7 +51,7 @@ def score_hard_label(
     label_ids: list[int],
     prediction: str = "two_way",
     prefix: str = "train_",
-) -> tuple[dict[str, float], Bool[torch.Tensor, " n"]]:
+) -> tuple[dict[str, float | None], Bool[torch.Tensor, " n"]]:
     """Detection scores and mean accuracy loss of a hard label over the given examples, and
     whether it rates each one right."""
     margins, losses = hard_label_margins(ctx, example_ids, label_ids, targets, prediction)
@@ -61,10 +61,22 @@ def score_hard_label(
     return out, (margins.cpu() > 0) == (targets.cpu() > 0.5)
 
 
+class Ratings(NamedTuple):
+    """Whether a hard label rates each example of the splits it may be refined on right."""
+
+    train: Bool[torch.Tensor, " n"]
+    """Per training example (`FeatureJob.example_ids`)."""
+    validation: Bool[torch.Tensor, " m"]
+    """Per validation example (`FeatureJob.validation_ids`; empty without them)."""
+
+    def all_right(self) -> bool:
+        return bool(self.train.all()) and bool(self.validation.all())
+
+
 def label_scores(ctx: StepContext, job: FeatureJob, ids: list[int], prediction: str,
-                 heldout: bool = True) -> tuple[dict[str, float], Bool[torch.Tensor, " n"]]:
+                 heldout: bool = True) -> tuple[dict[str, float | None], Ratings]:
     """A hard label's scores on the job's training, validation and (with `heldout`)
-    held-out examples, and whether it rates each training example right.
+    held-out examples, and whether it rates each training and validation example right.
 
     Beyond the scores, ``train_errors`` counts the training examples it gets wrong and
     ``train_error_words`` the distinct words among them: a split's balanced accuracy hardly
@@ -99,7 +111,7 @@ def _segments(pairs: Sequence[tuple[FeatureJob, Sequence[int]]], heldout: bool
 
 def batch_label_scores(ctx: StepContext, pairs: Sequence[tuple[FeatureJob, Sequence[int]]],
                        prediction: str, heldout: bool = True
-                       ) -> list[tuple[dict[str, float], Bool[torch.Tensor, " n"]]]:
+                       ) -> list[tuple[dict[str, float | None], Ratings]]:
     """`label_scores` of many (job, hard label) pairs: the rows of every pair and split whose
     labels have one length go through `hard_label_margins` together."""
     segments = _segments(pairs, heldout)
@@ -116,21 +128,23 @@ def batch_label_scores(ctx: StepContext, pairs: Sequence[tuple[FeatureJob, Seque
         for (k, _), m, loss in zip(group, margins.split(sizes), losses.split(sizes),
                                    strict=True):
             done[k] = (m, loss)
-    out: list[tuple[dict[str, float], torch.Tensor]] = [
-        ({}, torch.zeros(0, dtype=torch.bool)) for _ in pairs]
+    none = torch.zeros(0, dtype=torch.bool)
+    out: list[tuple[dict[str, float | None], Ratings]] = [({}, Ratings(none, none)) for _ in pairs]
     for k, g in enumerate(segments):
-        metrics, correct = out[g.pair]
+        metrics, ratings = out[g.pair]
         margins, loss = done[k]
         metrics.update(detection_scores(margins, g.targets > 0.5, prefix=g.prefix))
         metrics[g.prefix + "loss_accuracy"] = float(loss.mean())
+        correct = (margins.cpu() > 0) == (g.targets.cpu() > 0.5)
         if g.prefix == "train_":
-            correct = (margins.cpu() > 0) == (g.targets.cpu() > 0.5)
-            out[g.pair] = (metrics, correct)
+            out[g.pair] = (metrics, ratings._replace(train=correct))
             _errors(metrics, correct, pairs[g.pair][0])
+        elif g.prefix == "validation_":
+            out[g.pair] = (metrics, ratings._replace(validation=correct))
     return out
 
 
-def _errors(metrics: dict[str, float], correct: torch.Tensor, job: FeatureJob) -> None:
+def _errors(metrics: dict[str, float | None], correct: torch.Tensor, job: FeatureJob) -> None:
     wrong = torch.nonzero(~correct).flatten().tolist()
     metrics["train_errors"] = float(len(wrong))
     if job.words:
@@ -150,10 +164,10 @@ def job_fields(job: FeatureJob) -> dict[str, Any]:
 
 
 def finish(state: AttemptState, ctx: StepContext, config: LabelConfig
-           ) -> tuple[LabelResult, Bool[torch.Tensor, " n"]]:
+           ) -> tuple[LabelResult, Ratings]:
     """The `LabelResult` of a finished attempt: its hard label, scored on the training,
-    validation and held-out examples (`label_scores`); and whether it rates each training
-    example right."""
+    validation and held-out examples of the state's job (`label_scores`); and whether it
+    rates each training and validation example right."""
     assert state.final_p is not None and state.last_terms is not None
     job, ev = state.job, ctx.evaluator
     top = state.final_p.max(-1)

@@ -93,7 +93,7 @@ def feature_jobs(
     feature: its examples split into training, validation and held-out ones
     (`splits.split_examples`: by context, stratified by class and rare words)."""
     index: dict[tuple[str, str], int] = {}
-    encoded = []
+    encoded: list[EncodedExample] = []
     jobs = []
     slots = longest_label(config)
     for n, feature in enumerate(prepared):

@@ -3,7 +3,10 @@
 A converged label that scores 0.99 may still be the parent of the right one ("animal" for a
 mammal feature) when the examples that tell the two apart (animals that are not mammals) are
 rare: no split's balanced accuracy moves for three examples out of five hundred. So after an
-attempt we look at the errors themselves: the training examples the hard label rates wrong.
+attempt we look at the errors themselves: the training and validation examples the hard label
+rates wrong. Validation too: when the few telling examples all land there, the training
+examples cannot tell the two labels apart, and validation is the split whose job is to choose
+between labels. The held-out split is never looked at: it only scores.
 
 An error is *fixable* when a label on the attempt's short-list rates it right while rating a
 sample of what the label already gets right just as well (a label that says "0" to everything
@@ -15,14 +18,18 @@ refinement does not draw them into its error buckets.
 
 The refinement is one more attempt, confusion-stratified (paper §4.1), warm-started from the
 label and the labels that fix its errors, its error buckets holding only the fixable errors and
-fixed for the whole attempt (`refine_job`), with `LabelConfig.refine_overrides`.
+fixed for the whole attempt (`refine_job`), with `LabelConfig.refine_overrides`. Fixable
+validation errors join its training examples, in the error buckets: when no training example
+tells the labels apart, a warm start alone does not always hold against a prior that favours
+the parent (the descent drifts back to it). The attempt's result is still scored on the
+feature's own splits, and the held-out split, never seen, keeps the reported score unbiased.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float
@@ -41,18 +48,33 @@ KEPT_SAMPLE = 16
 
 @dataclass(frozen=True)
 class ErrorCheck:
-    """What a label gets wrong on its training examples, and which of it is fixable."""
+    """What a label gets wrong on its training and validation examples, and which of it is
+    fixable."""
 
     fixable: Bool[torch.Tensor, " n"]
     """Training examples the label rates wrong and a short-list label rates right."""
     irreducible: Bool[torch.Tensor, " n"]
-    """Errors checked that no short-list label fixes."""
+    """Training errors checked that no short-list label fixes."""
     fixers: list[list[int]]
     """The short-list labels (token ids per slot) that fix some error and keep the sample."""
+    validation_fixable: Bool[torch.Tensor, " m"] = field(
+        default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    """Validation examples the label rates wrong and a short-list label rates right."""
 
     @property
     def n_fixable(self) -> int:
+        """Fixable training errors."""
         return int(self.fixable.sum())
+
+    @property
+    def n_validation_fixable(self) -> int:
+        """Fixable validation errors."""
+        return int(self.validation_fixable.sum())
+
+    @property
+    def any_fixable(self) -> bool:
+        """Some error, training or validation, is fixable: a refinement is worth running."""
+        return self.n_fixable + self.n_validation_fixable > 0
 
 
 def short_list(trajectory: Trajectory, label_ids: list[int], k: int) -> list[list[int]]:
@@ -67,20 +89,21 @@ def short_list(trajectory: Trajectory, label_ids: list[int], k: int) -> list[lis
     ranked = sorted(peak, key=lambda st: (-peak[st], st))[:k]
     out = []
     for slot, t in ranked:
-        ids = list(label_ids)
-        ids[slot] = t
-        out.append(ids)
+        alt = list(label_ids)
+        alt[slot] = t
+        out.append(alt)
     return out
 
 
-def _rated_right(ctx: StepContext, job: FeatureJob, rows: torch.Tensor,
+def _rated_right(ctx: StepContext, rows: torch.Tensor, targets: torch.Tensor,
                  labels: list[list[int]]) -> Bool[torch.Tensor, "label n"]:
-    """Whether each label rates each of the training examples `rows` (positions) right."""
+    """Whether each label rates each of the examples `rows` (ids of encoded examples, with
+    their `targets`) right."""
     if not labels or not len(rows):
         return torch.zeros(len(labels), len(rows), dtype=torch.bool)
     ids = torch.tensor(labels).repeat_interleave(len(rows), 0)
-    margins, _ = hard_label_margins(ctx, job.example_ids[rows].repeat(len(labels)), ids)
-    target = (job.targets[rows] > 0.5).repeat(len(labels))
+    margins, _ = hard_label_margins(ctx, rows.repeat(len(labels)), ids)
+    target = (targets > 0.5).repeat(len(labels))
     return ((margins.cpu() > 0) == target).reshape(len(labels), len(rows))
 
 
@@ -89,35 +112,49 @@ def _sample(mask: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     return idx[torch.randperm(len(idx), generator=gen)[:k]] if len(idx) > k else idx
 
 
+def _validation(job: FeatureJob) -> tuple[torch.Tensor, torch.Tensor]:
+    if job.validation_ids is None or job.validation_targets is None:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    return job.validation_ids, job.validation_targets
+
+
 @torch.no_grad()
 def check_errors(ctx: StepContext, job: FeatureJob, label_ids: list[int],
                  right: Bool[torch.Tensor, " n"], trajectory: Trajectory,
-                 config: LabelConfig) -> ErrorCheck:
-    """Which of the label's training errors a short-list label fixes (module docstring).
+                 config: LabelConfig, validation_right: Bool[torch.Tensor, " m"] | None = None
+                 ) -> ErrorCheck:
+    """Which of the label's training and validation errors (`right`, `validation_right`: its
+    ratings of each example) a short-list label fixes (module docstring).
 
-    Cost: nothing without errors; else the errors under each candidate, and a sample of
-    `KEPT_SAMPLE` right examples per class under the candidates that fix one."""
-    n = len(right)
-    none = torch.zeros(n, dtype=torch.bool)
-    wrong = ~right
-    if not wrong.any():
-        return ErrorCheck(none, none, [])
+    Cost: nothing without errors; else the errors (up to `MAX_ERRORS_CHECKED` per split)
+    under each candidate, and a sample of `KEPT_SAMPLE` right training examples per class
+    under the candidates that fix one."""
+    val_ids, val_targets = _validation(job)
+    val_wrong = (torch.zeros(len(val_ids), dtype=torch.bool) if validation_right is None
+                 else ~validation_right)
+    none, val_none = torch.zeros(len(right), dtype=torch.bool), torch.zeros_like(val_wrong)
+    if right.all() and not val_wrong.any():
+        return ErrorCheck(none, none, [], val_none)
     gen = torch.Generator().manual_seed(config.seed)
-    errors = _sample(wrong, MAX_ERRORS_CHECKED, gen)
-    candidates = short_list(trajectory, label_ids, config.refine_candidates)
-    fixed = _rated_right(ctx, job, errors, candidates)
-    some = [c for c in range(len(candidates)) if fixed[c].any()]
+    errors = _sample(~right, MAX_ERRORS_CHECKED, gen)
     active = job.targets > 0.5
     kept = torch.cat([_sample(right & active, KEPT_SAMPLE, gen),
                       _sample(right & ~active, KEPT_SAMPLE, gen)])
-    keeps = _rated_right(ctx, job, kept, [candidates[c] for c in some]).all(1)
+    val_errors = _sample(val_wrong, MAX_ERRORS_CHECKED, gen)
+    candidates = short_list(trajectory, label_ids, config.refine_candidates)
+    fixed = _rated_right(ctx, torch.cat([job.example_ids[errors], val_ids[val_errors]]),
+                         torch.cat([job.targets[errors], val_targets[val_errors]]), candidates)
+    some = [c for c in range(len(candidates)) if fixed[c].any()]
+    keeps = _rated_right(ctx, job.example_ids[kept], job.targets[kept],
+                         [candidates[c] for c in some]).all(1)
     viable = [c for c, ok in zip(some, keeps.tolist(), strict=True) if ok]
-    fixable, irreducible = none.clone(), none.clone()
-    if viable:
-        fixable[errors[fixed[viable].any(0)]] = True
+    fixes = fixed[viable].any(0) if viable else torch.zeros(fixed.shape[1], dtype=torch.bool)
+    fixable, irreducible, val_fixable = none.clone(), none.clone(), val_none.clone()
+    fixable[errors[fixes[: len(errors)]]] = True
+    val_fixable[val_errors[fixes[len(errors):]]] = True
     irreducible[errors] = True
     irreducible &= ~fixable
-    return ErrorCheck(fixable, irreducible, [candidates[c] for c in viable])
+    return ErrorCheck(fixable, irreducible, [candidates[c] for c in viable], val_fixable)
 
 
 def hint_logits(ids: list[int] | list[list[int]], d_vocab: int,
@@ -139,12 +176,22 @@ def refine_job(ctx: StepContext, job: FeatureJob, label_ids: list[int],
     """The feature's job for a refinement of `label_ids`: warm-started from the label and the
     short-list labels that fix its errors (sharing half the mass in each slot, so that the
     descent, not the start, decides between them), with the label's ratings for the confusion
-    sampler's first buckets and only the fixable errors eligible for the error buckets."""
+    sampler's first buckets and only the fixable errors eligible for the error buckets. The
+    fixable validation errors are added to its training examples, as errors of the label."""
+    val_ids, val_targets = _validation(job)
+    more = check.validation_fixable
+    if len(more) != len(val_ids):
+        more = torch.zeros(len(val_ids), dtype=torch.bool)
     active = job.targets > 0.5
+    more_active = val_targets[more] > 0.5
     slots = [[t, *(f[s] for f in check.fixers)] for s, t in enumerate(label_ids)]
     return dataclasses.replace(
         job, init_logits=hint_logits(slots, ctx.evaluator.d_vocab, ctx.vocab_mask),
-        prediction=torch.where(right, active, ~active), error_eligible=~check.irreducible)
+        example_ids=torch.cat([job.example_ids, val_ids[more]]),
+        targets=torch.cat([job.targets, val_targets[more]]),
+        words=(*job.words, *([""] * int(more.sum()))) if job.words else (),
+        prediction=torch.cat([torch.where(right, active, ~active), ~more_active]),
+        error_eligible=torch.cat([~check.irreducible, torch.ones_like(more_active)]))
 
 
 def refine_config(config: LabelConfig, overrides: dict) -> LabelConfig:

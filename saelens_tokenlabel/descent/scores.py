@@ -20,7 +20,8 @@ def detection_scores(
     margins: Float[torch.Tensor, " n"], targets: Bool[torch.Tensor, " n"], prefix: str = ""
 ) -> dict[str, float | None]:
     """Accuracy, balanced accuracy, precision, recall, F1 (prediction: margin > 0) and AUROC
-    (of the margin logit("1") - logit("0"))."""
+    (of the margin logit("1") - logit("0")), and the confusion counts they come from (``tp``,
+    ``fn``, ``tn``, ``fp``: what a verdict's interval needs)."""
     margins = margins.detach().double().cpu()
     targets = targets.bool().cpu()
     pred = margins > 0
@@ -40,6 +41,7 @@ def detection_scores(
         "recall": tpr,
         "f1": f1,
         "auroc": auroc(margins, targets),
+        "tp": tp, "fn": fn, "tn": tn, "fp": fp,
     }
     # Undefined scores (a class absent) are None: JSON null, unlike NaN.
     return {prefix + k: (None if v != v else float(v)) for k, v in out.items()}

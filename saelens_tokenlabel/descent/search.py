@@ -3,12 +3,13 @@
 `optimize_labels` runs attempts: the config itself; for labels of two or more tokens, the
 evaluator's own proposals (`prior_labels`: its likeliest first label tokens, continued
 greedily) as starting points; then its `restarts`, each only for the features whose label has
-not succeeded yet (`succeeded`); then, with `grow_label`, longer labels. With `refine`, an
-attempt whose label has fixable training errors (`refine`) is followed at once by a
+not succeeded yet (`records.verdict.passes`); then, with `grow_label`, longer labels. With
+`refine`, an attempt whose label has fixable training or validation errors (`refine`) is
+followed at once by a
 refinement of that label. It keeps each feature's best attempt by validation score
-(`result.selection_score`, then fewer fixable errors) and records them all in
+(`records.verdict.selection_score`, then fewer fixable errors) and records them all in
 `LabelResult.attempts`. A feature that no label explains is checked for a union of two
-concepts (`polysemantic`).
+concepts (`polysemantic`). The result chosen gets its verdict (`records.verdict`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import torch
 
 from ..evaluator.forward import conditional_log_q
 from ..records.config import LabelConfig
-from ..records.result import Attempt, LabelResult, selection_score
+from ..records.result import Attempt, LabelResult
+from ..records.verdict import fixable_errors, passes, selection_score, with_verdict
 from .attempts import run_attempt
 from .engine import StepContext
-from .hardlabel import finish
+from .hardlabel import Ratings, finish
 from .polysemantic import find_union
 from .refine import ErrorCheck, check_errors, hint_logits, refine_config, refine_job, short_list
 from .state import FeatureJob
@@ -60,25 +62,13 @@ def prior_labels(ctx: StepContext, job: FeatureJob, config: LabelConfig, max_row
     return labels
 
 
-def succeeded(result: LabelResult, config: LabelConfig) -> bool:
-    """Converged, the hard label's selection score reaches `success_score`, and no training
-    error it makes is one a short-list label fixes (`refine`)."""
-    return passes(result, config.success_score)
-
-
-def passes(result: LabelResult, bar: float) -> bool:
-    """`succeeded` with the bar given: the one test of a descent's success."""
-    return (result.converged and selection_score(result.metrics) >= bar
-            and not result.metrics.get("train_fixable_errors"))
-
-
 def _rank(result: LabelResult) -> tuple[float, ...]:
     # Validation score first; among equals fewer fixable errors (a too-broad label scores
     # like the right one where its few telling examples missed the split), then a converged
     # label, then the lower training loss.
     return (selection_score(result.metrics),
-            -float(result.metrics.get("train_fixable_errors", 0.0)), float(result.converged),
-            -float(result.metrics.get("train_loss_accuracy", float("inf"))))
+            -fixable_errors(result.metrics), float(result.converged),
+            -(result.metrics.get("train_loss_accuracy") or float("inf")))
 
 
 def _attempt(result: LabelResult, index: int, overrides: dict[str, Any], keep_traj: bool
@@ -117,15 +107,17 @@ class _Search:
         self.candidates: list[list[list[int]]] = [[] for _ in jobs]
         """Labels each feature's attempts ended on or weighed (for `polysemantic`)."""
         self.checks: dict[int, tuple[torch.Tensor, ErrorCheck]] = {}
-        """Feature -> its latest attempt's training ratings and their error check."""
+        """Feature -> its latest attempt's training ratings and its error check."""
 
     def run(self, members: list[int], cfg: LabelConfig, overrides: dict[str, Any],
             jobs: list[FeatureJob]) -> list[tuple[int, LabelResult, torch.Tensor]]:
         """One attempt for `members` (their `jobs`), recorded; (feature, result, final v)."""
         out = []
         for i, s in zip(members, run_attempt(self.ctx, jobs, cfg), strict=True):
-            r, right = finish(s, self.ctx, cfg)
-            r = self._check(i, r, right)
+            # Scored on the feature's own splits, whatever examples the attempt trained on
+            # (a refinement adds fixable validation errors to its training examples).
+            r, ratings = finish(dataclasses.replace(s, job=self.jobs[i]), self.ctx, cfg)
+            r = self._check(i, r, ratings)
             self.attempts[i].append(_attempt(r, self.n_run, overrides,
                                              self.config.keep_attempt_trajectories))
             assert s.final_v is not None
@@ -133,20 +125,21 @@ class _Search:
         self.n_run += 1
         return out
 
-    def _check(self, i: int, r: LabelResult, right: torch.Tensor) -> LabelResult:
+    def _check(self, i: int, r: LabelResult, ratings: Ratings) -> LabelResult:
         """Feature i's short-list, and (with `refine`) its converged label's fixable errors
-        as the ``train_fixable_errors`` metric."""
+        as the ``train_fixable_errors`` and ``validation_fixable_errors`` metrics."""
         config = self.config
         alternatives = short_list(r.trajectory, r.label_token_ids, config.refine_candidates)
         self.candidates[i] += [r.label_token_ids, *alternatives]
-        if not (config.refine and r.converged and not right.all()):
+        if not (config.refine and r.converged and not ratings.all_right()):
             self.checks.pop(i, None)
             return r
-        check = check_errors(self.ctx, self.jobs[i], r.label_token_ids, right, r.trajectory,
-                             config)
-        self.checks[i] = (right, check)
-        return dataclasses.replace(
-            r, metrics={**r.metrics, "train_fixable_errors": float(check.n_fixable)})
+        check = check_errors(self.ctx, self.jobs[i], r.label_token_ids, ratings.train,
+                             r.trajectory, config, ratings.validation)
+        self.checks[i] = (ratings.train, check)
+        return dataclasses.replace(r, metrics={
+            **r.metrics, "train_fixable_errors": float(check.n_fixable),
+            "validation_fixable_errors": float(check.n_validation_fixable)})
 
     def keep(self, i: int, r: LabelResult, v: torch.Tensor, overrides: dict[str, Any],
              cfg: LabelConfig) -> None:
@@ -168,8 +161,8 @@ class _Search:
     def refine(self, features: list[int], overrides: dict[str, Any], cfg: LabelConfig
                ) -> None:
         """A refinement (`refine`) for each of `features` whose best label, just found, has
-        fixable training errors; kept where it ranks higher."""
-        todo = [i for i in features if i in self.checks and self.checks[i][1].n_fixable]
+        fixable training or validation errors; kept where it ranks higher."""
+        todo = [i for i in features if i in self.checks and self.checks[i][1].any_fixable]
         if not todo:
             return
         jobs = [refine_job(self.ctx, self.jobs[i], self._best(i).label_token_ids,
@@ -206,7 +199,8 @@ class _Search:
                 continue
             kept = self.consider(self.run(members, cfg, overrides, todo_jobs), overrides, cfg)
             self.refine(kept, overrides, cfg)
-            todo = [i for i in todo if not succeeded(self._best(i), self.config)]
+            todo = [i for i in todo
+                    if not passes(self._best(i), self.config.success_score)]
 
     def grow(self) -> None:
         """`grow_label`: each feature's best label gains a slot while the score improves."""
@@ -258,14 +252,16 @@ class _Search:
             log.info("feature %s: not converged after %d attempts (best %r at p=%.3f)",
                      r.feature, len(attempts), r.label, r.probability)
         poly = None
-        if self.config.polysemantic_check and not succeeded(r, self.config):
+        if self.config.polysemantic_check and not passes(r, self.config.success_score):
             poly = find_union(self.ctx, self.jobs[i], self.candidates[i], self.config)
-        return dataclasses.replace(
+        r = dataclasses.replace(
             r, attempts=attempts, polysemantic=poly,
             metrics={**r.metrics, "steps_total": float(sum(a.steps for a in attempts)),
                      "attempts": float(len(attempts))},
             config={**(d := self.config.to_dict()),
                     **{k: v for k, v in attempts[chosen].overrides.items() if k in d}})
+        # Judged once, now that everything it reads is final.
+        return with_verdict(r, self.config.verdict_settings())
 
 
 def optimize_labels(ctx: StepContext, jobs: Sequence[FeatureJob], config: LabelConfig

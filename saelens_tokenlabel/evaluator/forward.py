@@ -21,7 +21,7 @@ from jaxtyping import Float, Int
 
 from .backend import BackendError, Pass
 from .model import EncodedExample, Evaluator
-from .suffix import PrefixKV, SuffixRunner, prefix_kv, unsupported
+from .suffix import PrefixKV, SuffixRunner, local_window, prefix_kv, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,29 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+LABEL_ROOM = 32
+"""Label slots a local attention window must leave room for, beside the longest prefix and
+the prompt's tail, for the prefix cache to share the part every prefix has in common."""
+
+
+def _window_bites(evaluator: Evaluator, seqs: Sequence[Sequence[int]]) -> bool:
+    """Whether a local attention window of the evaluator could cut into a prompt.
+
+    TransformerLens counts a window in cache slots, padding included: with the padding between
+    the shared part and each prefix's rest, a window reaching across it would see fewer tokens
+    than the model sees on the whole prompt. Then nothing is shared (the padding goes in
+    front, outside every window), and the log says so once."""
+    window = local_window(evaluator.model)
+    longest = max(len(s) for s in seqs) + len(evaluator.suffix_tail_ids) + LABEL_ROOM
+    if window is None or window >= longest:
+        return False
+    _log_once(f"the prefix cache shares no part of the prompts: the local attention window "
+              f"({window} tokens) is shorter than the longest prompt with a label of up to "
+              f"{LABEL_ROOM} tokens ({longest}), and TransformerLens would count the padding "
+              "between the shared part and the rest inside it")
+    return True
+
+
 class PrefixCache:
     """The prefix of every example (all tokens before the label), run once under no_grad.
 
@@ -122,7 +145,9 @@ class PrefixCache:
       ``[1, shared_len]``, and is broadcast to each batch with ``.expand`` (no copy).
     * The rest of each prefix is left-padded to one length and runs once per example,
       attending to the shared part. Padding sits between the two parts; rotary positions come
-      from the attention mask, so no position shifts.
+      from the attention mask, so no position shifts. A local attention window that could
+      reach across that padding would count it (TransformerLens measures windows in cache
+      slots): then nothing is shared (`_window_bites`).
     * ``log_q``: the evaluator's next-token log-distribution at the last prefix position, i.e.
       its expectation for the first label token. Computed in the same pass, once.
 
@@ -150,6 +175,8 @@ class PrefixCache:
         seqs = [e.prefix_ids for e in examples]
         # Leave every example at least one token of its own: q is read at its last token.
         self.shared_len = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
+        if self.shared_len and _window_bites(evaluator, seqs):
+            self.shared_len = 0
         self.prefixes = seqs
         rest = [s[self.shared_len :] for s in seqs]
         self.rest_tokens, self.rest_mask = left_pad(rest, _pad_id(evaluator))

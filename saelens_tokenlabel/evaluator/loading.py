@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .suffix import unsupported
+from .suffix import local_window, unsupported
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -191,6 +191,13 @@ def _not_plain_llama(model: HookedTransformer) -> str | None:
          and cfg.rotary_scaling_factor == 1.0, "its rotary embeddings are scaled"),
         (cfg.use_attn_scale and abs(cfg.attn_scale - cfg.d_head ** 0.5) < 1e-9,
          f"attn_scale is {cfg.attn_scale}, not sqrt(d_head)"),
+        (local_window(model) is None, "it has local (sliding-window) attention layers"),
+        (not (cfg.attn_scores_soft_cap > 0 or cfg.output_logits_soft_cap > 0),
+         "it soft-caps attention scores or logits"),
+        (not cfg.use_qk_norm, "it normalises queries and keys (QK-norm)"),
+        (not cfg.use_normalization_before_and_after,
+         "it normalises the attention and MLP outputs too"),
+        (not cfg.attn_only, "it has no MLPs (attn_only)"),
     )
     for ok, reason in checks:
         if why is None and not ok:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool
@@ -308,5 +308,3 @@ class Evaluator:
 def _normalised(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).casefold().split())
 
-
-Prediction = Literal["two_way", "full_vocab"]

@@ -22,7 +22,8 @@ from ..records.errors import RecordError
 from ..records.extra import FeatureExtra
 from ..records.files import atomic_write_text, check_format, dumps_json
 from ..records.names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
-from ..records.result import SCORE_KEYS, LabelResult, Trajectory, score_of  # noqa: F401
+from ..records.result import LabelResult, Trajectory
+from ..records.verdict import VERDICTS, VerdictSettings, verdict_of, with_verdict
 from .neuronpedia import (
     NeuronpediaBatchConfig,
     NeuronpediaBatches,
@@ -41,14 +42,10 @@ def status_result(feature: int, status: str, message: str, extra: FeatureExtra |
     """A result for a feature that got no label, saying why: `message` goes into
     ``extra.message``, beside what else is known of the feature (`extra`)."""
     extra = dataclasses.replace(extra or FeatureExtra(), message=message)
-    return LabelResult(label="", label_tokens=[], label_token_ids=[], probability=0.0,
-                       converged=False, steps=0, metrics={}, trajectory=Trajectory(),
-                       feature=int(feature), status=status, evaluator=evaluator, extra=extra)
-
-
-def result_score(result: LabelResult) -> tuple[str | None, float | None]:
-    """The metric that scores `result` and its value (`result.score_of`)."""
-    return score_of(result.metrics)
+    return with_verdict(LabelResult(
+        label="", label_tokens=[], label_token_ids=[], probability=0.0, converged=False,
+        steps=0, metrics={}, trajectory=Trajectory(), feature=int(feature), status=status,
+        evaluator=evaluator, extra=extra))
 
 
 class LabelSet(Mapping[int, LabelResult]):
@@ -87,6 +84,9 @@ class LabelSet(Mapping[int, LabelResult]):
                              f"{result.feature!r}")
         if not isinstance(f, int):
             result = dataclasses.replace(result, feature=int(f))
+        if result.verdict is None:  # made by hand: judged by its own recorded config
+            result = dataclasses.replace(result, verdict=verdict_of(
+                result, VerdictSettings.of(result.config), derived=True))
         self._results[int(f)] = result
 
     def update(self, other: LabelSet) -> None:
@@ -95,8 +95,14 @@ class LabelSet(Mapping[int, LabelResult]):
 
     @property
     def labels(self) -> dict[int, str]:
-        """feature -> label, for features that got one."""
+        """feature -> label, for features that got one (whatever its verdict)."""
         return {f: r.label for f, r in sorted(self._results.items()) if r.status == "ok"}
+
+    @property
+    def explained(self) -> dict[int, str]:
+        """feature -> label, for the labels whose verdict is ``explained``: the ones to trust."""
+        return {f: r.label for f, r in sorted(self._results.items())
+                if r.verdict is not None and r.verdict.value == "explained"}
 
     def by_status(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -104,8 +110,22 @@ class LabelSet(Mapping[int, LabelResult]):
             out.setdefault(self._results[f].status, []).append(f)
         return out
 
+    def by_verdict(self) -> dict[str, list[int]]:
+        """Verdict -> features, in `VERDICTS` order."""
+        out: dict[str, list[int]] = {v: [] for v in VERDICTS}
+        for f in self:
+            v = self._results[f].verdict
+            out.setdefault(v.value if v is not None else "unknown", []).append(f)
+        return {k: fs for k, fs in out.items() if fs}
+
+    def only_explained(self) -> LabelSet:
+        """These labels with every feature whose verdict is not ``explained`` left out (for an
+        export that should hold trusted labels only)."""
+        return LabelSet([r for r in self.values() if r.verdict is not None and
+                         r.verdict.value == "explained"], self.info)
+
     def __repr__(self) -> str:
-        counts = {k: len(v) for k, v in self.by_status().items()}
+        counts = {k: len(v) for k, v in self.by_verdict().items()}
         return f"LabelSet({len(self)} features, {counts})"
 
     # ------------------------------------------------------------------ metadata
@@ -115,11 +135,11 @@ class LabelSet(Mapping[int, LabelResult]):
         score_names = set()
         for f in self:
             r = self._results[f]
-            name, score = result_score(r)
-            if name:
-                score_names.add(name)
-            feats[str(f)] = {"label": r.label if r.status == "ok" else None, "score": score,
-                             "status": r.status}
+            if r.score_name:
+                score_names.add(r.score_name)
+            feats[str(f)] = {"label": r.label if r.status == "ok" else None, "score": r.score,
+                             "status": r.status,
+                             "verdict": r.verdict.value if r.verdict is not None else None}
             if r.polysemantic is not None:
                 feats[str(f)]["polysemantic"] = list(r.polysemantic.labels)
         evaluators = sorted({r.evaluator for r in self.values() if r.evaluator})

@@ -110,18 +110,18 @@ import hashlib
 import json
 import math
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from ..records.columns import ScoreColumn, score_columns
 from ..records.files import atomic_write, atomic_write_lines
 from ..records.names import METHOD
 from ..records.result import LabelResult
 from ..records.serial import Config
+from .jsonl import UNREADABLE, batch_files, open_text
 
 
 class Labels(Protocol):
@@ -154,7 +154,6 @@ creator that the webapp's seed (``apps/webapp/prisma/seed.ts``) makes, so the Us
 RECORDS_PER_FILE = 1024
 """Explanations per batch file of Neuronpedia's ``export-data.py``
 (``FEATURES_EXPLANATIONS_BATCH_SIZE``)."""
-_BATCH_RE = re.compile(r"^batch-(\d+)\.jsonl(?:\.gz)?$")  # batch-autointerp's own names
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -259,7 +258,7 @@ def stable_cuid(*parts: str) -> str:
     return "c" + "".join(digits)
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -281,7 +280,8 @@ def _scorer_values(r: LabelResult, columns: list[ScoreColumn], evaluator: str, s
     it was measured with)."""
     out = []
     for c in columns:
-        if not c.neuronpedia or not _finite(r.metrics.get(c.key)):
+        value = r.metrics.get(c.key)
+        if not c.neuronpedia or not _finite(value):
             continue
         prefix = c.key.split("_", 1)[0] + "_"
         details: dict[str, Any] = {k.removeprefix(prefix): r.metrics[k] for k in c.details
@@ -289,7 +289,7 @@ def _scorer_values(r: LabelResult, columns: list[ScoreColumn], evaluator: str, s
         if c.details_config is not None:
             details["config"] = getattr(r.extra, c.details_config, None)
         model = subject if c.scored_by == "subject" else evaluator
-        out.append((c.key, float(r.metrics[c.key]), model, details))
+        out.append((c.key, float(value), model, details))
     return out
 
 
@@ -306,7 +306,11 @@ def _score_values(r: LabelResult, evaluator: str, subject: str, columns: list[Sc
 def _notes(r: LabelResult) -> str:
     # How the label was found first: an amortised label ran no descent, its `probability`
     # is the map's share of its proposal and it converged by definition.
-    notes = {"method": r.method, "probability": r.probability, "converged": r.converged,
+    notes: dict[str, Any] = {"verdict": r.verdict.value if r.verdict else None,
+             "verdict_reason": r.verdict.reason if r.verdict else None,
+             "heldout_interval": ([r.verdict.low, r.verdict.high]
+                                  if r.verdict and r.verdict.low is not None else None),
+             "method": r.method, "probability": r.probability, "converged": r.converged,
              "steps": r.steps, "label_tokens": r.label_tokens,
              "threshold_rule": r.threshold_rule, "n_examples": r.n_examples,
              "n_active": r.n_active}
@@ -398,25 +402,12 @@ def write_neuronpedia(labels: Labels, path: str | Path,
     return len(records)
 
 
-def _batch_files(directory: Path) -> dict[int, list[Path]]:
-    """``batch-N.jsonl[.gz]`` files of `directory` by N (the names ``batch-autointerp.py``
-    writes and numbers after)."""
-    out: dict[int, list[Path]] = {}
-    if directory.is_dir():
-        for p in sorted(directory.iterdir()):
-            m = _BATCH_RE.match(p.name)
-            if m and p.is_file():
-                out.setdefault(int(m.group(1)), []).append(p)
-    return out
-
-
 def _first_row(path: Path) -> dict[str, Any] | None:
     """The first line of a batch file as a dict; None when it is unreadable or not one."""
     try:
-        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz"
-              else path.open(encoding="utf-8")) as fh:
+        with open_text(path) as fh:
             row = json.loads(fh.readline())
-    except (OSError, EOFError, ValueError, zlib.error):
+    except (*UNREADABLE, ValueError):
         return None
     return row if isinstance(row, dict) else None
 
@@ -439,8 +430,8 @@ def _earlier_export(folder: Path, model_id: str, layer: str) -> tuple[list[Path]
     A number is ours when its explanation file is (its first row is a token_space_gd
     explanation of this modelId and layer); a score file goes with the explanation file
     of its number, and only a score file without one is judged by its own rows."""
-    explanations = _batch_files(folder / EXPLANATIONS_DIR)
-    scores = _batch_files(folder / EXPLANATION_SCORES_DIR)
+    explanations = batch_files(folder / EXPLANATIONS_DIR)
+    scores = batch_files(folder / EXPLANATION_SCORES_DIR)
     ours, theirs = [], []
     for n in sorted(explanations.keys() | scores.keys()):
         kind, files = (("explanation", explanations[n]) if n in explanations

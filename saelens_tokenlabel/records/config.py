@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from .serial import Config
+from .verdict import DEFAULT_BAR, DEFAULT_LEVEL, VerdictSettings
 
 # Table 1 of Schulz & Fallows (2025): batch size, epochs, lr, λ_kl, λ_ent (λ_acc = 1).
 _PAPER_TABLE_1: dict[str, tuple[int, int, float, float, float]] = {
@@ -21,7 +23,7 @@ _PAPER_TABLE_1: dict[str, tuple[int, int, float, float, float]] = {
 
 # Later attempts when an attempt fails (no convergence, or a poor validation score): a small
 # sweep around the paper's Table 1 values, each from its own seed. Chosen on the paper's
-# synthetic cases with the toy evaluator; see README "Restarts".
+# synthetic cases with the toy evaluator; see docs/better-labels.md "Restarts".
 DEFAULT_RESTARTS: tuple[dict[str, Any], ...] = (
     {"sampler": "confusion", "lr": 0.1, "lambda_ent": 0.3, "lambda_kl": 0.1, "seed": 1},
     {"lr": 0.2, "lambda_ent": 0.3, "lambda_kl": 0.1, "entropy_warmup": 0.3, "seed": 2},
@@ -62,10 +64,10 @@ class PerformanceConfig(Config):
     """Batch size for the prefix pass and for scoring the final hard label."""
     fast_suffix: bool = True
     """With `use_cache`: run the suffix through the package's lean forward
-    (`suffix.SuffixRunner`) instead of TransformerLens's modules, for Llama-shaped
-    HookedTransformers (RMSNorm, rotary, grouped-query attention, gated MLP). Exact (the same
-    logits, tested to 1e-12 in float64); other architectures keep TransformerLens's path,
-    with one log line saying why."""
+    (`suffix.SuffixRunner`) instead of TransformerLens's modules, for HookedTransformers of the
+    Llama, Qwen 2, Mistral, Gemma 1-3 and GPT-2 families, unnormalised and attention-only ones.
+    Exact (the same logits, tested to 1e-12 in float64); other architectures keep
+    TransformerLens's path, with one log line saying why."""
 
     def check(self) -> None:
         need = self.need
@@ -74,6 +76,42 @@ class PerformanceConfig(Config):
              "max_rows_per_pass must be >= 1 or None")
         need(self.max_resident_examples is None or self.max_resident_examples >= 1,
              "max_resident_examples must be >= 1 or None")
+
+
+@dataclass
+class WarmStartConfig(Config):
+    """How a warm start turns a decoder direction's promoted subject tokens into initial label
+    logits over the evaluator's vocabulary (`sae.logit_lens.warm_start_logits`)."""
+
+    top_k: int = 20
+    """Top subject tokens of the decoder's logit lens that are matched (most promoted first)."""
+    scale: float = 5.0
+    """Initial logit of the top subject token's evaluator matches (ignored with `top_mass`)."""
+    temperature: float = 1.0
+    """How fast weaker promoted tokens fall off: ``scale * exp((z - z_top) / temperature)``."""
+    casefold: bool = False
+    """Match token texts case-insensitively."""
+    top_mass: float | None = None
+    """In (0, 1): set `scale` so the top token alone holds this initial probability mass
+    among the allowed tokens (the same `scale` means very different starts in a 1,000-token and
+    a 128,000-token vocabulary; a mass does not). None: use `scale`."""
+
+    def check(self) -> None:
+        self.need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        self.need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        self.need(self.scale >= 0, f"scale must be >= 0, got {self.scale}")
+        self.need(self.top_mass is None or 0 < self.top_mass < 1,
+                  f"top_mass must be in (0, 1), got {self.top_mass}")
+
+    def start_logit(self, n_allowed: int) -> float:
+        """The top token's initial logit among `n_allowed` allowed tokens: `scale`, or with
+        `top_mass` ``log(top_mass / (1 - top_mass) * (n_allowed - 1))``, so that the top token
+        alone would hold `top_mass` of the initial probability among the allowed tokens
+        (other matched tokens add to it: " cat" and "cat" both start there)."""
+        if self.top_mass is None:
+            return self.scale
+        n = max(n_allowed, 2)
+        return math.log(self.top_mass / (1 - self.top_mass) * (n - 1))
 
 
 @dataclass
@@ -143,7 +181,14 @@ class LabelConfig(Config):
     success_score: float = 0.9
     """An attempt succeeds when its label converged, its validation balanced accuracy (the
     training one without a validation split) is at least this, and it has no fixable
-    training errors (see `refine`); no further restarts then."""
+    errors (see `refine`); no further restarts then. A label's verdict starts from this
+    test (`records.verdict`)."""
+    verdict_bar: float = DEFAULT_BAR
+    """A label that passes the success test is ``explained`` when the lower credible bound
+    (`verdict_level`) of its held-out balanced accuracy reaches this; else ``weak``
+    (`records.verdict`: Jeffreys posteriors of the two rates, convolved exactly)."""
+    verdict_level: float = DEFAULT_LEVEL
+    """Credibility of the held-out bound `verdict_bar` is judged against (one-sided)."""
     keep_attempt_trajectories: bool = False
     """Also keep the trajectories of the attempts that were not selected (larger results)."""
     prior_beam: int = 8
@@ -165,12 +210,11 @@ class LabelConfig(Config):
     """SAE runs: initialise v from the tokens the feature's decoder direction promotes in the
     subject model (logit lens `W_dec[f] @ W_U`, matched to the evaluator's vocabulary by
     token text). Without an SAE (synthetic data) there is nothing to warm start from."""
-    warm_start_top_k: int = 20
-    """Subject tokens (most promoted first) the warm start may use."""
-    warm_start_top_mass: float = 0.5
-    """Probability the warm start gives the most promoted matched token at the first step
-    (the logit scale follows from the vocabulary size). Attempt 0 starts there; restarts
-    start cold, and the best attempt by validation score is kept."""
+    warm_start_options: WarmStartConfig = field(
+        default_factory=lambda: WarmStartConfig(top_mass=0.5))
+    """How the warm start turns the promoted tokens into initial logits: by default the top
+    matched token holds half the probability at the first step (`top_mass` 0.5). Attempt 0
+    starts there; restarts start cold, and the best attempt by validation score is kept."""
     init_std: float = 0.0
     """Std of Gaussian noise on the initial logits v (0: uniform p over allowed tokens)."""
     holdout_fraction: float = 0.2
@@ -221,6 +265,8 @@ class LabelConfig(Config):
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     """Speed and memory knobs (prefix cache, rows per pass, batch sizes): never the result."""
 
+    MOVED_FIELDS: ClassVar[dict[str, str]] = {}  # filled below, from PerformanceConfig's fields
+
     def check(self) -> None:
         need = self.need
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -256,12 +302,13 @@ class LabelConfig(Config):
              f"temperature_final must be in (0, 1], got {self.temperature_final}")
         need(self.temperature_steps >= 1, "temperature_steps must be >= 1")
         need(0 < self.success_score <= 1, "success_score must be in (0, 1]")
+        need(0 <= self.verdict_bar <= 1, f"verdict_bar must be in [0, 1], got {self.verdict_bar}")
+        need(0.5 <= self.verdict_level < 1,
+             f"verdict_level must be in [0.5, 1), got {self.verdict_level}")
         need(self.max_label_length >= self.label_length,
              f"max_label_length ({self.max_label_length}) must be >= label_length "
              f"({self.label_length})")
-        need(self.warm_start_top_k >= 1, "warm_start_top_k must be >= 1")
         need(self.prior_beam >= 0, "prior_beam must be >= 0")
-        need(0 < self.warm_start_top_mass < 1, "warm_start_top_mass must be in (0, 1)")
         if self.restarts is None:
             self.restarts = ()
         if isinstance(self.restarts, dict):
@@ -277,6 +324,10 @@ class LabelConfig(Config):
         need(not bad, f"refine_overrides may only override {sorted(RESTART_KEYS)}; got {bad}")
         if self.refine_overrides:
             dataclasses.replace(self, restarts=(), refine_overrides={}, **self.refine_overrides)
+
+    def verdict_settings(self) -> VerdictSettings:
+        """The bars a label of this config is judged by."""
+        return VerdictSettings(self.success_score, self.verdict_bar, self.verdict_level)
 
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:
@@ -298,10 +349,6 @@ class LabelConfig(Config):
                                       polysemantic_check=False)
         values.update(overrides)
         return cls(**values)
-
-    @staticmethod
-    def preset_names() -> list[str]:
-        return list(_PAPER_TABLE_1)
 
     def attempt_configs(self) -> list[tuple[dict[str, Any], LabelConfig]]:
         """Attempt 0 (this config) and one per restart: (overrides, config)."""
@@ -332,15 +379,23 @@ class LabelConfig(Config):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelConfig:
-        """The config of `to_dict`'s output. Older files kept the performance knobs at the top
-        level (``use_cache``, ...): they move into `performance`."""
+        """The config of `to_dict`'s output. Older files kept fields at the top level that are
+        nested now (``use_cache``, ... into `performance`; ``warm_start_top_k``,
+        ``warm_start_top_mass`` into `warm_start_options`): they move there."""
         d = dict(d)
-        flat = {k: d.pop(k) for k in _PERFORMANCE_FIELDS if k in d}
-        if flat:
-            nested = d.get("performance")
-            nested = nested.to_dict() if isinstance(nested, PerformanceConfig) else nested
-            d["performance"] = {**flat, **(nested or {})}
+        for old, (field_name, _, new) in _MOVED_INTO.items():
+            if old in d:
+                nested = d.get(field_name)
+                nested = nested.to_dict() if isinstance(nested, Config) else dict(nested or {})
+                d[field_name] = {new: d.pop(old), **nested}
         return super().from_dict(d)
 
 
 _PERFORMANCE_FIELDS = tuple(f.name for f in dataclasses.fields(PerformanceConfig))
+# Fields that moved into a nested config, old name -> field there: generated, one entry each.
+_MOVED_INTO = {**{name: ("performance", "PerformanceConfig", name)
+                  for name in _PERFORMANCE_FIELDS},
+               "warm_start_top_k": ("warm_start_options", "WarmStartConfig", "top_k"),
+               "warm_start_top_mass": ("warm_start_options", "WarmStartConfig", "top_mass")}
+LabelConfig.MOVED_FIELDS = {old: f"{field}={cls}({new}=...)"
+                            for old, (field, cls, new) in _MOVED_INTO.items()}

@@ -109,7 +109,8 @@ class FeatureData:
                 f"Feature {name!r} has no examples. Pass a non-empty list of "
                 "(text, word, activation) triples."
             )
-        rated, groups = [], []
+        rated: list[tuple[str, str, float]] = []
+        groups: list[str | int] = []
         for i, item in enumerate(examples):
             if not (isinstance(item, list | tuple) and len(item) in (3, 4)):
                 raise FeatureDataError(f"Example {i} is {item!r}; expected (text, word, "

@@ -68,7 +68,7 @@ class ExampleRecord(Record):
     activation: float | None
     """The feature's activation on the word (the largest over its tokens)."""
     kind: str
-    """Where it came from: ``top``, ``quantile``, ``near_miss`` or ``random``."""
+    """Where it came from: ``top``, ``quantile``, ``contrast``, ``near_miss`` or ``random``."""
 
 
 class TokenLogit(NamedTuple):
@@ -100,7 +100,8 @@ class FeatureExtra(Record):
     activation: ActivationStats | None = None
     """How the feature fires on the corpus."""
     example_counts: dict[str, int] | None = None
-    """Rated examples by kind (``top``, ``quantile``, ``near_miss``, ``random``)."""
+    """Rated examples by kind (``top``, ``quantile``, ``contrast``, ``near_miss``,
+    ``random``)."""
     dropped: dict[str, int] | None = None
     """Picks left out of the examples, by reason."""
     words: tuple[WordRecord, ...] | None = None

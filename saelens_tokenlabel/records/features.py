@@ -19,7 +19,7 @@ def check_feature_indices(features: Iterable[object], d_sae: int | None) -> list
     for f in features:
         if isinstance(f, bool) or not hasattr(f, "__index__"):
             raise TypeError(f"features must be ints (feature indices), got {f!r}")
-        f = int(f)  # type: ignore[call-overload]
+        f = int(f)
         if f < 0 or d_sae is not None and f >= d_sae:
             raise ValueError(
                 f"feature {f} is out of range: " + ("indices are >= 0." if d_sae is None else

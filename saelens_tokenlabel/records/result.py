@@ -2,43 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .extra import FeatureExtra
-from .files import json_finite  # noqa: F401  (re-exported: result.json_finite)
 from .serial import Record
+from .verdict import REPORTED, Verdict, VerdictSettings, split_score, verdict_of
 
 RESULT_FORMAT_VERSION = 1
-SCORE_KEYS = ("heldout_balanced_accuracy", "train_balanced_accuracy")
-"""A label's score: held-out balanced accuracy of the hard label, else the training one (when
-nothing was held out). The one rule for choosing among attempts, summaries and reports."""
-
-
-def score_of(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
-    """The metric that scores a label (`SCORE_KEYS`, the first finite one) and its value."""
-    for key in SCORE_KEYS:
-        v = metrics.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            return key, float(v)
-    return None, None
-
-
-SELECTION_KEYS = ("validation_balanced_accuracy", "train_balanced_accuracy")
-"""What chooses between attempts: the validation split's balanced accuracy, else the training
-one. Never the held-out split, which only scores the label chosen (no selection bias)."""
-
-
-def selection_score(metrics: dict[str, Any]) -> float:
-    """The score attempts are chosen by (`SELECTION_KEYS`, the first finite one): -inf when
-    the label has none."""
-    for key in SELECTION_KEYS:
-        v = metrics.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            return float(v)
-    return float("-inf")
 
 
 @dataclass(frozen=True)
@@ -119,8 +92,10 @@ class LabelResult(Record):
     """Whether every slot's top token held `convergence_mass` for `convergence_patience` steps."""
     steps: int
     """Optimisation steps run."""
-    metrics: dict[str, float]
-    """Final loss terms and scores of the hard label (see README)."""
+    metrics: dict[str, float | None]
+    """Final loss terms and scores of the hard label (docs/better-labels.md): on each split
+    (``train_``, ``validation_``, ``heldout_``), balanced accuracy, precision, recall, F1,
+    AUROC and the confusion counts, and the SAE-side scorers' metrics."""
     trajectory: Trajectory
     """Per-step top tokens and loss terms."""
     feature: str | int = "feature"
@@ -162,20 +137,46 @@ class LabelResult(Record):
     scoring on this feature's examples: no optimisation, `steps` 0; see
     `saelens_tokenlabel.run.amortise.map`) or ``"warm_started"`` (a descent started from a rejected
     proposal)."""
+    verdict: Verdict | None = field(default=None, compare=False)
+    """Whether the label explains the feature, with its evidence (`records.verdict`): set when
+    the result is made; a result read from a file written before verdicts gets one derived
+    from its metrics. A function of the rest of the result and its config, so left out of
+    equality (a result read back equals the one written, derived verdict or not)."""
     version: int = RESULT_FORMAT_VERSION
     """Format version of this record."""
 
-    LATER_FIELDS = frozenset({"n_validation", "polysemantic", "method"})
+    LATER_FIELDS = frozenset({"n_validation", "polysemantic", "method", "verdict"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.extra, FeatureExtra):
             raise TypeError(f"LabelResult.extra is a {type(self.extra).__name__}; pass a "
                             "FeatureExtra (FeatureExtra.from_dict(d) reads a plain dict).")
 
+    @property
+    def score(self) -> float | None:
+        """The label's reported score: held-out balanced accuracy, else the training one."""
+        return split_score(self.metrics, REPORTED)[1]
+
+    @property
+    def score_name(self) -> str | None:
+        """Which metric `score` is."""
+        return split_score(self.metrics, REPORTED)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.verdict is not None and self.verdict.derived:
+            del d["verdict"]  # not ours to add to an older file
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelResult:
-        """The result of `to_dict`'s output (or a file); a missing trajectory is empty."""
-        return super().from_dict({"trajectory": {}, **d})
+        """The result of `to_dict`'s output (or a file); a missing trajectory is empty, and a
+        result written before verdicts gets one derived from its metrics."""
+        r = super().from_dict({"trajectory": {}, **d})
+        if r.verdict is None:
+            v = verdict_of(r, VerdictSettings.of(r.config), derived=True)
+            r = dataclasses.replace(r, verdict=v)
+        return r
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
@@ -220,8 +221,8 @@ class Attempt(Record):
     """First step of the converged run, None if it did not converge."""
     steps: int
     """Optimisation steps the attempt ran."""
-    metrics: dict[str, float]
-    """The attempt's loss terms and hard-label scores."""
+    metrics: dict[str, float | None]
+    """The attempt's loss terms and hard-label scores (None: undefined, e.g. one class only)."""
     selected: bool = False
     """Whether this is the attempt the result reports."""
     trajectory: Trajectory | None = None

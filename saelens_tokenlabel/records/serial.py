@@ -22,6 +22,7 @@ import sys
 import types
 import typing
 from collections.abc import Iterable
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 from .errors import ConfigError, RecordError
@@ -32,9 +33,11 @@ R = TypeVar("R", bound="Record")
 # ---------------------------------------------------------------------- the mechanism
 def to_plain(value: Any) -> Any:
     """`value` JSON-ready: anything with ``to_dict`` as its dict, tuples (named ones too) as
-    lists, int dict keys as strings (JSON's only key type)."""
+    lists, int dict keys as strings (JSON's only key type), paths as strings."""
     if hasattr(value, "to_dict"):
         return value.to_dict()
+    if isinstance(value, PurePath):
+        return str(value)
     if isinstance(value, dict):
         return {str(k) if isinstance(k, int) else k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -164,12 +167,34 @@ def _at_default(record: Any, f: dataclasses.Field) -> bool:
 
 
 def _is_init(cls: type, name: str) -> bool:
-    return any(f.name == name and f.init for f in dataclasses.fields(cls))  # type: ignore
+    return any(f.name == name and f.init for f in dataclasses.fields(cls))
 
 
-class Config(Record):
+_NESTED: dict[type, list[tuple[dataclasses.Field[Any], type[Config]]]] = {}
+
+
+class _ConfigType(type):
+    """Catches a keyword a config no longer takes because its field moved (its class's
+    `MOVED_FIELDS` table), and says where it went, before the dataclass's own ``__init__``
+    would answer with a bare "unexpected keyword argument"."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        table: dict[str, str] = getattr(cls, "MOVED_FIELDS", {})
+        moved = [k for k in kwargs if k in table]
+        if moved:
+            raise TypeError("; ".join(
+                f"{cls.__name__}({k}=...) has moved: write {cls.__name__}({table[k]})"
+                for k in moved) + ".")
+        return super().__call__(*args, **kwargs)
+
+
+class Config(Record, metaclass=_ConfigType):
     """Base of the package's config dataclasses (see the module docstring): a `Record` that
-    checks itself on construction."""
+    checks itself on construction. A subclass lists the keywords it no longer takes, and where
+    each went, in `MOVED_FIELDS` (old keyword -> the new spelling); using one is a one-line
+    TypeError that says so."""
+
+    MOVED_FIELDS: typing.ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         self._restore_nested()
@@ -192,7 +217,7 @@ class Config(Record):
 
     def _restore_nested(self) -> None:
         # A nested config given (or loaded) as a dict becomes its config again.
-        for f, typ in _nested_fields(type(self)):
+        for f, typ in _NESTED.setdefault(type(self), _nested_fields(type(self))):
             value = getattr(self, f.name)
             if isinstance(value, dict):
                 object.__setattr__(self, f.name, typ.from_dict(value))
@@ -200,12 +225,15 @@ class Config(Record):
 
 
 def _nested_fields(cls: type) -> list[tuple[dataclasses.Field[Any], type[Config]]]:
-    # A nested config field is one whose default is made by a Config class
-    # (``field(default_factory=SubConfig)``): read from the field itself, so that string
-    # annotations never need resolving.
+    # A nested config field is one whose declared type (or its ``| None``) is a Config class;
+    # a type that only type checkers see reads as Any (`field_types`) and is not nested.
+    hints = field_types(cls)
     out = []
     for f in dataclasses.fields(cls):
-        factory = f.default_factory
-        if isinstance(factory, type) and issubclass(factory, Config):
-            out.append((f, factory))
+        tp = hints.get(f.name, Any)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = options[0] if len(options) == 1 else Any
+        if isinstance(tp, type) and issubclass(tp, Config):
+            out.append((f, tp))
     return out

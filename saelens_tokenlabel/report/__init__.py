@@ -1,4 +1,7 @@
-"""Trajectory plots and a static HTML report of a labeled SAE.
+"""The report (layer 7): trajectory plots and a static HTML report of a labeled SAE.
+
+Owns the report's pages, plots and sparklines, and reading a run folder for them. May import
+`records/`, `formats/` and the run store (`run/`), never `sae/`: it needs results only.
 
 Plots need the ``plot`` extra (matplotlib), imported only when a plot is drawn; the report
 works without it (inline SVG plots instead of PNGs). `load_run` reads a run folder's labels,

@@ -23,9 +23,11 @@ from typing import Any
 
 from ..formats.comparison import Comparison, FeatureComparison
 from ..formats.labelset import LabelSet
+from ..records.columns import score_columns
 from ..records.extra import ExampleRecord
 from ..records.result import Attempt, LabelResult
 from ..records.serial import Config
+from ..records.verdict import VERDICTS
 from .series import visible
 from .svg import sparkline, trajectory_svg
 
@@ -37,7 +39,7 @@ PLOT_DIR = "plots"
 SCORE_COLUMNS = (("heldout_balanced_accuracy", "bal. acc."), ("heldout_f1", "F1"),
                  ("heldout_auroc", "AUROC"))
 """The index's score columns: held-out scores of the hard label."""
-OWN_METRIC_PREFIXES = ("loss", "train_", "heldout_")
+OWN_METRIC_PREFIXES = ("loss", "train_", "validation_", "heldout_")
 """Metrics of the optimisation itself; any other numeric metric (e.g. ``coherence_*``) gets a
 column of its own in the index..."""
 BOOKKEEPING_METRICS = frozenset({"steps_total", "attempts"})
@@ -253,6 +255,12 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
         nav.append(f'<a href="{nxt}.html" rel="next">feature {nxt}</a>')
     label = tok(result.label) if result.status == "ok" else "<em>no label</em>"
     facts = [("status", result.status)]
+    if result.verdict is not None:
+        v = result.verdict
+        facts.append(("verdict", f"{v.value}: {v.reason}"))
+        if v.low is not None:
+            facts.append((f"held-out balanced accuracy ({v.level:.0%} credible bounds)",
+                          f"{v.heldout:.3f} [{v.low:.3f}, {v.high:.3f}]"))
     if result.status == "ok":
         facts.append(("found by", METHOD_WORDS.get(result.method, result.method)))
     if result.polysemantic is not None:
@@ -374,6 +382,7 @@ def _row(r: LabelResult, extra_keys: list[str], with_output: bool,
              f'<td class="label">{label}</td>',
              f'<td class="spark">{sparkline(r)}</td>',
              f'<td class="status {clean(r.status)}">{clean(r.status)}{_poly_mark(r)}</td>',
+             _verdict_cell(r),
              f'<td class="conv" data-v="{int(r.converged)}">'
              f'{"yes" if r.converged else "no"}</td>',
              f'<td class="num" data-v="{_sort_value(r.probability)}">{num(r.probability)}</td>']
@@ -388,6 +397,15 @@ def _row(r: LabelResult, extra_keys: list[str], with_output: bool,
         cells.append(_compare_cells(compared.get(f)))
     cells.append(f'<td class="num" data-v="{r.steps}">{r.steps}</td>')
     return f'<tr id="f-{f}" data-status="{clean(r.status)}">{"".join(cells)}</tr>'
+
+
+def _verdict_cell(r: LabelResult) -> str:
+    v = r.verdict
+    if v is None:
+        return '<td class="verdict"></td>'
+    order = VERDICTS.index(v.value) if v.value in VERDICTS else len(VERDICTS)
+    return (f'<td class="verdict {clean(v.value)}" data-v="{order}" title="{clean(v.reason)}">'
+            f'{clean(v.value)}</td>')
 
 
 def _run_info(labels: LabelSet) -> str:
@@ -407,8 +425,10 @@ def _summary(labels: LabelSet) -> str:
     ba = [r.metrics["heldout_balanced_accuracy"] for r in labels.values()
           if isinstance(r.metrics.get("heldout_balanced_accuracy"), int | float)
           and math.isfinite(r.metrics["heldout_balanced_accuracy"])]
+    verdicts = {k: len(v) for k, v in labels.by_verdict().items()}
     parts = [f"<strong>{len(labels)}</strong> features",
              ", ".join(f"{clean(k)}: {v}" for k, v in counts.items()),
+             "verdicts " + ", ".join(f"{clean(k)}: {v}" for k, v in verdicts.items()),
              f"converged: {converged}"]
     methods = Counter(r.method for r in labels.values() if r.status == "ok")
     if set(methods) - {"descended"}:
@@ -465,11 +485,15 @@ def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
                  f'<a href="{name}">{i + 1}</a>' for i, name in enumerate(page_names)]
         nav = f'<nav class="pages">pages: {" ".join(links)}</nav>'
     with_output = any(labels[f].extra.output_side is not None for f in features)
+    # The scorers' own titles for their metrics (a user's scorer too: the run records them).
+    titles = {c.key: c.title for c in score_columns(info)}
     compared = (None if comparison is None
                 else {row.feature: row for row in comparison.features})
     their = f"their {comparison.summary.metric} (held-out)" if comparison is not None else ""
-    heads = (["feature", "label", "trajectory", "status", "converged", "probability"]
-             + [f"{h} (held-out)" for _, h in SCORE_COLUMNS] + extra_keys
+    heads = (["feature", "label", "trajectory", "status", "verdict", "converged",
+              "probability"]
+             + [f"{h} (held-out)" for _, h in SCORE_COLUMNS]
+             + [titles.get(k, k) for k in extra_keys]
              + (["top promoted"] if with_output else [])
              + (["their explanation", their, "winner"] if compared is not None else [])
              + ["steps"])
@@ -550,6 +574,8 @@ table.info th { font-weight: 600; color: #555; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code.tok { white-space: pre; background: #eef1f5; border-radius: 3px; padding: 0 3px; }
 td.status.ok { color: #1a7f37; } td.status:not(.ok) { color: #9a6700; }
+td.verdict.explained { color: #1a7f37; font-weight: 600; } td.verdict.weak { color: #9a6700; }
+td.verdict.polysemantic { color: #8250df; }
 span.poly { color: #9a6700; font-size: 0.85em; margin-left: 0.3em; }
 span.method { color: #0a5fad; font-size: 0.85em; margin-left: 0.3em; }
 td.ctx { white-space: pre-wrap; max-width: 60em; }

@@ -1,12 +1,14 @@
-"""Runs (layer 5): `label_sae_features` composing the stages (`pipeline.py`) with its
-`RunOptions` (`options.py`); executors that label prepared batches (`executors.py`, and Ray
-across GPUs in `ray_backend.py`, imported only when asked); the resumable run store
-(`store.py`) with claims so several processes share a run folder (`claims.py`); where
-results go (`record.py`); the SAELens plugin (`plugin.py`) and the run exports behind
-`tokenlabel export` (`export.py`).
+"""Runs (layer 6): a whole SAE labeled, resumably, by one process, several, or Ray actors.
 
-Names load on first access (see `saelens_tokenlabel.records.lazy`), so `tokenlabel status` reads the
-store without importing torch."""
+Owns `label_sae_features` (`pipeline.py`) and its `RunOptions` (`options.py`), executors
+(`executors.py`, Ray in `ray_backend.py`, imported only when asked), the run store and its
+claims (`store.py`, `claims.py`, `record.py`), the exports behind `tokenlabel export`
+(`export.py`), the SAELens plugin (`plugin.py`, `plugin_hook.py`) and the whole amortised mode
+(`amortise/`). May import every layer below: `records/`, `formats/`, `evaluator/`, `descent/`,
+`toy/`, `sae/` (the executors, the store, the claims and the export never import `sae/`).
+
+Names load on first access (see `saelens_tokenlabel.records.lazy`), so `tokenlabel status`
+reads the store without importing torch."""
 
 from __future__ import annotations
 

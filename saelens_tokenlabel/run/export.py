@@ -23,8 +23,9 @@ from .outputs import Outputs
 from .store import RunStore
 
 TABLE_STEM = "labels"
-TABLE_COLUMNS = ("feature", "status", "label", "method", "probability", "converged", "steps",
-                 "attempts", "polysemantic", "error")
+TABLE_COLUMNS = ("feature", "status", "label", "verdict", "heldout_low", "heldout_high",
+                 "method", "probability", "converged", "steps", "attempts", "polysemantic",
+                 "verdict_reason", "error")
 
 
 def has_pyarrow() -> bool:
@@ -43,6 +44,7 @@ def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
         out: dict[str, Any] = {
             "feature": int(row["feature"]), "status": row["status"],
             "label": r.label if r is not None and r.status == "ok" else None,
+            **_verdict_cells(r),
             "method": r.method if r is not None and r.status == "ok" else None,
             "probability": r.probability if r is not None else None,
             "converged": r.converged if r is not None else None,
@@ -58,6 +60,12 @@ def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
                                       and math.isfinite(v) else None)
         rows.append(out)
     return [*TABLE_COLUMNS, *map(_metric_column, metric_names)], rows
+
+
+def _verdict_cells(r: Any) -> dict[str, Any]:
+    v = r.verdict if r is not None else None
+    return {"verdict": v.value if v else None, "heldout_low": v.low if v else None,
+            "heldout_high": v.high if v else None, "verdict_reason": v.reason if v else None}
 
 
 def _metric_column(name: str) -> str:
@@ -93,6 +101,7 @@ def write_table(store: RunStore, out_dir: Path, fmt: str | None = None) -> Path:
 
 def _schema(pa: Any, columns: list[str]) -> Any:
     types = {"feature": pa.int64(), "status": pa.string(), "label": pa.string(),
+             "verdict": pa.string(), "verdict_reason": pa.string(),
              "method": pa.string(), "polysemantic": pa.string(),
              "probability": pa.float64(), "converged": pa.bool_(), "steps": pa.int64(),
              "attempts": pa.int64(), "error": pa.string()}
@@ -101,7 +110,8 @@ def _schema(pa: Any, columns: list[str]) -> Any:
 
 def export_run(directory: str | Path, out_dir: str | Path | None = None,
                neuronpedia_id: str | None = None, table_format: str | None = None,
-               neuronpedia_batches: NeuronpediaBatchConfig | None = None) -> dict[str, Any]:
+               neuronpedia_batches: NeuronpediaBatchConfig | None = None,
+               only_explained: bool = False) -> dict[str, Any]:
     """Write the sidecar, the Neuronpedia JSONL and the table of the run in `directory` into
     `out_dir` (default: `directory`). Returns what was written (name -> path), and under
     ``"neuronpedia_error"`` why the JSONL was not, when it was not (no Neuronpedia id).
@@ -109,7 +119,8 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
     With `neuronpedia_batches`, also Neuronpedia's import layout under
     ``out_dir/neuronpedia/<modelId>/<layer>/`` (``"neuronpedia_batches"``: a
     `NeuronpediaBatches`); asked for by name, a missing Neuronpedia id is then a ValueError,
-    raised before anything is written.
+    raised before anything is written. With `only_explained`, the Neuronpedia files hold only
+    the labels whose verdict is ``explained`` (the sidecar and the table keep every feature).
 
     A damaged store is read in salvage mode: every result that can be read is written, and
     ``"damaged"`` maps the features that cannot be read to why. A file that cannot be written
@@ -133,11 +144,12 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
         outputs.check()  # no folder, no files
         written["sidecar"] = outputs.write(SIDECAR_FILENAME,
                                            lambda: labels.save(out / SIDECAR_FILENAME))
+        shared = labels.only_explained() if only_explained else labels
         written.update(outputs.write(NEURONPEDIA_JSONL, lambda: _write_neuronpedia_jsonl(
-            labels, out, neuronpedia_id)) or {})
+            shared, out, neuronpedia_id)) or {})
         if batch_folder is not None:
             written["neuronpedia_batches"] = outputs.write(
-                f"{NEURONPEDIA_DIR}/", lambda: labels.to_neuronpedia_batches(
+                f"{NEURONPEDIA_DIR}/", lambda: shared.to_neuronpedia_batches(
                     batch_folder, neuronpedia_id, neuronpedia_batches,
                     created_at=_run_created_at(store)))
         fmt = table_format or ("parquet" if has_pyarrow() else "csv")

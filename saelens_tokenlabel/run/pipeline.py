@@ -94,6 +94,8 @@ def _info(run: _Run, cache: ActivationCache) -> dict[str, Any]:
         "activation_cache": str(cache.directory),
         "label_config": run.config.to_dict(),
         "example_config": run.ex.to_dict(),
+        "cache_config": (run.cache or CacheConfig()).to_dict(),
+        "score_config": run.scores.to_dict(),
         SCORERS_INFO_KEY: run.scores.entries(),
     }
 

@@ -62,12 +62,6 @@ class RayConfig(Config):
         self.need(self.max_in_flight >= 1, f"max_in_flight must be >= 1, got {self.max_in_flight}")
 
 
-def is_ray_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
-
-
 def _import_ray() -> Any:
     try:
         import ray
@@ -216,9 +210,3 @@ class _Dispatch:
                 self.failure = self.failure or err
                 continue
             self.sink.put(batch.finish(results))
-
-
-def label_on_ray(batches: Iterable[LabelBatch], evaluator: Evaluator, config: LabelConfig,
-                 rc: RayConfig, sink: ResultSink) -> None:
-    """`RayExecutor(rc).run(...)`: label prepared batches on Ray actors."""
-    RayExecutor(rc).run(batches, evaluator, config, sink)

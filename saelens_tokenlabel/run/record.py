@@ -125,6 +125,7 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
     store = given or RunStore(opts.run_dir)
     claimer = None
     try:
+        _read_old_example_config(store)
         bound = {"identity": identity, "label_config": config.result_settings(),
                  "example_config": ex.to_dict()}
         if opts.amortize is not None:
@@ -142,6 +143,15 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
                 claimer.release()
             if given is None:
                 store.close()
+
+
+def _read_old_example_config(store: RunStore) -> None:
+    """A run stored before contrast examples existed recorded its `ExampleConfig` without
+    ``n_contrast``: it was made with none (`ExampleConfig.from_stored`). Say so in the store,
+    so that binding compares like with like (and names ``n_contrast`` when they differ)."""
+    stored = store.get_meta("example_config")
+    if isinstance(stored, dict) and "n_contrast" not in stored:
+        store.set_meta(example_config=ExampleConfig.from_stored(stored).to_dict())
 
 
 def _seed(store: RunStore, labels: LabelSet, ckpt: Path | None, feats: list[int]) -> LabelSet:
@@ -170,7 +180,7 @@ def load_checkpoint(path: Path, config: LabelConfig, ex: ExampleConfig,
     if "label_config" in stored:
         stored["label_config"] = LabelConfig.from_dict(stored["label_config"]).result_settings()
     if "example_config" in stored:
-        stored["example_config"] = ExampleConfig.from_dict(stored["example_config"]).to_dict()
+        stored["example_config"] = ExampleConfig.from_stored(stored["example_config"]).to_dict()
     for key, want in (("identity", identity), ("label_config", config.result_settings()),
                       ("example_config", ex.to_dict())):
         if stored.get(key) != want:

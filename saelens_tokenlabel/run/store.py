@@ -523,6 +523,39 @@ class RunStore:
         """The finished results as a `LabelSet`, with the run's recorded info."""
         return LabelSet(self.results(features), self.get_meta("info", {}))
 
+    def _recent(self, last: int) -> list[dict[str, Any]]:
+        """The last `last` features finished, each as `tokenlabel status` shows it."""
+        recent = []
+        for f, s, text in self._db.execute(
+                f"SELECT feature, status, result FROM features WHERE {_DONE} "
+                "ORDER BY finished_at DESC, feature DESC LIMIT ?", (last,)):
+            r = self._result(f, text)
+            recent.append({"feature": f, "status": s, "label": r.label,
+                           "verdict": r.verdict.value if r.verdict else None,
+                           "evidence": r.verdict.short() if r.verdict else None,
+                           "probability": r.probability, "converged": r.converged,
+                           "steering_score": r.metrics.get("steering_score"),
+                           "method": r.method,
+                           "polysemantic": (r.polysemantic.describe()
+                                            if r.polysemantic is not None else None)})
+        return recent
+
+    def _result_counts(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        """Polysemantic flags, verdicts and label methods of the finished results, counted by
+        SQLite's JSON functions (no result is parsed in Python)."""
+        (poly,) = self._db.execute(
+            f"SELECT COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL AND "
+            "json_extract(result, '$.polysemantic') IS NOT NULL").fetchone()
+        # Verdicts (`records.verdict`); a result written before them has none stored.
+        verdicts = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.verdict.value'), 'not recorded'), "
+            f"COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL GROUP BY 1"))
+        # How labels were found (`LabelResult.method`; absent: by descent).
+        methods = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
+            f"features WHERE {_DONE} AND status = 'ok' AND result IS NOT NULL GROUP BY 1"))
+        return int(poly), verdicts, methods
+
     def summary(self, last: int = 5) -> dict[str, Any]:
         """What `tokenlabel status` shows: counts, attempts, errors, timing, last features."""
         counts = dict(self._db.execute("SELECT status, COUNT(*) FROM features GROUP BY status"))
@@ -536,25 +569,8 @@ class RunStore:
         errors = [{"feature": f, "attempts": a, "error": e} for f, a, e in self._db.execute(
             "SELECT feature, attempts, error FROM features WHERE status = ? "
             "ORDER BY finished_at DESC LIMIT ?", (ERROR, last))]
-        recent = []
-        for f, s, text in self._db.execute(
-                f"SELECT feature, status, result FROM features WHERE {_DONE} "
-                "ORDER BY finished_at DESC, feature DESC LIMIT ?", (last,)):
-            r = self._result(f, text)
-            recent.append({"feature": f, "status": s, "label": r.label,
-                           "probability": r.probability, "converged": r.converged,
-                           "steering_score": r.metrics.get("steering_score"),
-                           "method": r.method,
-                           "polysemantic": (r.polysemantic.describe()
-                                            if r.polysemantic is not None else None)})
-        # SQLite's JSON functions: no result is parsed in Python for the count.
-        (poly,) = self._db.execute(
-            f"SELECT COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL AND "
-            "json_extract(result, '$.polysemantic') IS NOT NULL").fetchone()
-        # How labels were found (`LabelResult.method`; absent: by descent).
-        methods = dict(self._db.execute(
-            f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
-            f"features WHERE {_DONE} AND status = 'ok' AND result IS NOT NULL GROUP BY 1"))
+        recent = self._recent(last)
+        poly, verdicts, methods = self._result_counts()
         live = self.claims()
         owners: dict[str, int] = {}
         for c in live.values():
@@ -567,6 +583,7 @@ class RunStore:
             "finished": n_done,
             "counts": counts,
             "polysemantic": int(poly),
+            "verdicts": verdicts,
             "methods": methods,
             "attempts": {"total": int(att[0]), "max": int(att[1]), "retried": int(att[2])},
             "errors": errors,

@@ -108,6 +108,5 @@ def _prepare(sel: Selection, contexts: dict[int, list[int]], stage: BatchStage
 def _warm_start(stage: BatchStage, subject: Subject, features: list[int]) -> torch.Tensor:
     config, evaluator = stage.config, stage.evaluator
     # On the CPU: the logits travel with the batch (to a Ray actor, too).
-    return warm_start_logits(subject, evaluator, features, top_k=config.warm_start_top_k,
-                             vocab_mask=evaluator.label_vocab(config),
-                             top_mass=config.warm_start_top_mass).cpu()
+    return warm_start_logits(subject, evaluator, features, config.warm_start_options,
+                             vocab_mask=evaluator.label_vocab(config)).cpu()

@@ -92,7 +92,7 @@ class RunSettings:
                 f"The run's activation cache {path} is gone, and the run's examples are read "
                 "from it. Rebuild it in the same place (stl.build_activation_cache with the "
                 "run's subject model, SAE, corpus and CacheConfig), then compare.")
-        return cls(config, ExampleConfig.from_dict(info["example_config"]),
+        return cls(config, ExampleConfig.from_stored(info["example_config"]),
                    ActivationCache.open(path), info.get("evaluator"),
                    info.get("neuronpedia_id"))
 

@@ -79,6 +79,11 @@ class ExampleConfig(Config):
     """Inactive tokens drawn uniformly from the corpus."""
     n_near_miss: int = 20
     """Inactive tokens from the windows of the chosen activating tokens."""
+    n_contrast: int = 20
+    """Same-word contrasts: occurrences of the words the feature fires on where it is silent
+    (over the whole word), spread over those words in proportion to how often it fires on
+    each, then over distinct contexts (`contrasts.py`). They tell a label from a broader one
+    ("livestock" from "animal"). 0: none."""
     reservoir_size: int = 256
     """Activating tokens kept per feature (a uniform sample) to draw the quantiles from."""
     window_before: int = 24
@@ -93,9 +98,16 @@ class ExampleConfig(Config):
     seed: int = 0
     """Seeds every random draw; the same seed and cache give the same examples."""
 
+    @classmethod
+    def from_stored(cls, d: dict) -> ExampleConfig:
+        """The config a run stored (``info["example_config"]``). One stored before contrast
+        examples existed was made without them (``n_contrast=0``), whatever the default is
+        now: its examples are rebuilt as they were."""
+        return cls.from_dict({"n_contrast": 0, **d})
+
     def check(self) -> None:
-        for name in ("n_top", "n_quantile", "n_random", "n_near_miss", "window_before",
-                     "window_after"):
+        for name in ("n_top", "n_quantile", "n_random", "n_near_miss", "n_contrast",
+                     "window_before", "window_after"):
             self.need(getattr(self, name) >= 0, f"{name} must be >= 0, got "
                   f"{getattr(self, name)}")
         self.need(self.n_top + self.n_quantile >= 1,

@@ -3,11 +3,14 @@
 Two streaming passes over the shards, each holding one shard at a time:
 
 1. per feature: the top activating tokens, a uniform reservoir of activating tokens (for the
-   quantile-spread examples) and the activation count and maximum; for all features together:
-   a uniform pool of random tokens (the smallest random keys over the whole corpus).
+   quantile-spread examples, and the token ids the contrasts are allocated over) and the
+   activation count and maximum; for all features together: a uniform pool of random tokens
+   (the smallest random keys over the whole corpus).
 2. the feature's activations in the contexts chosen in pass 1, and every feature's
    activations around the random-pool tokens, so that a word's activation can be taken over
-   its whole span (merged byte fragments) and inactive tokens can be told from active ones.
+   its whole span (merged byte fragments) and inactive tokens can be told from active ones;
+   and the same-word contrasts: silent occurrences of the token ids the feature fires on
+   (`contrasts.py`).
 
 Special tokens (BOS, padding, ...) never become examples. What is held is bounded by the
 example counts, never by the corpus size.
@@ -19,11 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
 from .cache import ActivationCache, Shard
 from .config import ExampleConfig
+from .contrasts import ContrastFinder, Pick, allocate
+from .sampling import flat_positions as _flat_positions
+from .sampling import hash_keys
+from .sampling import keep_smallest as _keep_smallest
+from .sampling import special_mask as _special_mask
 
 Entry = tuple[int, int, float]
 """(global context, position, activation)."""
@@ -42,7 +49,14 @@ class Selection:
     quantile: list[Entry] = field(default_factory=list)
     """Activating tokens spread evenly over the activation quantiles (lowest bin first)."""
     context_acts: dict[int, dict[int, float]] = field(default_factory=dict)
-    """The feature's nonzero activations (position -> value) in each chosen context."""
+    """The feature's nonzero activations (position -> value) in each chosen context (in a
+    contrast's context: those within `ExampleConfig.max_merge` positions of it)."""
+    contrast_quota: dict[int, int] = field(default_factory=dict)
+    """Contrast examples wanted per token id the feature fires on (`contrasts.allocate`),
+    largest first."""
+    contrast: list[Pick] = field(default_factory=list)
+    """Silent occurrences of those token ids, (context, position, token id): by token id in
+    `contrast_quota`'s order, then distinct contexts first, in seeded random order."""
     n_nonfinite: int = 0
     """Tokens where `sae.encode` gave NaN or inf for this feature (kept out of the cache)."""
 
@@ -93,6 +107,7 @@ class _State:
     res_val: torch.Tensor
     res_ctx: torch.Tensor
     res_pos: torch.Tensor
+    res_tok: torch.Tensor
     count: int = 0
     peak: float = 0.0
     nonfinite: int = 0
@@ -100,51 +115,7 @@ class _State:
 
 def _empty_state() -> _State:
     f, i = torch.zeros(0), torch.zeros(0, dtype=torch.long)
-    return _State(f, i, i, torch.zeros(0, dtype=torch.float64), f, i, i)
-
-
-def _flat_positions(shard: Shard) -> tuple[Int[torch.Tensor, " n"], Int[torch.Tensor, " n"]]:
-    """Context (in shard) and position of every token of the shard."""
-    lengths = shard.lengths()
-    ctx = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    pos = torch.arange(len(shard.tokens)) - shard.offsets[:-1][ctx]
-    return ctx, pos
-
-
-def _special_mask(tokens: torch.Tensor, special: Sequence[int]) -> Bool[torch.Tensor, " n"]:
-    if not special:
-        return torch.zeros(len(tokens), dtype=torch.bool)
-    return torch.isin(tokens.long(), torch.tensor(sorted(special), dtype=torch.long))
-
-
-def _s64(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
-
-
-_GOLDEN, _M1, _M2 = _s64(0x9E3779B97F4A7C15), _s64(0xBF58476D1CE4E5B9), _s64(0x94D049BB133111EB)
-
-
-def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
-    return (z >> k) & ((1 << (64 - k)) - 1)  # logical shift on int64
-
-
-def hash_keys(ctx: torch.Tensor, pos: torch.Tensor, salt: int) -> Float[torch.Tensor, " n"]:
-    """Uniform keys in [0, 1) from (context, position, salt) by splitmix64: the same token
-    gets the same key however the cache is sharded, so sampling by smallest keys does not
-    depend on shard boundaries or on which other features are requested."""
-    z = ctx.long() * 0x100000 + pos.long() + _s64((salt * 0x2545F4914F6CDD1D) % (1 << 64))
-    z = z + _GOLDEN
-    z = (z ^ _shr(z, 30)) * _M1
-    z = (z ^ _shr(z, 27)) * _M2
-    z = z ^ _shr(z, 31)
-    return _shr(z, 11).double() / float(1 << 53)
-
-
-def _keep_smallest(keys: torch.Tensor, k: int, *cols: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    if len(keys) <= k:
-        return (keys, *cols)
-    idx = torch.topk(keys, k, largest=False).indices
-    return (keys[idx], *(c[idx] for c in cols))
+    return _State(f, i, i, torch.zeros(0, dtype=torch.float64), f, i, i, i)
 
 
 class _Pass1:
@@ -183,9 +154,9 @@ class _Pass1:
             for f, n in zip(*torch.unique(loc[bad, 2], return_counts=True), strict=True):
                 self.states[int(f)].nonfinite += int(n)
         m = wanted & torch.isfinite(val) & (val > 0)
-        loc, val = loc[m], val[m]
+        loc, val, tok = loc[m], val[m], shard.tokens[flat[m]].long()
         order = torch.argsort(loc[:, 2], stable=True)
-        loc, val = loc[order], val[order]
+        loc, val, tok = loc[order], val[order], tok[order]
         feats, counts = torch.unique_consecutive(loc[:, 2], return_counts=True)
         start = 0
         for f, n in zip(feats.tolist(), counts.tolist(), strict=True):
@@ -193,10 +164,10 @@ class _Pass1:
             start += n
             ctx = loc[sl, 0] + shard.first_context
             keys = hash_keys(ctx, loc[sl, 1], self.cfg.seed * 1_000_003 + f + 1)
-            self._update_feature(self.states[f], val[sl], ctx, loc[sl, 1], keys)
+            self._update_feature(self.states[f], val[sl], ctx, loc[sl, 1], tok[sl], keys)
 
     def _update_feature(self, s: _State, val: torch.Tensor, ctx: torch.Tensor,
-                        pos: torch.Tensor, keys: torch.Tensor) -> None:
+                        pos: torch.Tensor, tok: torch.Tensor, keys: torch.Tensor) -> None:
         s.count += len(val)
         s.peak = max(s.peak, float(val.max()))
         tv, tc, tp = (torch.cat([s.top_val, val]), torch.cat([s.top_ctx, ctx]),
@@ -205,9 +176,10 @@ class _Pass1:
             idx = torch.topk(tv, self.cfg.n_top).indices
             tv, tc, tp = tv[idx], tc[idx], tp[idx]
         s.top_val, s.top_ctx, s.top_pos = tv, tc, tp
-        s.res_key, s.res_val, s.res_ctx, s.res_pos = _keep_smallest(
+        s.res_key, s.res_val, s.res_ctx, s.res_pos, s.res_tok = _keep_smallest(
             torch.cat([s.res_key, keys]), self.cfg.reservoir_size,
-            torch.cat([s.res_val, val]), torch.cat([s.res_ctx, ctx]), torch.cat([s.res_pos, pos]))
+            torch.cat([s.res_val, val]), torch.cat([s.res_ctx, ctx]), torch.cat([s.res_pos, pos]),
+            torch.cat([s.res_tok, tok]))
 
 
 def _quantile_picks(s: _State, top: list[Entry], cfg: ExampleConfig, feature: int
@@ -257,18 +229,28 @@ def select_examples(
         order = torch.argsort(s.top_val, descending=True, stable=True)
         top = [(int(s.top_ctx[i]), int(s.top_pos[i]), float(s.top_val[i])) for i in order]
         sels[f] = Selection(f, s.count, s.peak, top, _quantile_picks(s, top, cfg, f),
+                            contrast_quota=allocate(s.res_tok, cfg.n_contrast),
                             n_nonfinite=nonfinite.get(f, 0) + s.nonfinite)
     pool_order = torch.argsort(p1.pool[0], stable=True)
     pool = RandomPool([(int(p1.pool[1][i]), int(p1.pool[2][i])) for i in pool_order],
                       n_tokens=p1.n_tokens)
 
-    _pass2(cache, sels, pool, cfg.max_merge, disable)
+    finder = ContrastFinder({f: s.contrast_quota for f, s in sels.items()},
+                            int(cache.meta["d_sae"]), cfg.seed, cfg.max_merge, cache.special_ids)
+    _pass2(cache, sels, pool, finder, disable)
+    picks, near = finder.picks()
+    for f, s in sels.items():
+        s.contrast = picks.get(f, [])
+        for c, acts in near.get(f, {}).items():
+            s.context_acts.setdefault(c, {}).update(acts)
     return sels, pool
 
 
 def _pass2(cache: ActivationCache, sels: dict[int, Selection], pool: RandomPool,
-           reach: int, disable: bool | None) -> None:
-    """Fill `Selection.context_acts` and `RandomPool.acts` in one more pass."""
+           contrasts: ContrastFinder, disable: bool | None) -> None:
+    """Fill `Selection.context_acts` and `RandomPool.acts`, and find the contrasts, in one
+    more pass."""
+    reach = contrasts.reach
     d = int(cache.meta["d_sae"])
     wanted: dict[int, Selection] = {}
     pair_keys = []
@@ -283,6 +265,7 @@ def _pass2(cache: ActivationCache, sels: dict[int, Selection], pool: RandomPool,
     pool_ctx = {c for c, _ in pool.tokens}
     for shard in tqdm(cache.shards(), total=cache.n_shards, desc="examples (2/2)",
                       unit="shard", disable=disable):
+        contrasts.update(shard)
         loc = shard.locations.long()
         gctx = loc[:, 0] + shard.first_context
         val = shard.activations

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 
+from ..records.config import WarmStartConfig
 from ..records.errors import LogitLensError
 from ..records.features import check_feature_indices
-from ..records.serial import Config
 
 if TYPE_CHECKING:
     from ..evaluator.model import Evaluator
@@ -195,46 +193,6 @@ def token_text_index(tokenizer: Any, n_vocab: int, casefold: bool = False
     return per_tok[(n, casefold)]
 
 
-@dataclass(frozen=True)
-class WarmStartConfig(Config):
-    """How `warm_start_logits` turns a decoder direction's promoted tokens into label logits."""
-
-    top_k: int = 20
-    """Top subject tokens of the decoder's logit lens that are matched."""
-    scale: float = 5.0
-    """Initial logit of the top subject token's evaluator matches (ignored with `top_mass`)."""
-    temperature: float = 1.0
-    """How fast weaker promoted tokens fall off: ``scale * exp((z - z_top) / temperature)``."""
-    casefold: bool = False
-    """Match token texts case-insensitively."""
-    top_mass: float | None = None
-    """In (0, 1): set `scale` so the top token alone holds this initial probability mass
-    among the allowed tokens. None: use `scale`."""
-    exclude_special: bool = True
-    """Without a `vocab_mask`: leave the evaluator's special tokens out."""
-    words_only: bool = False
-    """Without a `vocab_mask`: allow only word-like evaluator tokens."""
-
-    def check(self) -> None:
-        self.need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
-        self.need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        self.need(self.scale >= 0, f"scale must be >= 0, got {self.scale}")
-        self.need(self.top_mass is None or 0 < self.top_mass < 1,
-                  f"top_mass must be in (0, 1), got {self.top_mass}")
-
-    def start_logit(self, n_allowed: int) -> float:
-        """The top token's initial logit among `n_allowed` allowed tokens: `scale`, or with
-        `top_mass` ``log(top_mass / (1 - top_mass) * (n_allowed - 1))``, so that the top token
-        alone would hold `top_mass` of the initial probability among the allowed tokens
-        (other matched tokens add to it: " cat" and "cat" both start there). The same `scale`
-        means very different starts in a 1,000-token and a 128,000-token vocabulary;
-        `top_mass` does not."""
-        if self.top_mass is None:
-            return self.scale
-        n = max(n_allowed, 2)
-        return math.log(self.top_mass / (1 - self.top_mass) * (n - 1))
-
-
 def warm_start_logits(
     subject: Subject,
     evaluator: Evaluator,
@@ -258,23 +216,24 @@ def warm_start_logits(
     feature with no match at all gets a row of zeros (the usual uniform start), and a log
     line says so.
 
-    The options (`top_k`, `scale`, `temperature`, `casefold`, `top_mass`, `exclude_special`,
-    `words_only`) are the fields of `WarmStartConfig`: pass a `config`, keywords, or both
-    (keywords override the config's fields).
+    The options (`top_k`, `scale`, `temperature`, `casefold`, `top_mass`) are the fields of
+    `WarmStartConfig` (`LabelConfig.warm_start_options` in a run): pass a `config`, keywords,
+    or both (keywords override the config's fields).
 
     `top_mass` sets `scale` from the vocabulary size instead (`WarmStartConfig.start_logit`).
     A subject " cat" or "cat" matches evaluator " cat" and "cat": the optimiser decides.
 
-    The mask is `vocab_mask` if given, else ``evaluator.vocab_mask(exclude_special,
-    words_only)``; masked tokens stay 0 (the optimiser masks them anyway). Returns fp32 on the
-    CPU; the optimiser's ``[feat, slot, d_vocab]`` logits take it as slot 0.
+    The mask is `vocab_mask` if given (a run passes ``evaluator.label_vocab(config)``), else
+    ``evaluator.vocab_mask()``; masked tokens stay 0 (the optimiser masks them anyway).
+    Returns fp32 on the CPU; the optimiser's ``[feat, slot, d_vocab]`` logits take it as
+    slot 0.
     """
     if config is not None and not isinstance(config, WarmStartConfig):
         raise TypeError(f"config must be a WarmStartConfig, got {type(config).__name__}; pass "
                         "the options by keyword (top_k=..., scale=...)")
     cfg = dataclasses.replace(config or WarmStartConfig(), **options)
     feats = check_features(features, subject.d_sae)
-    mask = _warm_start_mask(evaluator, cfg, vocab_mask)
+    mask = _warm_start_mask(evaluator, vocab_mask)
     scale = cfg.start_logit(int(mask.sum()))
     index = token_text_index(evaluator.tokenizer, evaluator.d_vocab, cfg.casefold)
     model = subject.model
@@ -297,13 +256,12 @@ def warm_start_logits(
     return v
 
 
-def _warm_start_mask(evaluator: Evaluator, cfg: WarmStartConfig,
+def _warm_start_mask(evaluator: Evaluator,
                      vocab_mask: Bool[torch.Tensor, " d_vocab_eval"] | None
                      ) -> Bool[torch.Tensor, " d_vocab_eval"]:
-    """`vocab_mask`, else the evaluator's mask for the config's options; checked, on the CPU."""
+    """`vocab_mask`, else the evaluator's default mask; checked, on the CPU."""
     d_eval = evaluator.d_vocab
-    mask = vocab_mask if vocab_mask is not None else evaluator.vocab_mask(
-        exclude_special=cfg.exclude_special, words_only=cfg.words_only)
+    mask = vocab_mask if vocab_mask is not None else evaluator.vocab_mask()
     if mask.shape != (d_eval,):
         raise ValueError(f"vocab_mask has shape {tuple(mask.shape)}; the evaluator's vocabulary "
                          f"needs ({d_eval},).")

@@ -1,9 +1,11 @@
 """Stage 3: a feature's picks as rating examples (context text, word, activation).
 
 Each picked token becomes its whole-character word (`WordDecoder`) in a window of context.
-A word's activation is the largest over the tokens it spans. Near-misses are inactive words
+A word's activation is the largest over the tokens it spans. Contrasts are the feature's own
+words where it is silent over the whole word (`contrasts.py`); near-misses are inactive words
 from the windows of the activating ones. Examples with the same text and word are one
-example (the prompt cannot tell them apart), with the larger activation.
+example (the prompt cannot tell them apart), with the larger activation (else the first
+kind: a silent active word next to an active one is a contrast before it is a near-miss).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class RenderedFeature:
     """Per example: the corpus context it was taken from (an active word and its near-misses
     share one, and so land in the same split)."""
     kinds: list[str] = field(default_factory=list)
-    """Per example: `top`, `quantile`, `near_miss` or `random`."""
+    """Per example: `top`, `quantile`, `contrast`, `near_miss` or `random`."""
     words: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
     """Subject token ids -> the word shown for them (see `WordDecoder.record`)."""
     dropped: Counter = field(default_factory=Counter)
@@ -143,6 +145,7 @@ def render_feature(
                 if _span_act(acts, s) <= 0 and s.word.strip():
                     near[(c, s.start, s.end)] = s
 
+    _add_contrasts(b, sel, contexts)
     keys = sorted(near)
     taken = 0
     for i in torch.randperm(len(keys), generator=gen).tolist():
@@ -163,5 +166,49 @@ def render_feature(
     return out
 
 
+def _add_contrasts(b: _Builder, sel: Selection, contexts: dict[int, list[int]]) -> None:
+    """Up to `n_contrast` of the feature's contrast picks: first each token id's quota, in
+    contexts no other contrast has taken; then the rest, round robin over the token ids."""
+    active_words = {w for _, w, a in b.out.examples if a > 0}
+    left: dict[int, list[tuple[int, int]]] = {t: [] for t in sel.contrast_quota}
+    seen: set[int] = set()
+    n = 0
+    for t, quota in sel.contrast_quota.items():
+        got = 0
+        for c, p, tok in sel.contrast:
+            if tok != t:
+                continue
+            if got >= quota or c in seen:
+                left[t].append((c, p))
+            elif _add_contrast(b, sel, contexts, (c, p), active_words):
+                got += 1
+                seen.add(c)
+        n += got
+    queues = [iter(v) for v in left.values()]
+    while queues and n < b.cfg.n_contrast:
+        for q in list(queues):
+            pick = next(q, None)
+            if pick is None:
+                queues.remove(q)
+            elif n < b.cfg.n_contrast:
+                n += _add_contrast(b, sel, contexts, pick, active_words)
+
+
+def _add_contrast(b: _Builder, sel: Selection, contexts: dict[int, list[int]],
+                  pick: tuple[int, int], active_words: set[str]) -> bool:
+    """One contrast, unless the feature fires somewhere on its word, or the word is merged
+    byte fragments of another character than the ones it fires on (the same byte token ends
+    many characters)."""
+    c, p = pick
+    ids = contexts[c]
+    span = b.decoder.word_at(ids, p)
+    if _span_act(sel.context_acts.get(c, {}), span) > 0:
+        return False
+    if span.merged and span.word not in active_words:
+        return False
+    return b.add(ids, span, 0.0, "contrast", c)
+
+
 def contexts_needed(sel: Selection, pool: RandomPool) -> set[int]:
-    return {c for c, _, _ in sel.top + sel.quantile} | {c for c, _ in pool.tokens}
+    return ({c for c, _, _ in sel.top + sel.quantile} | {c for c, _ in pool.tokens}
+            | {c for c, _, _ in sel.contrast})

@@ -1,4 +1,7 @@
-"""The offline toy world: a lexicon of concepts and a tiny evaluator LLM trained on it.
+"""The offline toy world (beside the descent, layer 4): a lexicon, a tiny evaluator trained on
+it, planted SAE worlds and a hand-written context-reading evaluator, for tests and the demo.
+
+Owns nothing the labeler needs; may import `records/`, `formats/` and `evaluator/`.
 
 The toy evaluator (``data/toy_evaluator/``, built by ``scripts/train_toy_evaluator.py``) is a
 2-layer Llama-shaped HookedTransformer (rotary, RMSNorm, gated SiLU MLP, grouped-query

@@ -101,6 +101,8 @@ def test_lower_layers_do_not_import_the_cli():
     pattern = re.compile(r"^\s*(from\s+(saelens_tokenlabel|\.+)\s*\.?\s*cli\b|"
                          r"from\s+\.\.?\s+import\s+cli\b|import\s+saelens_tokenlabel\.cli)",
                          re.M)
+    # `python -m saelens_tokenlabel` (`__main__.py`) is the one module above the CLI.
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
-                 if p.parent.name != "cli" and pattern.search(p.read_text())]
+                 if p.parent.name != "cli" and p.relative_to(root).as_posix() != "__main__.py"
+                 and pattern.search(p.read_text())]
     assert offenders == []

@@ -65,9 +65,15 @@ def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, 
     assert labels.info["label_config"]["steps"] == 2
     assert labels.info["example_config"]["n_top"] == 4
     tsv = (out / "labels.tsv").read_text().splitlines()
-    assert tsv[0].split("\t") == ["feature", "status", "label", "probability", "score"]
+    assert tsv[0].split("\t") == ["feature", "status", "label", "probability", "score",
+                                  "verdict", "heldout_low", "heldout_high", "reason"]
     assert [line.split("\t")[:2] for line in tsv[1:]] == [["0", "ok"], ["1", "ok"],
                                                           ["2", "dead"]]
+    # Every label carries its verdict, in the table and the summary printed.
+    rows = [line.split("\t") for line in tsv[1:]]
+    assert [row[5] for row in rows] == [labels[f].verdict.value for f in (0, 1, 2)]
+    assert rows[2][5] == "dead" and all(row[8] for row in rows)
+    assert f"{labels[0].verdict.value}" in printed.split("labeled:")[1]
     records = [json.loads(x) for x in (out / "neuronpedia.jsonl").read_text().splitlines()]
     assert [r["index"] for r in records] == ["0", "1"]
     assert all(f"{r['modelId']}/{r['layer']}" == NEURONPEDIA_ID for r in records)

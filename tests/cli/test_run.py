@@ -12,7 +12,7 @@ import pytest
 
 from saelens_tokenlabel import LabelConfig
 from saelens_tokenlabel.cli import main
-from saelens_tokenlabel.run import RunStore
+from saelens_tokenlabel.run import RunStore, load_labelset
 from saelens_tokenlabel.run.export import has_pyarrow
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.sae import SIDECAR_FILENAME, CacheConfig, ExampleConfig, LabelSet
@@ -50,6 +50,12 @@ def test_status_counts_attempts_errors_and_last(run_dir, capsys):
     assert s["attempts"]["total"] == 4 and [e["feature"] for e in s["errors"]] == [5]
     assert {r["feature"] for r in s["last"]} == {0, 1, DEAD_FEATURE}
     assert s["claimed"] == 0 and "claimed:" not in out
+    # Every finished feature's verdict, counted, and shown beside each recent label.
+    labels = load_labelset(run_dir)
+    assert s["verdicts"] == {k: len(v) for k, v in labels.by_verdict().items()}
+    assert "verdicts:" in out and f"dead={s['verdicts']['dead']}" in out
+    assert {r["feature"]: r["verdict"] for r in s["last"]} == {
+        f: labels[f].verdict.value for f in labels}
 
 
 def test_status_shows_who_is_labeling_what(run_dir, tmp_path, capsys):
@@ -103,8 +109,24 @@ def test_export_writes_sidecar_neuronpedia_and_table(run_dir, tmp_path, fmt, cap
         assert by[f]["heldout_balanced_accuracy"] == pytest.approx(
             labels[f].metrics["heldout_balanced_accuracy"])
     assert by[DEAD_FEATURE]["status"] == "dead" and by[DEAD_FEATURE]["label"] is None
+    for f in (0, 1, DEAD_FEATURE):  # the verdict is a column, with its reason
+        assert by[f]["verdict"] == labels[f].verdict.value
+        assert by[f]["verdict_reason"] == labels[f].verdict.reason
     assert by[5]["status"] == "error" and "simulated" in by[5]["error"]
     assert by[6]["status"] == "pending" and by[6]["label"] is None
+
+
+def test_export_only_explained_keeps_other_labels_out_of_neuronpedia(run_dir, tmp_path):
+    labels = load_labelset(run_dir)
+    for name, flags in (("all", []), ("trusted", ["--only-explained"])):
+        out = tmp_path / name
+        assert main(["export", str(run_dir), "--to", str(out), *flags]) == 0
+        records = [json.loads(x) for x in (out / "neuronpedia.jsonl").read_text().splitlines()]
+        notes = {int(r["index"]): json.loads(r["notes"]) for r in records}
+        assert all(n["verdict"] == labels[f].verdict.value for f, n in notes.items())
+        want = labels.explained if flags else labels.labels
+        assert sorted(notes) == sorted(want)
+        assert list(LabelSet.load(out / SIDECAR_FILENAME)) == list(labels)  # kept whole
 
 
 def _batch_rows(folder):

@@ -22,6 +22,8 @@ from saelens_tokenlabel.descent.soft_label import label_log_probs
 from saelens_tokenlabel.records.result import Trajectory
 from saelens_tokenlabel.toy import label_token_ids, noisy_feature, subset_feature
 
+from .common import siblings_only_in_validation
+
 
 def _trajectory(rows: list[list[tuple[int, float]]]) -> Trajectory:
     t = Trajectory()
@@ -109,6 +111,43 @@ def test_no_errors_cost_nothing(toy_evaluator, monkeypatch):
     check = check_errors(ctx, job, [1], torch.ones(len(job.targets), dtype=torch.bool),
                          Trajectory(), config)
     assert check.n_fixable == 0 and not check.irreducible.any()
+    # Nor without errors on either split.
+    config = LabelConfig()
+    ctx, job = _job(toy_evaluator, subset_feature("mammal"), config)
+    check = check_errors(ctx, job, [1], torch.ones(len(job.targets), dtype=torch.bool),
+                         Trajectory(), config,
+                         torch.ones(len(job.validation_ids), dtype=torch.bool))
+    assert not check.any_fixable and len(check.validation_fixable) == len(job.validation_ids)
+
+
+def test_validation_errors_are_checked_and_join_the_refinement(toy_evaluator):
+    # The siblings are only in validation: the parent rates every training example right,
+    # and its validation errors are what a short-list label fixes.
+    data, seed, siblings = siblings_only_in_validation()
+    config = LabelConfig(seed=seed)
+    ctx, job = _job(toy_evaluator, data, config)
+    (animal,), (mammal,) = (label_token_ids(toy_evaluator, c) for c in ("animal", "mammal"))
+    _, right = score_hard_label(ctx, job.example_ids, job.targets, [animal])
+    _, val_right = score_hard_label(ctx, job.validation_ids, job.validation_targets, [animal])
+    assert right.all() and int((~val_right).sum()) == len(siblings) == 5
+    traj = _trajectory([[(animal, 0.5), (mammal, 0.3), (7, 0.1), (9, 0.05)]])
+    check = check_errors(ctx, job, [animal], right, traj, config, val_right)
+    assert check.fixers == [[mammal]] and check.n_fixable == 0
+    assert torch.equal(check.validation_fixable, ~val_right) and check.any_fixable
+    # Training only (the old check): nothing to fix, no refinement.
+    assert not check_errors(ctx, job, [animal], right, traj, config).any_fixable
+    refined = refine_job(ctx, job, [animal], right, check)
+    n = len(job.example_ids)
+    assert len(refined.example_ids) == len(refined.targets) == n + 5
+    assert torch.equal(refined.example_ids[n:], job.validation_ids[~val_right])
+    assert not (refined.targets[n:] > 0.5).any()  # siblings: inactive, rated "1" by "animal"
+    assert refined.prediction[n:].all() and refined.error_eligible.all()
+    # The held-out split is not touched.
+    assert torch.equal(refined.heldout_ids, job.heldout_ids)
+    assert not set(refined.example_ids.tolist()) & set(job.heldout_ids.tolist())
+    sampler = ConfusionSampler(refined.targets, 10, 0, refined.error_eligible)
+    sampler.freeze(refined.prediction)
+    assert sampler.counts["fp"] == 5 and sampler.counts["fn"] == 0
 
 
 @pytest.mark.parametrize("bad", [{"threshold": 1.0}, {"seed": "x", "lr": -1}])

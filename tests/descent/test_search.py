@@ -3,10 +3,12 @@ restarts, two-slot labels and growing, and the `Attempt` records it leaves."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from saelens_tokenlabel import FeatureData, label_feature, label_features_data
 from saelens_tokenlabel.records.result import Attempt, LabelResult
 
-from .common import SENTS, cfg, same_losses
+from .common import SENTS, cfg, same_losses, siblings_only_in_validation
 
 
 def test_restarts_run_until_success_and_keep_the_best(tiny_evaluator):
@@ -82,3 +84,32 @@ def test_attempts_read_and_write_the_dict_layout(tiny_evaluator):
     plain = cfg(grow_label=True, grow_min_gain=2.0)
     kept = label_feature(data, tiny_evaluator, plain).attempts[0]
     assert kept.trajectory is None and "trajectory" not in kept.to_dict()
+
+
+def test_a_too_broad_label_whose_telling_examples_are_in_validation_is_refined():
+    # Issue 21: the non-mammal animals land only in validation. Training cannot tell
+    # "animal" from "mammal", and the prior favours "animal"; its validation errors are
+    # fixable, so a refinement runs and the specific label wins.
+    from saelens_tokenlabel import LabelConfig
+    from saelens_tokenlabel.records.verdict import passes
+    from saelens_tokenlabel.toy import load_toy_evaluator
+
+    data, seed, _ = siblings_only_in_validation()
+    evaluator = load_toy_evaluator(label_prior={"animal": 2.0})
+    r = label_feature(data, evaluator, LabelConfig(seed=seed))
+    first = r.attempts[0]
+    assert first.label == "animal" and first.converged
+    assert first.metrics["train_fixable_errors"] == 0
+    assert first.metrics["validation_fixable_errors"] == 5
+    assert first.metrics["validation_balanced_accuracy"] >= 0.9  # it passed the old test
+    assert not passes(dataclasses.replace(r, metrics=first.metrics), 0.9)
+    refined = r.attempts[1]
+    assert refined.overrides.get("refined") and refined.selected
+    assert r.label == "mammal" and r.converged
+    assert r.metrics["heldout_balanced_accuracy"] == 1.0
+    # Scored on the feature's own splits: the refinement's extra rows are not counted.
+    assert r.n_examples == len(data.examples().items)
+    assert passes(r, 0.9) and not r.metrics.get("validation_fixable_errors")
+    # Without looking at validation errors (refine off), the parent stays: the failure.
+    plain = label_feature(data, evaluator, LabelConfig(seed=seed, refine=False))
+    assert plain.label == "animal"

@@ -14,6 +14,7 @@ from sae_lens import SAE
 from saelens_tokenlabel import LabelResult, LabelSet
 from saelens_tokenlabel.formats.labelset import status_result
 from saelens_tokenlabel.records.extra import ActivationStats, FeatureExtra
+from saelens_tokenlabel.records.verdict import VERDICTS
 from saelens_tokenlabel.sae import METADATA_KEY, SIDECAR_FILENAME
 
 from ..sae.planted import DEAD_FEATURE, planted_sae
@@ -70,7 +71,8 @@ def test_attach_puts_a_compact_summary_into_metadata(quick_labels):
         entry = summary["labels"][str(f)]
         assert entry["label"] == quick_labels[f].label and entry["status"] == "ok"
         assert 0.0 <= entry["score"] <= 1.0
-    assert summary["labels"]["2"] == {"label": None, "score": None, "status": "dead"}
+    assert summary["labels"]["2"] == {"label": None, "score": None, "status": "dead",
+                                      "verdict": "dead"}
     json.dumps(summary)  # plain JSON: it goes into cfg.json
     assert "trajectory" not in json.dumps(summary)  # compact: full results are in the sidecar
 
@@ -127,8 +129,12 @@ def test_a_sidecar_of_the_plain_dict_layout_round_trips_unchanged():
         "output_side"]["promoted"][0][0]
     assert r.extra.merged_words == sum(w.merged for w in r.extra.words)
     assert dead.extra.message.startswith("Feature 2 never fires") and dead.extra.words is None
+    # Read, each result gets a verdict derived from its metrics; the summary shows it, the
+    # results themselves are written back as they were.
+    assert r.verdict.derived and dead.verdict.value == "dead"
     again = labels.to_dict()
     again["summary"]["version"] = raw["summary"]["version"]  # the package version writing it
+    assert {e.pop("verdict") for e in again["summary"]["labels"].values()} <= set(VERDICTS)
     assert json.dumps(again, ensure_ascii=False) == json.dumps(raw, ensure_ascii=False)
 
 

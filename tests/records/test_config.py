@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from saelens_tokenlabel import LabelConfig
@@ -118,3 +120,30 @@ def test_bad_performance_config_is_a_clear_error(kw, match):
         PerformanceConfig(**kw)
     with pytest.raises(ValueError, match=match):
         LabelConfig(performance=kw)
+
+
+def test_a_moved_keyword_names_where_it_went():
+    """Code written against the last release gets one line that says where the keyword
+    moved, generated from the config's table of moved fields."""
+    from saelens_tokenlabel.records.config import PerformanceConfig
+    from saelens_tokenlabel.sae import ScoreConfig
+
+    for name in ("use_cache", "eval_batch_size", "max_rows_per_pass"):
+        with pytest.raises(TypeError) as err:
+            LabelConfig(**{name: None})
+        assert str(err.value) == (f"LabelConfig({name}=...) has moved: write "
+                                  f"LabelConfig(performance=PerformanceConfig({name}=...)).")
+    assert set(LabelConfig.MOVED_FIELDS) == {f.name for f in dataclasses.fields(
+        PerformanceConfig)} | {"warm_start_top_k", "warm_start_top_mass"}
+    with pytest.raises(TypeError, match=r"write LabelConfig\(warm_start_options="
+                                        r"WarmStartConfig\(top_k=\.\.\.\)\)"):
+        LabelConfig(warm_start_top_k=5)
+    old = LabelConfig.from_dict({"warm_start_top_k": 7, "warm_start_top_mass": 0.3})
+    assert (old.warm_start_options.top_k, old.warm_start_options.top_mass) == (7, 0.3)
+    with pytest.raises(TypeError, match=r"ScoreConfig\(coherence=\.\.\.\) has moved: write "
+                                        r"ScoreConfig\(scorers=\(\.\.\.\) without 'coherence'"):
+        ScoreConfig(coherence=False)
+    with pytest.raises(TypeError, match=r"options=\{'output_side': \{'k': \.\.\.\}\}"):
+        ScoreConfig(output_k=3)
+    # Files keep loading: a stored config with the old layout moves its fields itself.
+    assert LabelConfig.from_dict({"use_cache": False}).performance.use_cache is False

@@ -83,6 +83,13 @@ def test_report_of_a_real_run(toy_labels, tmp_path):
     row = re.search(r'<tr id="f-0".*?</tr>', index.read_text(), re.S).group()
     assert f'{toy_labels[0].metrics["heldout_balanced_accuracy"]:.3f}' in row
     assert f'{toy_labels[0].metrics["coherence_ratio"]:.3f}' in row
+    # The verdict: a column of the index, counted in the summary, and on the feature page.
+    assert "verdict" in heads
+    v = toy_labels[0].verdict
+    assert f'class="verdict {v.value}"' in row
+    assert "verdicts " in text
+    page0 = (tmp_path / "report" / "features" / "0.html").read_text()
+    assert v.reason.replace("<", "&lt;").replace(">", "&gt;") in page0
 
 
 def test_every_link_resolves_to_a_file_and_nothing_is_external(toy_labels, tmp_path):

@@ -226,6 +226,35 @@ def test_attribution_order_labels_the_highest_scores_first(subject, sae, toy_cor
                            order="random")
 
 
+def test_the_attribution_pass_runs_once_per_run_when_amortised_seeds_follow_it(
+        subject, sae, toy_corpus, fast_evaluator, tmp_path, monkeypatch):
+    """``--order attribution --amortize --amortize-seed-order order`` orders the features to
+    label and the seed set: one attribution pass (a forward and backward pass over the
+    corpus) serves both."""
+    import sys
+    import types
+
+    from saelens_tokenlabel import AmortizeConfig
+
+    passes = []
+
+    def attribution_scores(subject_, corpus, cache_config=None, max_tokens=None):
+        passes.append(corpus.describe())
+        return torch.tensor([0.1, 0.9, 0.0, 0.0, 0.2, 0.9, 0.0, 5.0])
+
+    fake = types.ModuleType("saelens_tokenlabel.sae.attribution")
+    fake.attribution_scores = attribution_scores
+    monkeypatch.setitem(sys.modules, "saelens_tokenlabel.sae.attribution", fake)
+    labeled = []
+    label_sae_features(sae, subject, fast_evaluator, toy_corpus, [0, 1, 4, 5, 7], QUICK,
+                       cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
+                       order="attribution", run_dir=tmp_path / "run",
+                       amortize=AmortizeConfig(seed_features=2, seed_order="order"),
+                       executor=recording(labeled))
+    assert len(passes) == 1
+    assert labeled[:2] == [7, 1]  # the seed set: the first two in attribution order
+
+
 def test_out_of_memory_once_halves_and_gives_the_same_labels(subject, sae, toy_corpus,
                                                              fast_evaluator, tmp_path, caplog):
     """End to end, a step that runs out of memory once is redone in passes of half the rows
@@ -286,8 +315,7 @@ def test_warm_start_and_sae_scores_reach_the_results(subject, sae, toy_corpus, t
                                 scores=ScoreConfig())
     r = labels[ANIMAL_FEATURE]
     init = warm_start_logits(Subject.of(subject, sae), toy_evaluator, [ANIMAL_FEATURE],
-                             top_k=config.warm_start_top_k,
-                             top_mass=config.warm_start_top_mass)[0]
+                             config.warm_start_options)[0]
     best = torch.nonzero(init == init.max()).flatten().tolist()  # " cat" and "cat" tie
     assert {toy_evaluator.token_str(i).strip() for i in best} == {"cat"}
     assert set(r.trajectory.top_ids[0][0][: len(best)]) == set(best)

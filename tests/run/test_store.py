@@ -216,3 +216,21 @@ def test_opening_a_store_while_another_process_writes_its_first_transaction(tmp_
     RunStore(tmp_path).close()
     done.set()
     first.close()
+
+
+def test_a_store_from_before_contrast_examples_resumes_without_them(tmp_path):
+    # Its ExampleConfig has no n_contrast: it was made with none. Resuming with none binds;
+    # with the new default, the mismatch names n_contrast.
+    from saelens_tokenlabel.run.options import RunOptions
+    from saelens_tokenlabel.run.record import open_record
+
+    old = {k: v for k, v in FEW.to_dict().items() if k != "n_contrast"}
+    with RunStore(tmp_path) as s:
+        s.set_meta(example_config=old)
+    none = ExampleConfig.from_stored(old)
+    assert none.n_contrast == 0 and FEW.n_contrast == 20
+    with open_record(RunOptions(run_dir=tmp_path), {}, QUICK, none, [0]) as record:
+        assert record.store is not None
+    with pytest.raises(RunMismatchError, match="n_contrast: 0 there, 20 now"):
+        with open_record(RunOptions(run_dir=tmp_path), {}, QUICK, FEW, [0]):
+            pass

@@ -124,7 +124,7 @@ def test_rendered_examples_are_whole_words_and_inactive_picks_are_inactive(
     contexts = cache.contexts(sorted(contexts_needed(sel, pool)))
     out = render_feature(sel, pool, contexts, WordDecoder(subject_tokenizer), cfg,
                          cache.special_ids)
-    kinds = dict.fromkeys(["top", "quantile", "near_miss", "random"], 0)
+    kinds = dict.fromkeys(["top", "quantile", "contrast", "near_miss", "random"], 0)
     animals = {subject_tokenizer.decode([t]).strip()
                for t in planted_tokens(subject_tokenizer)[ANIMAL_FEATURE]}
     for (text, word, act), kind in zip(out.examples, out.kinds, strict=True):
@@ -132,7 +132,10 @@ def test_rendered_examples_are_whole_words_and_inactive_picks_are_inactive(
         assert word in text and "<|endoftext|>" not in text
         assert (act > 0) == (kind in ("top", "quantile")) == (word in animals)
         assert len(text.split()) <= 3 + 2 + 1  # the window: 3 tokens before, 2 after
-    assert kinds == {"top": 6, "quantile": 6, "near_miss": 8, "random": 8}
+    # The planted feature fires on every occurrence of its words: it has a contrast quota,
+    # but no silent occurrence exists to fill it.
+    assert sel.contrast_quota and sum(sel.contrast_quota.values()) == cfg.n_contrast
+    assert kinds == {"top": 6, "quantile": 6, "contrast": 0, "near_miss": 8, "random": 8}
     # Near-misses come from the windows of the activating examples.
     active_texts = {t for (t, _, a) in out.examples if a > 0}
     near_words = [w for (t, w, a), k in zip(out.examples, out.kinds, strict=True)
@@ -148,3 +151,14 @@ def test_example_config_checks_itself():
         ExampleConfig(n_top=0, n_quantile=0)
     with pytest.raises(ValueError, match="inactive"):
         ExampleConfig(n_random=0, n_near_miss=0)
+    with pytest.raises(ValueError, match="n_contrast"):
+        ExampleConfig(n_contrast=-1)
+
+
+def test_a_stored_config_from_before_contrasts_rebuilds_its_examples_without_them():
+    # Runs stored before contrast examples existed were made without them: comparing or
+    # resuming them must rebuild the examples they had, whatever the default is now.
+    old = {k: v for k, v in ExampleConfig(n_top=5).to_dict().items() if k != "n_contrast"}
+    assert ExampleConfig.from_stored(old) == ExampleConfig(n_top=5, n_contrast=0)
+    assert ExampleConfig.from_dict(old).n_contrast == 20  # the default, for new configs
+    assert ExampleConfig.from_stored(ExampleConfig(n_contrast=7).to_dict()).n_contrast == 7

@@ -19,7 +19,7 @@ from saelens_tokenlabel.evaluator.forward import (
     full_prompt_logits,
     hard_prompt_logits,
 )
-from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
+from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, ScoreConfig, build_activation_cache
 from saelens_tokenlabel.sae.subject import Subject
 from saelens_tokenlabel.toy import context as ctx
 from saelens_tokenlabel.toy.context import (
@@ -366,16 +366,32 @@ def test_without_contrasts_the_prior_gives_animal_and_no_score_sees_it(world, ev
     assert len(result.attempts) == 1 and math.isfinite(result.probability)
 
 
-def test_the_sae_path_runs_on_the_world_with_the_context_evaluator(world, evaluator32, tmp_path):
-    """The instruments fit the package's SAE path: every picked word is one the evaluator can
-    spell, the active picks are exactly family words in farm text, and a label converges.
-    (Which label depends on whether the example selection brings the same-word contrasts.)"""
-    labels = world.sae.label_features(world.subject, evaluator32, world.corpus,
+def _sae_label(world, evaluator, tmp_path, seed, n_contrast=None):
+    examples = ExampleConfig() if n_contrast is None else ExampleConfig(n_contrast=n_contrast)
+    labels = world.sae.label_features(world.subject, evaluator, world.corpus,
                                       features=[LIVESTOCK_FEATURE],
-                                      config=stl.LabelConfig(seed=0),
-                                      cache=CacheConfig(cache_dir=tmp_path), progress=False)
-    result = labels[LIVESTOCK_FEATURE]
-    assert result.converged and result.label in ("livestock", "animal")
+                                      config=stl.LabelConfig(seed=seed), examples=examples,
+                                      cache=CacheConfig(cache_dir=tmp_path), progress=False,
+                                      scores=ScoreConfig(scorers=()))
+    return labels[LIVESTOCK_FEATURE]
+
+
+# Issue 21: on the path researchers use, with the default ExampleConfig and LabelConfig.
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow)
+                                       for s in (1, 2, 3))])
+def test_on_the_sae_path_contrasts_give_the_specific_label(world, evaluator32, tmp_path, seed):
+    """A feature on a family of words (lamb, duck, ...) that fires only in farm text, an
+    evaluator that reads context and favours the broader "animal" by 3 nats: the default
+    example selection brings the family words in cooking text where the feature is silent, and
+    the label is "livestock", explained."""
+    result = _sae_label(world, evaluator32, tmp_path, seed)
+    assert result.label == "livestock" and result.converged
+    assert result.verdict.value == "explained"
+    counts = result.extra.example_counts
+    assert counts["contrast"] == ExampleConfig().n_contrast
+    contrasts = [e for e in result.extra.examples if e.kind == "contrast"]
+    assert all(e.word.strip() in FAMILY and text_context(e.text) == "cooking"
+               for e in contrasts)
     extra = result.extra
     assert not (extra.dropped or {}).get("unspellable_word")
     examples = extra.examples
@@ -384,3 +400,18 @@ def test_the_sae_path_runs_on_the_world_with_the_context_evaluator(world, evalua
         assert evaluator32.can_spell(e.word)
         if e.activation > 0:
             assert e.word.strip() in FAMILY and text_context(e.text) == "farm", e
+
+
+@pytest.mark.slow
+def test_without_the_contrast_quota_the_broad_label_slips_through_unseen(world, evaluator32,
+                                                                        tmp_path):
+    """The same runs with `n_contrast=0`: at least one seed ends on "animal", too broad, and
+    its held-out score does not see it (the random and near-miss picks seldom hold a family
+    word in cooking text): what the contrasts are for."""
+    broad = [r for r in (_sae_label(world, evaluator32, tmp_path, seed, n_contrast=0)
+                         for seed in range(4)) if r.label == "animal"]
+    assert broad
+    for r in broad:
+        assert r.metrics["heldout_balanced_accuracy"] >= 0.9
+        assert "contrast" not in (r.extra.example_counts or {})
+

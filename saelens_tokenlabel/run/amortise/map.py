@@ -38,7 +38,6 @@ from ...records.result import LabelResult
 from .config import AmortizeConfig
 
 AMORTIZER_JSON = "amortizer.json"
-AMORTIZER_TENSORS = "amortizer.safetensors"
 
 
 @dataclass(frozen=True)

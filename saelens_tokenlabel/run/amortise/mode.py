@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ...descent.batch import LabelBatch
-from ...descent.search import passes
 from ...records.names import AMORTIZER_DIR
 from ...records.result import LabelResult
+from ...records.verdict import passes
 from ...sae.batches import BatchStage, prepared_batches
 from ..record import RunRecord, RunSink
 from .config import AmortizeConfig
@@ -53,7 +53,7 @@ def seed_set(features: list[int], config: AmortizeConfig) -> list[int]:
 
 def trusted(results: Iterable[LabelResult], bar: float) -> list[LabelResult]:
     """Labels the map may learn from: found by a descent that succeeded by the descent's own
-    test (`optimize.search.succeeded`: converged, clearing `bar` on the selection split, no
+    test (`records.verdict.passes`: converged, clearing `bar` on the selection split, no
     fixable training errors). Accepted proposals are left out: they teach the map nothing it
     did not know."""
     return [r for r in results if r.status == "ok" and r.method != "amortised"

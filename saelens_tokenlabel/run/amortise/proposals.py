@@ -31,9 +31,9 @@ from ...descent.labeler import feature_jobs
 from ...descent.state import FeatureJob
 from ...records.config import LabelConfig
 from ...records.data import PreparedFeature
-from ...records.result import Attempt, LabelResult, Trajectory, selection_score
+from ...records.result import Attempt, LabelResult, Trajectory
+from ...records.verdict import selection_score, with_verdict
 from ...sae.batches import BatchStage, prepare_batch
-from ...sae.logit_lens import WarmStartConfig
 from .config import AmortizeConfig
 from .map import Proposal, init_logits
 
@@ -77,8 +77,7 @@ def verify_group(group: list[int], stage: BatchStage, proposals: dict[int, Propo
     # A promising candidate starts with the share of the probability a logit-lens warm start
     # gets; with none, the descent starts cold.
     label = stage.config
-    start = WarmStartConfig(top_mass=label.warm_start_top_mass).start_logit(int(
-        stage.evaluator.label_vocab(label).sum()))
+    start = label.warm_start_options.start_logit(int(stage.evaluator.label_vocab(label).sum()))
     descend = LabelBatch(
         features=rest, prepared=[datas[f] for f in rest],
         init_logits=[init_logits(weighted(tried[f], bar, label.label_length),
@@ -171,11 +170,12 @@ def proposal_results(ctx: StepContext, chosen: list[tuple[FeatureJob, tuple[int,
     descent's hard label, held-out examples included (`batch_label_scores`)."""
     ev = ctx.evaluator
     scores = batch_label_scores(ctx, [(job, ids) for job, ids, _ in chosen], config.prediction)
-    return [LabelResult(
+    settings = config.verdict_settings()
+    return [with_verdict(LabelResult(
         label=ev.tokenizer.decode(list(ids)).strip(),
         label_tokens=[ev.token_str(i) for i in ids], label_token_ids=list(ids),
         probability=share, converged=True, steps=0,
         metrics={**metrics, "amortised_share": share},
         trajectory=Trajectory(), evaluator=ev.name or "", config=config.to_dict(),
-        method="amortised", **job_fields(job))
+        method="amortised", **job_fields(job)), settings)
         for (job, ids, share), (metrics, _) in zip(chosen, scores, strict=True)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ...records.columns import scorer_entry
 from ...records.result import LabelResult
@@ -25,6 +25,15 @@ class ScoreConfig(Config):
     options: dict[str, Any] = field(default_factory=dict)
     """Scorer name -> its settings: a config of the scorer's `config_type`, or a dict of its
     fields. A scorer not named here runs with its defaults."""
+
+    MOVED_FIELDS: ClassVar[dict[str, str]] = {
+        **{f"{name}": f"scorers=(...) without {name!r}, to leave it out" for name in
+           ("output_side", "coherence", "steering")},
+        "output_k": "options={'output_side': {'k': ...}}",
+        "coherence_config": "options={'coherence': CoherenceConfig(...)}",
+        "steering_config": "options={'steering': SteeringConfig(...)}",
+    }
+    """The switches and sub-configs each scorer had here before scorers were registered."""
 
     def check(self) -> None:
         self.scorers = tuple(self.scorers)

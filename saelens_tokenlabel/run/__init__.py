@@ -2,10 +2,12 @@
 
 Owns `label_sae_features` (`pipeline.py`) and its `RunOptions` (`options.py`), executors
 (`executors.py`, Ray in `ray_backend.py`, imported only when asked), the run store and its
-claims (`store.py`, `claims.py`, `record.py`), the exports behind `tokenlabel export`
-(`export.py`), the SAELens plugin (`plugin.py`, `plugin_hook.py`) and the whole amortised mode
-(`amortise/`). May import every layer below: `records/`, `formats/`, `evaluator/`, `descent/`,
-`toy/`, `sae/` (the executors, the store, the claims and the export never import `sae/`).
+claims (`store.py`, its SQLite connection `storedb.py`, `claims.py`, `record.py`), clean stops
+on SIGTERM and SIGINT (`stops.py`), the output files and the exports behind `tokenlabel
+export` (`outputs.py`, `export.py`), the SAELens plugin (`plugin.py`, `plugin_hook.py`) and
+the whole amortised mode (`amortise/`). May import every layer below: `records/`,
+`formats/`, `evaluator/`, `descent/`, `toy/`, `sae/` (the executors, the store, the claims and
+the export never import `sae/`).
 
 Names load on first access (see `saelens_tokenlabel.records.lazy`), so `tokenlabel status`
 reads the store without importing torch."""

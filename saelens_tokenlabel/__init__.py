@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from .formats.labelset import LabelSet
     from .records.config import LabelConfig, PerformanceConfig
     from .records.data import Example, FeatureData, FeatureDataError
+    from .records.errors import RunInterrupted, TokenlabelError
     from .records.extra import FeatureExtra
     from .records.result import Attempt, LabelResult, Trajectory
     from .run.amortise.config import AmortizeConfig
     from .run.amortise.map import Amortizer
     from .run.options import RunOptions
     from .run.pipeline import label_sae_features
+    from .run.stops import clean_stops
     from .sae.activations import build_activation_cache
     from .sae.config import CacheConfig, ExampleConfig
     from .sae.corpus import Corpus
@@ -57,6 +59,9 @@ _EXPORTS = {
     "Attempt": ".records.result",
     "FeatureExtra": ".records.extra",
     "RunOptions": ".run.options",
+    "RunInterrupted": ".records.errors",
+    "TokenlabelError": ".records.errors",
+    "clean_stops": ".run.stops",
     "LabelResult": ".records.result",
     "PromptTemplate": ".evaluator.prompts",
     "Trajectory": ".records.result",
@@ -90,6 +95,9 @@ __all__ = [
     "Attempt",
     "FeatureExtra",
     "RunOptions",
+    "RunInterrupted",
+    "TokenlabelError",
+    "clean_stops",
     "LabelResult",
     "PromptTemplate",
     "Trajectory",

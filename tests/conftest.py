@@ -159,3 +159,12 @@ def quick_labels(subject, toy_corpus, fast_evaluator, tmp_path_factory):
         # Detection scores only: the export tests add coherence and steering themselves.
         scores=ScoreConfig(scorers=("output_side",)),
     )
+
+
+@pytest.fixture(scope="session")
+def fault_world(subject, fast_evaluator, tmp_path_factory):
+    """The reliability tests' finished `tokenlabel label` run of the planted SAE, its inputs
+    saved as folders (`tests/faults.py`); tests damage copies of it, never it."""
+    from .faults import make_world
+
+    return make_world(tmp_path_factory.mktemp("fault_world"), subject, fast_evaluator)

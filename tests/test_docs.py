@@ -62,3 +62,24 @@ def test_getting_started_runs_offline(tmp_path, monkeypatch):
     assert labels[0].label == "animal" and labels[2].status == "dead"
     assert (tmp_path / "my_sae" / "tokenlabel_labels.json").is_file()
     assert (tmp_path / "subject").is_dir() and (tmp_path / "corpus.txt").is_file()
+
+
+TEST_ID = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[([^\]]+)\])?`")
+
+
+def test_every_row_of_the_reliability_table_is_a_test_that_exists():
+    page = (DOCS / "reliability.md").read_text(encoding="utf-8")
+    table = page.split("## Faults and what is kept", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| ---")]
+    assert rows[0].startswith("| fault | what you see | what is kept | test |")
+    assert len(rows) > 20
+    root = DOCS.parent
+    for row in rows[1:]:
+        cells = row.strip("|").split(" | ")
+        assert len(cells) == 4, row
+        ids = TEST_ID.findall(cells[3])
+        assert ids, f"no test for {cells[0]!r}"
+        for path, name, param in ids:
+            source = (root / path).read_text(encoding="utf-8")
+            assert f"def {name}(" in source, f"{path}::{name} does not exist"
+            assert not param or f'"{param}"' in source, f"{path}::{name}[{param}]"

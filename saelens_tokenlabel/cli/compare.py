@@ -89,9 +89,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if comparison.not_compared:
         print(f"not compared: {_n(len(comparison.not_compared), 'feature')} (reasons in "
               f"{js.name})")
+    unknown = unknown_features(source.explanations, info.get("d_sae"))
+    if unknown:
+        print(f"unknown:      {_n(len(unknown), 'explanation')} of features the SAE does not "
+              f"have (d_sae={info['d_sae']}), skipped: {_span(unknown)}; is the source of "
+              "this SAE?")
     print(comparison.table(args.head))
     print(f"written:      {tsv}, {js}")
     return 0
+
+
+def unknown_features(explained: Any, d_sae: Any) -> list[int]:
+    """The explained features beyond the SAE's `d_sae` (none when the run does not say)."""
+    if not isinstance(d_sae, int):
+        return []
+    return sorted(f for f in explained if not 0 <= int(f) < d_sae)
+
+
+def _span(features: list[int]) -> str:
+    shown = ", ".join(map(str, features[:8]))
+    return shown + (f", ... ({len(features) - 8} more)" if len(features) > 8 else "")
 
 
 def _n(count: int, noun: str) -> str:

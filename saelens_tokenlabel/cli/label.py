@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..records.features import parse_features
+from ..records.files import atomic_write_text
 from ..records.names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
+from ..run.outputs import Outputs
 from ..sae.scorers.registry import DEFAULT_SCORERS
-from .run import store_errors
 from .settings import AMORTIZE_FLAGS, CACHE_FLAGS, EXAMPLE_FLAGS, settings_from
 from .shared import (
     BACKEND_HELP,
@@ -178,7 +179,7 @@ def _num(v: float | None) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
-def _write_tsv(labels: Any, path: Path) -> None:
+def _write_tsv(labels: Any, path: Path) -> Path:
     lines = ["\t".join(TSV_COLUMNS)]
     for f in labels:
         r = labels[f]
@@ -187,7 +188,7 @@ def _write_tsv(labels: Any, path: Path) -> None:
                  v.value if v else "", _num(v.low if v else None),
                  _num(v.high if v else None), v.reason if v else ""]
         lines.append("\t".join(c.replace("\t", " ").replace("\n", " ") for c in cells))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def print_summary(labels: Any) -> None:
@@ -233,7 +234,6 @@ def _ray_config(args: argparse.Namespace) -> Any:
                                                       args.evaluator_backend))
 
 
-@store_errors
 def cmd_label(args: argparse.Namespace) -> int:
     # The configs first (file, then flags): a bad value fails before any model loads.
     settings = settings_from(args)
@@ -261,22 +261,37 @@ def cmd_label(args: argparse.Namespace) -> int:
                                 features_per_batch=args.features_per_batch, run_dir=out,
                                 checkpoint=legacy, order=args.order, ray=ray,
                                 amortize=settings.amortize, scores=settings.scores)
-    labels.save(sidecar)
-    _write_tsv(labels, out / LABELS_TSV)
     print_summary(labels)
-    print(f"written:      {out / LABELS_TSV}, {sidecar}, {out / RUN_STORE_FILENAME}")
+    _write_outputs(labels, sae, out, args)
+    return 0
+
+
+def _write_outputs(labels: Any, sae: Any, out: Path, args: argparse.Namespace) -> None:
+    """The output files, from labels safe in the run store already: one that cannot be
+    written does not stop the others (`run.outputs.Outputs`); a missing Neuronpedia id is a
+    warning, not a failure."""
+    from safetensors import SafetensorError
+
+    store = out / RUN_STORE_FILENAME
+    outputs = Outputs(out, store, len(labels))
+    sidecar = outputs.write(SIDECAR_FILENAME, lambda: labels.save(out / SIDECAR_FILENAME))
+    tsv = outputs.write(LABELS_TSV, lambda: _write_tsv(labels, out / LABELS_TSV))
+    print("written:      " + ", ".join(str(p) for p in (tsv, sidecar, store) if p))
     try:
         shared = labels.only_explained() if args.only_explained else labels
-        n = shared.to_neuronpedia(out / NEURONPEDIA_JSONL, args.neuronpedia_id)
-        print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
+        n = outputs.write(NEURONPEDIA_JSONL, lambda: shared.to_neuronpedia(
+            out / NEURONPEDIA_JSONL, args.neuronpedia_id))
+        if n is not None:
+            print(f"neuronpedia:  {n} explanation records in {out / NEURONPEDIA_JSONL}")
     except ValueError as err:
-        # The labels are written already; say why the export is missing, and fail.
+        # No Neuronpedia id: the SAE's own, unpublished, the usual case; every label is
+        # written, so the run succeeded. The message says how to give one.
         print(f"neuronpedia:  not written: {err}")
-        return 2
     if args.save_sae:
         labels.attach(sae)
-        sae.save_model(out / "sae")
-        print(f"sae:          {out / 'sae'} (labels in cfg.json metadata and the sidecar)")
-    return 0
+        if outputs.write("sae/", lambda: sae.save_model(out / "sae"),
+                         errors=(OSError, SafetensorError)) is not None:
+            print(f"sae:          {out / 'sae'} (labels in cfg.json metadata and the sidecar)")
+    outputs.check()
 
 

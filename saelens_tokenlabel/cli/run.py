@@ -4,11 +4,9 @@ after. Neither imports torch."""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..formats.neuronpedia import (
@@ -21,22 +19,7 @@ from ..formats.neuronpedia import (
 from ..records.names import LABEL_METHODS
 from ..records.verdict import VERDICTS
 from ..run.export import export_run
-from ..run.store import RunStore, RunStoreError
-
-
-def store_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run-store errors (full disk, unreadable store) as one line and exit status 2: the
-    message says what is saved and what to do, a traceback adds nothing."""
-
-    @functools.wraps(cmd)
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return cmd(args)
-        except RunStoreError as err:
-            print(f"tokenlabel: error: {err}", file=sys.stderr)
-            return 2
-
-    return wrapped
+from ..run.store import RunStore
 
 
 def add_run_parsers(sub: Any) -> None:
@@ -89,7 +72,6 @@ def _duration(s: float | None) -> str:
         f"{s // 60}m{s % 60:02d}s"
 
 
-@store_errors
 def cmd_status(args: argparse.Namespace) -> int:
     with RunStore(args.dir, create=False) as store:
         s = store.summary(last=args.last)
@@ -152,21 +134,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-@store_errors
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
-        w = export_run(args.dir, args.to, args.neuronpedia_id, args.format,
-                       _batch_config(args), only_explained=args.only_explained)
-    except ValueError as err:  # a bad option or no Neuronpedia id: the message says the fix
-        print(f"tokenlabel: error: {err}", file=sys.stderr)
-        return 2
+    w = export_run(args.dir, args.to, args.neuronpedia_id, args.format, _batch_config(args),
+                   only_explained=args.only_explained)
     print(f"sidecar:      {w['sidecar']}")
     print(f"table:        {w['table']}")
     if "neuronpedia" not in w:
+        # No Neuronpedia id: a warning (the message says how to give one), not a failure.
         print(f"neuronpedia:  not written: {w['neuronpedia_error']}")
-        return 2
-    print(f"neuronpedia:  {w['neuronpedia_records']} explanation records in "
-          f"{w['neuronpedia']}")
+    else:
+        print(f"neuronpedia:  {w['neuronpedia_records']} explanation records in "
+              f"{w['neuronpedia']}")
     b = w.get("neuronpedia_batches")
     if b is not None:
         print(f"explanations: {b.explanations} in {len(b.explanation_files)} file(s) under "
@@ -175,7 +153,18 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{b.folder / EXPLANATION_SCORES_DIR}")
         if b.removed:
             print(f"removed:      {len(b.removed)} file(s) of the earlier export there")
+    if w["damaged"]:
+        print(f"tokenlabel: warning: {damaged_line(w['damaged'], args.dir)}", file=sys.stderr)
     return 0
+
+
+def damaged_line(damaged: dict[int, str], where: str) -> str:
+    """One line for the features a salvage could not read."""
+    shown = ", ".join(f"{f} ({why})" for f, why in list(damaged.items())[:3])
+    more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    return (f"{len(damaged)} features of the damaged run store in {where} cannot be read and "
+            f"are not exported: {shown}{more}. Every other result is; the labeling command "
+            "with --out set to this export's folder labels only those again.")
 
 
 def _batch_config(args: argparse.Namespace) -> NeuronpediaBatchConfig | None:

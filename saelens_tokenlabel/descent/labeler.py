@@ -74,6 +74,15 @@ def label_prepared(
     return optimize_labels(ctx, jobs, config)
 
 
+def longest_label(config: LabelConfig) -> int:
+    """The most label slots any attempt of `config` may use: its own, a restart's, or grown
+    (`grow_label`)."""
+    slots = [config.label_length, *(int(r.get("label_length", 0)) for r in config.restarts)]
+    if config.grow_label:
+        slots.append(config.max_label_length)
+    return max(slots)
+
+
 def feature_jobs(
     prepared: Sequence[PreparedFeature],
     evaluator: Evaluator,
@@ -86,6 +95,7 @@ def feature_jobs(
     index: dict[tuple[str, str], int] = {}
     encoded: list[EncodedExample] = []
     jobs = []
+    slots = longest_label(config)
     for n, feature in enumerate(prepared):
         ex = feature.examples
         ids = []
@@ -94,6 +104,7 @@ def feature_jobs(
             if key not in index:
                 index[key] = len(encoded)
                 encoded.append(evaluator.encode(item.sentence, item.word))
+                evaluator.check_fits(encoded[-1], slots, feature.name)
             ids.append(index[key])
         ids_t = torch.tensor(ids, dtype=torch.long)
         targets = torch.tensor([float(i.active) for i in ex.items])

@@ -28,16 +28,13 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
+from ..records.errors import BackendError
 from .suffix import PrefixKV, prefix_kv
 
 log = logging.getLogger(__name__)
 
 LabelSlots = tuple[int, Float[torch.Tensor, "batch slot d_model"]]
 """(first slot's position among the tokens run, the label's embeddings for the slots)."""
-
-
-class BackendError(ValueError):
-    """The evaluator model cannot be run this way. The message says why."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Bool
 
+from ..records.errors import EvaluatorError, PromptTooLongError
 from .backend import Backend, backend_of
 from .prompts import PromptTemplate
 
@@ -36,10 +37,6 @@ PLAIN_CHAT_TEMPLATE = (
 )
 """A chat template for base models (no template of their own): ``System: ...``, ``User:
 ...``, ``Assistant: Rating:`` turns. ``Evaluator(model, chat_template=PLAIN_CHAT_TEMPLATE)``."""
-
-
-class EvaluatorError(ValueError):
-    """An evaluator or its tokenizer cannot be used for rating prompts. The message says why."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +193,32 @@ class Evaluator:
         if len(self._encoded) < 1 << 16:
             self._encoded[key] = encoded
         return encoded
+
+    @property
+    def n_ctx(self) -> int | None:
+        """The evaluator's context: the most tokens one forward pass reads (None: its config
+        does not say)."""
+        n = getattr(self.model.cfg, "n_ctx", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
+    def check_fits(self, example: EncodedExample, label_length: int,
+                   feature: str | int = "feature") -> None:
+        """A `PromptTooLongError` when the rating prompt of `example` with `label_length`
+        label tokens is longer than the evaluator's context (`n_ctx`): checked before any
+        forward pass, which would otherwise fail deep inside the model."""
+        n_ctx = self.n_ctx
+        n = len(example.prefix_ids) + label_length + len(self.suffix_tail_ids)
+        if n_ctx is None or n <= n_ctx:
+            return
+        text = example.sentence if len(example.sentence) <= 60 else \
+            example.sentence[:40] + " ... " + example.sentence[-15:]
+        raise PromptTooLongError(
+            f"Feature {feature!r}: the rating prompt of the example {example.word!r} in "
+            f"{text!r} is {n} tokens, longer than the evaluator's context of {n_ctx} (its "
+            f"text and word take {len(example.prefix_ids)}). Shorten the example texts: in an "
+            "SAE run, fewer context tokens around each example (ExampleConfig window_before / "
+            "window_after; CLI --window-before / --window-after); with FeatureData, shorter "
+            "sentences.")
 
     def suffix_ids(self, label_length: int = 1, fill_id: int = 0) -> list[int]:
         """Suffix token ids: ``label_length`` slots holding ``fill_id``, then the fixed tail."""

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..records.errors import RecordError
 from ..records.extra import FeatureExtra
 from ..records.files import atomic_write_text, check_format, dumps_json
 from ..records.names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
@@ -214,7 +215,13 @@ class LabelSet(Mapping[int, LabelResult]):
                 f"No labels at {path}. Labels are saved by labels.save(path), or beside "
                 "cfg.json by sae.save_model(path) after labels.attach(sae)."
             )
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as err:  # garbled, cut short, not ours
+            raise RecordError(
+                f"{path} is not a readable label file ({' '.join(str(err).split())}). Write "
+                "it again: labels.save(path), or `tokenlabel export RUN_DIR` from a run's "
+                "store.") from None
 
     def to_neuronpedia(self, path: str | Path, neuronpedia_id: str | None = None) -> int:
         """Write the readable view of the Neuronpedia records (one JSON line per explanation,

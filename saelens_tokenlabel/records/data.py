@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from .errors import FeatureDataError
+
 if TYPE_CHECKING:
     from .config import LabelConfig
 
@@ -22,10 +24,6 @@ SYNTHETIC_NAMES = ("animals", "mammals", "chinese", "numbers", "mammal_text", "p
 
 # A run of letters/digits with its leading whitespace, one CJK character, or one other symbol.
 _TOKEN_RE = re.compile(r"\s*(?:[\u4e00-\u9fff]|[^\W_\u4e00-\u9fff]+|[^\s\w]|_)", re.UNICODE)
-
-
-class FeatureDataError(ValueError):
-    """The feature data cannot be labeled as given. The message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,17 @@ class FeatureData:
     """With `rated`: the context each example comes from (e.g. the corpus context of an SAE
     example, shared by an active word and its near-misses). None: its text."""
 
+    def __post_init__(self) -> None:
+        # Built directly, the data gets the checks of the `from_*` constructors: a NaN
+        # activation would otherwise count as inactive and label silently.
+        self.sentences = [_checked_sentence(si, sent) for si, sent in enumerate(self.sentences)]
+        if self.rated is not None:
+            self.rated = [_checked_example(i, item) for i, item in enumerate(self.rated)]
+            if self.groups is not None and len(self.groups) != len(self.rated):
+                raise FeatureDataError(
+                    f"Feature {self.name!r}: {len(self.groups)} groups for {len(self.rated)} "
+                    "rated examples; pass one group per example (or groups=None).")
+
     @classmethod
     def from_examples(
         cls, examples: Sequence[tuple[str, str, float] | tuple[str, str, float, str | int]],
@@ -108,17 +117,9 @@ class FeatureData:
             if not (isinstance(item, list | tuple) and len(item) in (3, 4)):
                 raise FeatureDataError(f"Example {i} is {item!r}; expected (text, word, "
                                        "activation) or (text, word, activation, group).")
-            text, word, act = item[:3]
-            groups.append(item[3] if len(item) == 4 else text)
-            if not isinstance(text, str) or not isinstance(word, str):
-                raise FeatureDataError(f"Example {i}: text and word must be str, got {item!r}.")
-            act = float(act)
-            if not math.isfinite(act):
-                raise FeatureDataError(
-                    f"Example {i} ({word!r}): activation is {act}. Replace NaN/inf activations "
-                    "(e.g. with 0) before labeling."
-                )
-            rated.append((text, word, act))
+            groups.append(item[3] if len(item) == 4 else item[0])
+            rated.append(tuple(item[:3]))
+        # Each example is checked by the constructor (`_checked_example`).
         return cls([], name=name, metadata=dict(metadata), rated=rated, groups=groups)
 
     @classmethod
@@ -131,40 +132,8 @@ class FeatureData:
                 "FeatureData.from_sentences got no sentences. Pass a non-empty list of "
                 "sentences, each a list of (token_text, activation) pairs."
             )
-        clean: list[Sentence] = []
-        for si, sent in enumerate(sentences):
-            if not isinstance(sent, list | tuple) or len(sent) == 0:
-                raise FeatureDataError(
-                    f"Sentence {si} is empty or not a list; each sentence must be a non-empty "
-                    "list of (token_text, activation) pairs."
-                )
-            row: Sentence = []
-            for ti, pair in enumerate(sent):
-                if not (isinstance(pair, list | tuple) and len(pair) == 2):
-                    raise FeatureDataError(
-                        f"Sentence {si}, token {ti} is {pair!r}; expected a "
-                        "(token_text, activation) pair."
-                    )
-                text, act = pair
-                if not isinstance(text, str):
-                    raise FeatureDataError(
-                        f"Sentence {si}, token {ti}: token text must be a str, got {text!r}."
-                    )
-                try:
-                    act = float(act)
-                except (TypeError, ValueError):
-                    raise FeatureDataError(
-                        f"Sentence {si}, token {ti} ({text!r}): activation {act!r} is not a "
-                        "number."
-                    ) from None
-                if not math.isfinite(act):
-                    raise FeatureDataError(
-                        f"Sentence {si}, token {ti} ({text!r}): activation is {act}. Replace "
-                        "NaN/inf activations (e.g. with 0) before labeling."
-                    )
-                row.append((text, act))
-            clean.append(row)
-        return cls(clean, name=name, metadata=dict(metadata))
+        # Each sentence is checked by the constructor (`_checked_sentence`).
+        return cls(list(sentences), name=name, metadata=dict(metadata))
 
     @classmethod
     def from_marked_text(cls, lines: list[str], name: str | int = "feature", **metadata: Any
@@ -271,3 +240,48 @@ class FeatureData:
                 "there is nothing to tell apart. Add text where it does not fire, or raise the "
                 "threshold."
             )
+
+
+def _checked_sentence(si: int, sent: Any) -> Sentence:
+    """Sentence `si`: a non-empty list of (token text, finite activation) pairs, the
+    activations as floats; else a `FeatureDataError` naming the token."""
+    if not isinstance(sent, list | tuple) or len(sent) == 0:
+        raise FeatureDataError(
+            f"Sentence {si} is empty or not a list; each sentence must be a non-empty "
+            "list of (token_text, activation) pairs."
+        )
+    row: Sentence = []
+    for ti, pair in enumerate(sent):
+        if not (isinstance(pair, list | tuple) and len(pair) == 2):
+            raise FeatureDataError(
+                f"Sentence {si}, token {ti} is {pair!r}; expected a (token_text, activation) "
+                "pair."
+            )
+        text, act = pair
+        if not isinstance(text, str):
+            raise FeatureDataError(
+                f"Sentence {si}, token {ti}: token text must be a str, got {text!r}."
+            )
+        row.append((text, _finite(act, f"Sentence {si}, token {ti} ({text!r})")))
+    return row
+
+
+def _checked_example(i: int, item: Any) -> tuple[str, str, float]:
+    """Rated example `i`: (text, word, finite activation); else a `FeatureDataError`."""
+    if not (isinstance(item, list | tuple) and len(item) == 3):
+        raise FeatureDataError(f"Example {i} is {item!r}; expected (text, word, activation).")
+    text, word, act = item
+    if not isinstance(text, str) or not isinstance(word, str):
+        raise FeatureDataError(f"Example {i}: text and word must be str, got {tuple(item)!r}.")
+    return text, word, _finite(act, f"Example {i} ({word!r})")
+
+
+def _finite(act: Any, where: str) -> float:
+    try:
+        value = float(act)
+    except (TypeError, ValueError):
+        raise FeatureDataError(f"{where}: activation {act!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise FeatureDataError(f"{where}: activation is {value}. Replace NaN/inf activations "
+                               "(e.g. with 0) before labeling.")
+    return value

@@ -66,6 +66,24 @@ def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> Path:
     return atomic_write(path, write)
 
 
+def not_utf8(path: str | Path, opener: Callable[..., Any] = open) -> str:
+    """Where `path` (read through `opener`: ``open``, ``gzip.open``) stops being UTF-8, for
+    a message: ``line 5 is not UTF-8 (byte 0xe9 at offset 3 in the line)``. A decoder's own
+    error gives an offset into its read buffer, not into the file; lines are found here by
+    reading the file again as bytes (UTF-8 never hides a newline byte inside a character)."""
+    try:
+        with opener(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return (f"line {n} is not UTF-8 (byte 0x{raw[err.start]:02x} at offset "
+                            f"{err.start} in the line)")
+    except (OSError, EOFError) as err:
+        return f"it is not UTF-8 and cannot be read again ({err})"
+    return "it is not UTF-8"
+
+
 def check_format(d: dict[str, Any], what: str, fmt: str, version: int) -> None:
     """A file's ``format`` must be `fmt` and its ``version`` at most `version`; else a
     one-line ValueError naming `what` was expected (the files this package writes carry

@@ -25,11 +25,9 @@ from collections.abc import Iterable
 from pathlib import PurePath
 from typing import Any, TypeVar
 
+from .errors import ConfigError, RecordError
+
 R = TypeVar("R", bound="Record")
-
-
-class RecordError(ValueError):
-    """A JSON value that does not have the shape its record field declares."""
 
 
 # ---------------------------------------------------------------------- the mechanism
@@ -170,10 +168,6 @@ def _at_default(record: Any, f: dataclasses.Field) -> bool:
 
 def _is_init(cls: type, name: str) -> bool:
     return any(f.name == name and f.init for f in dataclasses.fields(cls))
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field and the fix."""
 
 
 _NESTED: dict[type, list[tuple[dataclasses.Field[Any], type[Config]]]] = {}

@@ -2,10 +2,12 @@
 
 Owns `label_sae_features` (`pipeline.py`) and its `RunOptions` (`options.py`), executors
 (`executors.py`, Ray in `ray_backend.py`, imported only when asked), the run store and its
-claims (`store.py`, `claims.py`, `record.py`), the exports behind `tokenlabel export`
-(`export.py`), the SAELens plugin (`plugin.py`, `plugin_hook.py`) and the whole amortised mode
-(`amortise/`). May import every layer below: `records/`, `formats/`, `evaluator/`, `descent/`,
-`toy/`, `sae/` (the executors, the store, the claims and the export never import `sae/`).
+claims (`store.py`, its SQLite connection `storedb.py`, `claims.py`, `record.py`), clean stops
+on SIGTERM and SIGINT (`stops.py`), the output files and the exports behind `tokenlabel
+export` (`outputs.py`, `export.py`), the SAELens plugin (`plugin.py`, `plugin_hook.py`) and
+the whole amortised mode (`amortise/`). May import every layer below: `records/`,
+`formats/`, `evaluator/`, `descent/`, `toy/`, `sae/` (the executors, the store, the claims and
+the export never import `sae/`).
 
 Names load on first access (see `saelens_tokenlabel.records.lazy`), so `tokenlabel status`
 reads the store without importing torch."""
@@ -20,7 +22,9 @@ if TYPE_CHECKING:
     from .claims import DEFAULT_LEASE_S, Claimer
     from .executors import Executor, LocalExecutor
     from .options import RunOptions
+    from .outputs import Outputs
     from .pipeline import label_sae_features
+    from .stops import clean_stops
     from .store import (
         FINISHED,
         STORE_FILENAME,
@@ -29,9 +33,11 @@ if TYPE_CHECKING:
         RunStore,
         RunStoreError,
         RunStoreFullError,
+        StoreDamagedError,
         load_labelset,
         store_path,
     )
+    from .storedb import StoreReadOnlyError
 
 _EXPORTS = {
     "DEFAULT_LEASE_S": ".claims",
@@ -39,10 +45,13 @@ _EXPORTS = {
     "Executor": ".executors",
     "LocalExecutor": ".executors",
     "RunOptions": ".options",
+    "Outputs": ".outputs",
+    "clean_stops": ".stops",
+    "StoreReadOnlyError": ".storedb",
     "label_sae_features": ".pipeline",
     **dict.fromkeys(("FINISHED", "STORE_FILENAME", "UNFINISHED", "RunMismatchError",
-                     "RunStore", "RunStoreError", "RunStoreFullError", "load_labelset",
-                     "store_path"), ".store"),
+                     "RunStore", "RunStoreError", "RunStoreFullError", "StoreDamagedError",
+                     "load_labelset", "store_path"), ".store"),
 }
 __all__ = [
     "DEFAULT_LEASE_S",
@@ -52,11 +61,15 @@ __all__ = [
     "Claimer",
     "Executor",
     "LocalExecutor",
+    "Outputs",
     "RunMismatchError",
     "RunOptions",
     "RunStore",
     "RunStoreError",
     "RunStoreFullError",
+    "StoreDamagedError",
+    "StoreReadOnlyError",
+    "clean_stops",
     "label_sae_features",
     "load_labelset",
     "store_path",

@@ -19,6 +19,7 @@ from ..formats.neuronpedia import (
 )
 from ..records.files import atomic_write
 from ..records.names import NEURONPEDIA_DIR, NEURONPEDIA_JSONL, SIDECAR_FILENAME
+from .outputs import Outputs
 from .store import RunStore
 
 TABLE_STEM = "labels"
@@ -119,12 +120,17 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
     ``out_dir/neuronpedia/<modelId>/<layer>/`` (``"neuronpedia_batches"``: a
     `NeuronpediaBatches`); asked for by name, a missing Neuronpedia id is then a ValueError,
     raised before anything is written. With `only_explained`, the Neuronpedia files hold only
-    the labels whose verdict is ``explained`` (the sidecar and the table keep every feature)."""
+    the labels whose verdict is ``explained`` (the sidecar and the table keep every feature).
+
+    A damaged store is read in salvage mode: every result that can be read is written, and
+    ``"damaged"`` maps the features that cannot be read to why. A file that cannot be written
+    (read-only folder, full disk) does not stop the others; then `OutputNotWrittenError`
+    names them (`outputs.Outputs`)."""
     directory = Path(directory)
     out = Path(out_dir) if out_dir is not None else (
         directory if directory.is_dir() else directory.parent)
     written: dict[str, Any] = {}
-    with RunStore(directory, create=False) as store:
+    with RunStore(directory, create=False, salvage=True) as store:
         labels = store.labelset()
         batch_folder = None
         if neuronpedia_batches is not None:
@@ -133,15 +139,24 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
             # The folder of the source in Neuronpedia's dataset layout (its importer reads
             # <modelId>/<sourceId>/explanations/), so the tree copies onto a bucket as it is.
             batch_folder = out / NEURONPEDIA_DIR / model_id / layer
-        out.mkdir(parents=True, exist_ok=True)
-        written["sidecar"] = labels.save(out / SIDECAR_FILENAME)
+        outputs = Outputs(out, store.path, len(labels))
+        outputs.write("the folder itself", lambda: out.mkdir(parents=True, exist_ok=True))
+        outputs.check()  # no folder, no files
+        written["sidecar"] = outputs.write(SIDECAR_FILENAME,
+                                           lambda: labels.save(out / SIDECAR_FILENAME))
         shared = labels.only_explained() if only_explained else labels
-        written.update(_write_neuronpedia_jsonl(shared, out, neuronpedia_id))
+        written.update(outputs.write(NEURONPEDIA_JSONL, lambda: _write_neuronpedia_jsonl(
+            shared, out, neuronpedia_id)) or {})
         if batch_folder is not None:
-            written["neuronpedia_batches"] = shared.to_neuronpedia_batches(
-                batch_folder, neuronpedia_id, neuronpedia_batches,
-                created_at=_run_created_at(store))
-        written["table"] = write_table(store, out, table_format)
+            written["neuronpedia_batches"] = outputs.write(
+                f"{NEURONPEDIA_DIR}/", lambda: shared.to_neuronpedia_batches(
+                    batch_folder, neuronpedia_id, neuronpedia_batches,
+                    created_at=_run_created_at(store)))
+        fmt = table_format or ("parquet" if has_pyarrow() else "csv")
+        written["table"] = outputs.write(f"{TABLE_STEM}.{fmt}",
+                                         lambda: write_table(store, out, fmt))
+        written["damaged"] = dict(sorted(store.damaged.items()))
+    outputs.check()
     return written
 
 

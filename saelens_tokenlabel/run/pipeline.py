@@ -233,11 +233,7 @@ class _Run:
             def run(batches: Iterable[LabelBatch]) -> None:
                 executor.run(batches, self.evaluator, self.config, sink)
 
-            try:
-                body(sink, run)
-            except BaseException as err:
-                record.note_saved(err, sink.n_new)
-                raise
+            body(sink, run)  # an error or a stop: `open_record` notes what is saved
 
     def score(self, results: list[LabelResult]) -> list[LabelResult]:
         """The SAE-side scores (`sae.scorers`) of finished results."""

@@ -12,11 +12,13 @@ from typing import Any, Protocol
 
 from ..formats.labelset import LabelSet
 from ..records.config import LabelConfig
+from ..records.errors import OutputNotWrittenError, RunStoreError
 from ..records.result import LabelResult
 from ..records.serial import Config
 from ..sae.config import ExampleConfig
 from .claims import Claimer
-from .store import RunStore, RunStoreFullError
+from .stops import deferred
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ class RunRecord:
     def __init__(self, labels: LabelSet, store: RunStore | None, ckpt: Path | None,
                  claimer: Claimer | None) -> None:
         self.labels, self.store, self.ckpt, self.claimer = labels, store, ckpt, claimer
+        self.n_new = 0
+        """Results labeled by this call (the sink counts them)."""
 
     def todo(self, feats: list[int]) -> list[int]:
         """Features not finished yet (by any process)."""
@@ -76,19 +80,38 @@ class RunRecord:
             return labels
         return LabelSet([labels[f] for f in feats if f in labels], labels.info)
 
-    def note_saved(self, err: BaseException, n_new: int) -> None:
-        """Say on `err` what was labeled before it and where it is kept."""
-        store, ckpt = self.store, self.ckpt
-        where = (f"they are saved in {store.path}" if store is not None else
-                 f"they are saved in {ckpt}" if ckpt is not None else None)
-        if isinstance(err, RunStoreFullError):
-            return  # its message says what is saved and how to resume
-        if n_new or where:
-            err.add_note(
-                f"saelens_tokenlabel: {n_new} features were labeled before this error"
-                + (f"; {where} and a rerun of the same call resumes from there." if where
-                   else "; pass run_dir=<folder> to keep finished features across runs.")
-            )
+    def note_saved(self, err: BaseException) -> None:
+        """Say on `err` (an error, or a stop: `RunInterrupted`, KeyboardInterrupt) what was
+        labeled before it and where it is kept; nothing when nothing is."""
+        if isinstance(err, RunStoreError | OutputNotWrittenError):
+            return  # its message says what is saved and how to go on
+        stop = isinstance(err, KeyboardInterrupt)
+        store, ckpt, n_new = self.store, self.ckpt, self.n_new
+        finished: int | None = len(self.labels)
+        if store is not None:
+            try:
+                finished = store.count_finished()
+            except RunStoreError:
+                finished = None
+        if not (stop or n_new or finished):
+            return  # an error before anything was labeled: its own message is all
+        where = (store.path if store is not None else ckpt)
+        saved = (f"{'those' if finished is None else finished} finished features are saved "
+                 f"in {where} and a rerun of the same call resumes from there."
+                 if where is not None else
+                 "pass run_dir=<folder> to keep finished features across runs.")
+        err.add_note(f"saelens_tokenlabel: {n_new} features were labeled before "
+                     f"{'the stop' if stop else 'this error'}; {saved}")
+
+
+@contextmanager
+def _noted(record: RunRecord) -> Iterator[RunRecord]:
+    """`record`, with what is saved noted on an error or a stop that ends the run."""
+    try:
+        yield record
+    except BaseException as err:
+        record.note_saved(err)
+        raise
 
 
 @contextmanager
@@ -102,7 +125,8 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
     if ckpt is not None:
         labels = load_checkpoint(ckpt, config, ex, identity)
     if opts.run_dir is None:
-        yield RunRecord(labels, None, ckpt, None)
+        with _noted(RunRecord(labels, None, ckpt, None)) as record:
+            yield record
         return
     run_dir = opts.run_dir
     given = run_dir if isinstance(run_dir, RunStore) else None
@@ -119,12 +143,14 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
         labels = _seed(store, labels, ckpt, feats)
         claimer = Claimer(store, opts.lease_s)
         # The store (not the JSON file) is the record now; the file is written at the end.
-        yield RunRecord(labels, store, None, claimer)
+        with _noted(RunRecord(labels, store, None, claimer)) as record:
+            yield record
     finally:
-        if claimer is not None:
-            claimer.release()
-        if given is None:
-            store.close()
+        with deferred():  # a second signal must not leave the claims behind
+            if claimer is not None:
+                claimer.release()
+            if given is None:
+                store.close()
 
 
 def _read_old_example_config(store: RunStore) -> None:
@@ -184,7 +210,6 @@ class RunSink:
 
     def __init__(self, record: RunRecord, bar: Any, score: Score | None = None) -> None:
         self.record, self.bar, self.score = record, bar, score
-        self.n_new = 0
 
     def _heartbeat(self) -> None:
         if self.record.claimer is not None:
@@ -208,7 +233,7 @@ class RunSink:
             rec.labels.add(r)
         if rec.ckpt is not None:
             rec.labels.save(rec.ckpt)
-        self.n_new += len(results)
+        rec.n_new += len(results)
         self._heartbeat()
         self._show(results)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import secrets
 import socket
@@ -42,9 +43,18 @@ from pathlib import Path
 from typing import Any
 
 from ..formats.labelset import LabelSet
+from ..records.errors import (
+    RunMismatchError,
+    RunStoreError,
+    RunStoreFullError,
+    StoreDamagedError,
+    StoreReadOnlyError,
+)
 from ..records.files import json_finite
 from ..records.names import RUN_STORE_FILENAME
 from ..records.result import LabelResult
+from .stops import deferred
+from .storedb import connect, damaged
 
 STORE_FILENAME = RUN_STORE_FILENAME
 STORE_FORMAT_VERSION = 1
@@ -54,6 +64,7 @@ UNFINISHED = (PENDING, RUNNING, ERROR)
 `dead`, `unlabelable`, or any status a later version adds) that a rerun skips."""
 FINISHED = ("ok", "dead", "nonfinite", "unlabelable")
 """The result statuses this version writes."""
+log = logging.getLogger(__name__)
 _DONE = f"status NOT IN ({', '.join(repr(s) for s in UNFINISHED)})"
 
 _SCHEMA = """
@@ -73,6 +84,10 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE INDEX IF NOT EXISTS features_status ON features(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_ROW_COLUMNS = ("feature", "status", "attempts", "error", "started_at", "finished_at")
+_ROW = ", ".join(_ROW_COLUMNS)
+_UNPARSED = (ValueError, TypeError, KeyError)
+"""What a stored result that does not parse raises (JSON, or a record of the wrong shape)."""
 _CLAIM_COLUMNS = {"owner": "TEXT", "claimed_at": "REAL", "heartbeat_at": "REAL",
                   "expires_at": "REAL"}
 _UNCLAIM = "owner = NULL, claimed_at = NULL, heartbeat_at = NULL, expires_at = NULL"
@@ -99,22 +114,6 @@ def owner_is_dead(owner: str) -> bool:
     except PermissionError:  # another user's live process
         return False
     return False
-
-
-class RunStoreError(RuntimeError):
-    """The run store cannot be used as asked; the message says why and what to do."""
-
-
-class RunStoreFullError(RunStoreError, OSError):
-    """The disk (or the store's size limit) is full. What was committed before is intact."""
-
-    def __init__(self, message: str) -> None:
-        RunStoreError.__init__(self, message)
-        self.errno = errno.ENOSPC
-
-
-class RunMismatchError(RunStoreError, ValueError):
-    """The store belongs to a run with other inputs or settings."""
 
 
 def store_path(path: str | Path) -> Path:
@@ -159,8 +158,14 @@ class RunStore:
     """One run's features, statuses and results (module docstring). Not thread-safe; several
     processes may write it, each labeling only the features it has claimed."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, salvage: bool = False) -> None:
         self.path = store_path(path)
+        self.salvage = salvage
+        """Salvage mode (read only; `tokenlabel export`): reads skip what is damaged and note
+        it in `damaged` instead of raising `StoreDamagedError`."""
+        self.damaged: dict[int, str] = {}
+        """Salvage mode: features whose row or result could not be read, and why."""
+        self._rescued: dict[int, dict[str, Any]] | None = None
         if not create and not self.path.is_file():
             raise FileNotFoundError(
                 f"No run store at {self.path}. A run writes it: tokenlabel label ... --out DIR "
@@ -168,28 +173,42 @@ class RunStore:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # isolation_level=None: we open and commit transactions ourselves (BEGIN IMMEDIATE).
-            self._db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
-            _wal_mode(self._db)
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            if not create:  # a reader (tokenlabel status) must not wait for the writer
-                self._db.execute("SELECT COUNT(*) FROM features").fetchone()
-            else:
-                self._init_schema()
-        except sqlite3.DatabaseError as err:
-            if _is_full(err):
-                raise self._full(err) from err
-            if hasattr(self, "_db"):
-                self._db.close()
-            raise RunStoreError(
-                f"{self.path} is not a readable run store ({err}). Pass another --out folder, "
-                "or move this file away to start afresh."
-            ) from err
+            self._open(create, salvage)
+        except StoreReadOnlyError:
+            # A reader in a read-only folder: SQLite cannot make the WAL's index (-shm)
+            # there. Without a -wal file every commit is in the file itself: read it as it is.
+            if create or self.path.with_name(self.path.name + "-wal").exists():
+                raise
+            self._open(create, salvage, immutable=True)
         version = int(self.get_meta("format_version") or 0)
         if version > STORE_FORMAT_VERSION:
             self._db.close()
             raise RunStoreError(f"{self.path} has store format {version}, newer than this "
                                 f"saelens_tokenlabel reads ({STORE_FORMAT_VERSION}); upgrade it.")
+
+    def _open(self, create: bool, salvage: bool, immutable: bool = False) -> None:
+        try:
+            self._db = connect(self.path, LOCK_TIMEOUT_S, immutable=immutable)
+            # Salvage reads row by row; one integrity check per damaged row would be slow.
+            self._db.check_integrity = not salvage
+            if not immutable:
+                _wal_mode(self._db)
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            if not create and not salvage:  # a reader (status) must not wait for the writer
+                self._db.execute("SELECT COUNT(*) FROM features").fetchone()
+            elif create:
+                self._init_schema()
+        except (sqlite3.DatabaseError, RunStoreError) as err:
+            if _is_full(err):
+                raise self._full(err) from err
+            if hasattr(self, "_db"):
+                self._db.close()
+            if isinstance(err, RunStoreError):
+                raise
+            raise RunStoreError(
+                f"{self.path} is not a readable run store ({err}). Pass another --out folder, "
+                "or move this file away to start afresh."
+            ) from err
 
     def _init_schema(self) -> None:
         with self._write():
@@ -218,7 +237,13 @@ class RunStore:
 
     @contextmanager
     def _write(self) -> Iterator[None]:
-        """One atomic transaction; a full disk becomes a `RunStoreFullError`."""
+        """One atomic transaction; a full disk becomes a `RunStoreFullError`. A stop
+        (`stops.clean_stops`) waits for it to commit."""
+        with deferred(), self._transaction():
+            yield
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -237,7 +262,7 @@ class RunStore:
     def _full(self, err: BaseException) -> RunStoreFullError:
         try:
             done = self.count_finished()
-        except sqlite3.Error:
+        except (sqlite3.Error, RunStoreError):
             done = None
         saved = (f"the {done} features finished before are saved in it" if done is not None
                  else "what was committed before is intact")
@@ -249,11 +274,35 @@ class RunStore:
 
     # ------------------------------------------------------------------ meta
     def get_meta(self, key: str, default: Any = None) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return default if row is None else self._loads(row[0], f"its meta value {key!r}")
+        except StoreDamagedError as err:
+            if not self.salvage:
+                raise
+            log.warning("%s: the meta value %r cannot be read (%s)", self.path, key, err)
+            return default
 
     def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+        return {k: self._loads(v, f"its meta value {k!r}")
+                for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def _loads(self, text: str, what: str) -> Any:
+        """JSON `text` of the store; one that does not parse (a tampered or damaged value)
+        is a `StoreDamagedError` naming `what`."""
+        try:
+            return json.loads(text)
+        except (ValueError, TypeError) as err:
+            raise damaged(self.path, f"{what} does not parse: {err}") from None
+
+    def _result(self, feature: int, text: str) -> LabelResult:
+        """The stored result of `feature`; a `StoreDamagedError` naming it when it does not
+        parse."""
+        try:
+            return LabelResult.from_json(text)
+        except _UNPARSED as err:
+            raise damaged(self.path, f"the stored result of feature {feature} does not parse: "
+                          f"{err}") from None
 
     def _set_meta(self, key: str, value: Any) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
@@ -372,9 +421,11 @@ class RunStore:
                              "WHERE owner = ?", (now, now + lease_s, owner))
 
     def release(self, owner: str) -> None:
-        """Give up every claim of `owner` (its unfinished features are free again)."""
+        """Give up every claim of `owner`: its unfinished features are free again, and those
+        it had started are pending again (nothing labels them now; a rerun does)."""
         with self._write():
-            self._db.execute(f"UPDATE features SET {_UNCLAIM} WHERE owner = ?", (owner,))
+            self._db.execute(f"UPDATE features SET status = CASE WHEN status = ? THEN ? ELSE "
+                             f"status END, {_UNCLAIM} WHERE owner = ?", (RUNNING, PENDING, owner))
 
     def claims(self, features: Iterable[int] | None = None, expired: bool = False
                ) -> dict[int, dict[str, Any]]:
@@ -399,18 +450,74 @@ class RunStore:
 
     def results(self, features: Iterable[int] | None = None) -> list[LabelResult]:
         """Finished results, by feature index (all, or those among `features`)."""
+        want = None if features is None else {int(f) for f in features}
+        if self.salvage:
+            return [r["result"] for f, r in self._salvaged().items()
+                    if r["result"] is not None and (want is None or f in want)]
         q = f"SELECT feature, result FROM features WHERE result IS NOT NULL AND {_DONE} " \
             "ORDER BY feature"
-        want = None if features is None else {int(f) for f in features}
-        return [LabelResult.from_json(text) for f, text in self._db.execute(q)
+        return [self._result(f, text) for f, text in self._db.execute(q)
                 if want is None or f in want]
 
     def rows(self) -> list[dict[str, Any]]:
         """Every feature's row (without the result JSON), by feature index."""
-        cur = self._db.execute("SELECT feature, status, attempts, error, started_at, "
-                               "finished_at FROM features ORDER BY feature")
+        if self.salvage:
+            return [{k: v for k, v in r.items() if k != "result"}
+                    for r in self._salvaged().values()]
+        cur = self._db.execute(f"SELECT {_ROW} FROM features ORDER BY feature")
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur]
+        # fetchall: small rows, one call instead of one per row through the translation.
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def _salvaged(self) -> dict[int, dict[str, Any]]:
+        """Salvage mode: every row that can be read (`rows`' columns and ``result``: the
+        parsed finished result or None), by feature; the others into `damaged`. The whole
+        table is read at once; when a damaged page stops that, each feature is looked up by
+        its key, which reads only the pages on its own path."""
+        if self._rescued is None:
+            try:
+                cur = self._db.execute(f"SELECT {_ROW}, result FROM features ORDER BY feature")
+                raw = list(cur)
+            except StoreDamagedError:
+                raw = self._rows_one_by_one()
+            self._rescued = {}
+            for *row, text in raw:
+                r = dict(zip(_ROW_COLUMNS, row, strict=True))
+                f, r["result"] = int(r["feature"]), None
+                if text is not None and r["status"] not in UNFINISHED:
+                    try:
+                        r["result"] = LabelResult.from_json(text)
+                    except _UNPARSED as err:
+                        self.damaged[f] = f"its stored result does not parse ({err})"
+                        continue
+                self._rescued[f] = r
+        return self._rescued
+
+    def _rows_one_by_one(self) -> list[tuple[Any, ...]]:
+        """Each feature's row looked up by its key; those on a damaged page into `damaged`."""
+        out = []
+        for f in self._feature_ids():
+            try:
+                row = self._db.execute(f"SELECT {_ROW}, result FROM features WHERE "
+                                       "feature = ?", (f,)).fetchone()
+            except StoreDamagedError:
+                self.damaged[f] = "its page of the file is damaged"
+                continue
+            if row is not None:
+                out.append(row)
+        return out
+
+    def _feature_ids(self) -> list[int]:
+        """The features of the store: from the status index (its own pages), else every
+        index below the run's d_sae."""
+        try:
+            return sorted(f for (f,) in self._db.execute(
+                "SELECT feature FROM features INDEXED BY features_status"))
+        except StoreDamagedError:
+            d_sae = (self.get_meta("info") or {}).get("d_sae")
+            if not isinstance(d_sae, int):
+                raise
+            return list(range(d_sae))
 
     def labelset(self, features: Iterable[int] | None = None) -> LabelSet:
         """The finished results as a `LabelSet`, with the run's recorded info."""
@@ -422,7 +529,7 @@ class RunStore:
         for f, s, text in self._db.execute(
                 f"SELECT feature, status, result FROM features WHERE {_DONE} "
                 "ORDER BY finished_at DESC, feature DESC LIMIT ?", (last,)):
-            r = LabelResult.from_json(text)
+            r = self._result(f, text)
             recent.append({"feature": f, "status": s, "label": r.label,
                            "verdict": r.verdict.value if r.verdict else None,
                            "evidence": r.verdict.short() if r.verdict else None,

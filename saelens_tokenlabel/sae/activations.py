@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
+from ..records.errors import CacheDamagedError, NonFiniteActivationError
 from .cache import META_FILENAME, ActivationCache, ShardWriter, features_key, find_cache
 from .config import CacheConfig
 from .corpus import Corpus, CorpusError
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_CONTEXT_SIZE = 128
-
-
-class NonFiniteActivationError(ValueError):
-    """The subject model gives NaN or inf at the SAE's hook. The message says where."""
 
 
 def resolve_context(subject: Subject, config: CacheConfig) -> tuple[int, bool, int | None]:
@@ -280,8 +277,14 @@ def build_activation_cache(
     if not config.overwrite:
         found = find_cache(run.run_dir, run.features)
         if found is not None:
-            log.info("reusing activation cache %s", found)
-            return ActivationCache.open(found)
+            try:
+                cache = ActivationCache.open(found)
+                log.info("reusing activation cache %s", found)
+                return cache
+            except CacheDamagedError as err:
+                # Derived data, keyed by everything it depends on: rebuilt, it is the same.
+                log.warning("the activation cache file %s cannot be read (%s); rebuilding "
+                            "the cache", err.path, err.problem)
     final = run.run_dir / features_key(run.features)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
+from ..records.errors import CacheDamagedError
 from .fingerprint import CACHE_FORMAT_VERSION, digest
 
 META_FILENAME = "meta.json"
@@ -131,15 +132,21 @@ class ActivationCache:
 
     @classmethod
     def open(cls, directory: str | Path) -> ActivationCache:
+        """The cache in `directory`, its ``meta.json`` and every shard's header checked: a
+        file that cannot be read is a `CacheDamagedError` naming it (`shard_problem`)."""
         directory = Path(directory)
         path = directory / META_FILENAME
         if not path.is_file():
             raise FileNotFoundError(f"{directory} is not an activation cache (no "
                                     f"{META_FILENAME}).")
-        meta = json.loads(path.read_text())
+        meta = _read_meta(path)
         if meta.get("format_version") != CACHE_FORMAT_VERSION or not meta.get("complete"):
             raise ValueError(f"{directory} holds an incomplete or older-format cache; delete "
                              "it or pass CacheConfig(overwrite=True).")
+        for info in meta["shards"]:
+            problem = shard_problem(directory / info["file"])
+            if problem is not None:
+                raise cache_damaged(directory / info["file"], problem)
         return cls(directory, meta)
 
     # ------------------------------------------------------------------ totals
@@ -166,10 +173,15 @@ class ActivationCache:
 
     # ------------------------------------------------------------------ reading
     def shard(self, i: int) -> Shard:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         info = self.meta["shards"][i]
-        t = load_file(str(self.directory / info["file"]))
+        path = self.directory / info["file"]
+        try:
+            t = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:  # damaged since `open`
+            raise cache_damaged(path, f"{type(err).__name__}: {err}") from err
         return Shard(info["first_context"], t["offsets"], t["tokens"], t["locations"],
                      t["activations"])
 
@@ -207,6 +219,52 @@ class ActivationCache:
             pos.append(shard.locations[m, 1].long())
             val.append(shard.activations[m])
         return torch.cat(ctx), torch.cat(pos), torch.cat(val)
+
+
+def cache_damaged(path: Path, problem: str) -> CacheDamagedError:
+    """The one line for a file of the cache that cannot be read."""
+    err = CacheDamagedError(
+        f"The activation cache file {path} cannot be read ({problem}). The cache holds "
+        "activations, no labels: rebuild it by rerunning the labeling command with "
+        "--overwrite-cache (CacheConfig(overwrite=True)), or delete "
+        f"{path.parent} and run it again.")
+    err.path, err.problem = path, problem
+    return err
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise cache_damaged(path, f"not JSON: {err}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("shards"), list):
+        raise cache_damaged(path, "not a cache's meta.json: no shard list")
+    return meta
+
+
+def shard_problem(path: Path) -> str | None:
+    """Why the shard at `path` cannot load, or None: missing, or not as long as its
+    safetensors header says (a truncated copy, a disk that filled up). Reads the header
+    only, so opening a cache stays cheap."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 <= n <= size - 8:
+                return f"truncated: {size} bytes, too short for its header"
+            header = json.loads(fh.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except FileNotFoundError:
+        return "the file is missing"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        return f"its header does not parse: {err}"
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"truncated: {size} bytes, its header needs {need}"
+    if size > need:
+        return f"{size} bytes, longer than the {need} its header says"
+    return None
 
 
 def find_cache(run_dir: Path, features: Sequence[int] | None) -> Path | None:

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..records.errors import CorpusError
+from ..records.files import not_utf8
+
 Kind = Literal["texts", "text_file", "jsonl", "hf"]
 _FILE_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".ndjson")
-
-
-class CorpusError(ValueError):
-    """The corpus cannot be read as given. The message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +70,10 @@ class Corpus:
             )
         if not texts:
             raise CorpusError("The corpus is empty. Pass at least one document.")
-        if not any(texts):
+        if not any(t.strip() for t in texts):
+            # What a text file of blank lines gives too (its reader skips them).
             raise CorpusError(f"The corpus has no tokens: all {len(texts)} documents are empty "
-                              "strings. Pass at least one non-empty document.")
+                              "or whitespace only. Pass at least one document with text.")
         return cls("texts", tuple(texts))
 
     @classmethod
@@ -97,11 +97,7 @@ class Corpus:
         if self.kind == "texts":
             yield from self.source
         elif self.kind == "text_file":
-            with open(self.source, encoding="utf-8") as f:
-                for line in f:
-                    line = line.rstrip("\n")
-                    if line.strip():
-                        yield line
+            yield from self._lines()
         elif self.kind == "jsonl":
             yield from self._jsonl()
         else:
@@ -120,9 +116,17 @@ class Corpus:
                               f"{type(text).__name__}, not a str.")
         return text
 
+    def _lines(self) -> Iterator[str]:
+        """A text file's non-blank lines, each a document."""
+        with self._open() as f:
+            for line in _utf8(f, self.source):
+                line = line.rstrip("\n")
+                if line.strip():
+                    yield line
+
     def _jsonl(self) -> Iterator[str]:
-        with open(self.source, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with self._open() as f:
+            for n, line in enumerate(_utf8(f, self.source), 1):
                 if not line.strip():
                     continue
                 try:
@@ -131,6 +135,13 @@ class Corpus:
                     raise CorpusError(f"{self.source}, line {n}: not JSON ({err}). A JSONL "
                                       "corpus needs one JSON object per line.") from None
                 yield self._field(record, f"{self.source}, line {n}")
+
+    def _open(self) -> Any:
+        try:
+            return open(self.source, encoding="utf-8")
+        except OSError as err:
+            raise CorpusError(f"Corpus file {self.source} cannot be read ({err.strerror}). "
+                              "Check the path and its permissions.") from None
 
     def _hf(self) -> Iterator[str]:
         try:
@@ -177,3 +188,14 @@ class Corpus:
                 for p in path.rglob("*") if p.is_file()
             )
         return out
+
+
+def _utf8(lines: Iterator[str], path: str | tuple[str, ...]) -> Iterator[str]:
+    """`lines` of a file opened as UTF-8; a byte that is not is a `CorpusError` naming the
+    line (`files.not_utf8`)."""
+    try:
+        yield from lines
+    except UnicodeDecodeError:
+        raise CorpusError(f"Corpus file {path}: {not_utf8(str(path))}. Save it as UTF-8 (e.g. "
+                          "iconv -f latin1 -t utf-8 FILE > FILE.utf8, with its real "
+                          "encoding).") from None

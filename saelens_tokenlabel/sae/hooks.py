@@ -16,16 +16,14 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
+from ..records.errors import HookError
+
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
     from transformer_lens.model_bridge import TransformerBridge
 
     SubjectModel: TypeAlias = HookedTransformer | TransformerBridge
     """A subject model: a HookedTransformer or a TransformerLens 3 TransformerBridge."""
-
-
-class HookError(ValueError):
-    """The SAE's hook cannot be read from this model. The message says why."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..records.config import WarmStartConfig
+from ..records.errors import LogitLensError
 from ..records.features import check_feature_indices
 
 if TYPE_CHECKING:
@@ -39,10 +40,6 @@ _RESIDUAL_HOOK = re.compile(
 _Z_HOOK = re.compile(r"^blocks\.(\d+)\.attn\.hook_z$")
 _RESULT_HOOK = re.compile(r"^blocks\.(\d+)\.attn\.hook_result$")
 _MLP_POST_HOOK = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
-
-
-class LogitLensError(ValueError):
-    """The SAE's decoder cannot be read through this model's unembedding. Says why."""
 
 
 def check_features(features: Sequence[int], d_sae: int) -> list[int]:

@@ -3,6 +3,7 @@ what it prints, the report's column; and one-line errors."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -74,3 +75,41 @@ def test_defaults_from_the_run():
         evaluator_name(None, {})
     with pytest.raises(ValueError, match="pass --model"):
         subject_tokenizer(None)
+
+
+@pytest.mark.slow
+def test_explanations_of_features_beyond_the_sae_are_printed_with_a_count(run, tmp_path,
+                                                                         capsys):
+    run_dir, tok_dir, _ = run
+    tsv = tmp_path / "mixed.tsv"
+    tsv.write_text("feature\texplanation\n0\tanimal\n99\tdogs\n1\tcolor\n4096\tcats\n",
+                   encoding="utf-8")
+    assert main(["compare", str(run_dir), "--explanations", str(tsv), "--model",
+                 str(tok_dir), "--evaluator", "toy", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    unknown = [x for x in out.splitlines() if x.startswith("unknown:")]
+    assert unknown == ["unknown:      2 explanations of features the SAE does not have "
+                       "(d_sae=8), skipped: 99, 4096; is the source of this SAE?"]
+    assert json.loads((run_dir / COMPARE_JSON).read_text())["unused_explanations"] == 2
+
+
+def test_a_gzip_cut_inside_its_first_line_is_one_line_naming_it(tmp_path, capsys):
+    whole = gzip.compress(("".join(json.dumps({"index": str(f), "description": "x" * 4000})
+                                   + "\n" for f in range(3))).encode())
+    cut = tmp_path / "explanations.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 3])  # the cut falls inside the first line
+    assert main(["compare", str(tmp_path), "--explanations", str(cut)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tokenlabel: error: --explanations {cut}: ")
+    assert "truncated" in err[0] and "EOFError" in err[0]
+
+
+def test_an_explanation_file_that_is_not_utf8_names_its_line(tmp_path, capsys):
+    tsv = tmp_path / "explanations.tsv"
+    lines = [f"{f}\tmentions of animals and their habitats" for f in range(400)]
+    lines[300] = "300\tcaf\u00e9 and restaurants"
+    tsv.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))  # > 8 KB before the bad byte
+    assert main(["compare", str(tmp_path), "--explanations", str(tsv)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tokenlabel: error: --explanations {tsv}: ")
+    assert "line 301 is not UTF-8 (byte 0xe9 at offset 7 in the line)" in err[0]

@@ -210,3 +210,47 @@ def test_label_command_amortize_flags(subject, fast_evaluator, toy_corpus, tmp_p
         bound = store.meta()["amortize"]
     assert bound["seed_features"] == 2 and bound["candidates"] == 2
     assert len(LabelSet.load(out / SIDECAR_FILENAME)) == 6
+
+
+def test_a_run_without_a_neuronpedia_id_succeeds_and_still_saves_the_sae(
+        subject, fast_evaluator, toy_corpus, tmp_path, capsys):
+    sae_dir, model_dir, ev_dir = saved_inputs(tmp_path, subject, fast_evaluator)
+    planted_sae(neuronpedia_id=None).save_model(sae_dir)  # a user's own SAE: the usual case
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(toy_corpus[:40]) + "\n")
+    out = tmp_path / "out"
+    assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+                 str(corpus), "--features", "0:2", "--evaluator", str(ev_dir), "--out",
+                 str(out), "--cache-dir", str(tmp_path / "cache"), "--steps", "2",
+                 "--batch-size", "6", "--n-top", "4", "--n-quantile", "4", "--n-random", "4",
+                 "--n-near-miss", "4", "--device", "cpu", "--save-sae"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    warning = [x for x in printed.out.splitlines() if x.startswith("neuronpedia:")]
+    assert len(warning) == 1 and "not written: No Neuronpedia id" in warning[0]
+    assert "--neuronpedia-id" in warning[0]
+    assert not (out / "neuronpedia.jsonl").exists()
+    labels = LabelSet.load(out / SIDECAR_FILENAME)
+    assert list(labels) == [0, 1] and (out / "labels.tsv").is_file()
+    saved = json.loads((out / "sae" / "cfg.json").read_text())  # --save-sae is not skipped
+    assert saved["metadata"]["tokenlabel"]["labels"]["0"]["label"] == labels[0].label
+    # The way the warning gives: the export with the id.
+    assert main(["export", str(out), "--neuronpedia-id", NEURONPEDIA_ID]) == 0
+    records = [json.loads(x) for x in (out / "neuronpedia.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == ["0", "1"]
+
+
+def test_a_corpus_that_is_not_utf8_is_one_line_naming_the_file_and_line(
+        subject, fast_evaluator, toy_corpus, tmp_path, capsys):
+    sae_dir, model_dir, ev_dir = saved_inputs(tmp_path, subject, fast_evaluator)
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes(("\n".join(toy_corpus[:4]) + "\nun caf\u00e9 noir\n").encode("latin-1"))
+    out = tmp_path / "out"
+    assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+                 str(corpus), "--features", "0:2", "--evaluator", str(ev_dir), "--out",
+                 str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert f"Corpus file {corpus}: line 5 is not UTF-8 (byte 0xe9 at offset 6 in the line)" \
+        in err[0]
+    assert "iconv" in err[0]

@@ -39,3 +39,22 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
     assert err.startswith("tokenlabel: error:") and "save_local_model" in err
     assert main(["synthetic", "animals", "--evaluator", "toy", "--lr", "-1"]) == 2
     assert "lr must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_debug_shows_the_traceback_before_the_one_line(tmp_path, capsys, monkeypatch, how):
+    argv = ["status", str(tmp_path)]
+    assert main(argv) == 2
+    plain = capsys.readouterr().err
+    assert plain.count("\n") == 1 and "Traceback" not in plain
+    if how == "flag":
+        argv = ["--debug", *argv]
+    else:
+        monkeypatch.setenv("TOKENLABEL_DEBUG", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "FileNotFoundError: No run store" in err
+    assert err.splitlines()[-1] == plain.strip()  # the same line last
+    monkeypatch.setenv("TOKENLABEL_DEBUG", "0")
+    assert main(["status", str(tmp_path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err

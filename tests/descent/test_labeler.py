@@ -15,6 +15,7 @@ from saelens_tokenlabel import (
     label_features_data,
 )
 from saelens_tokenlabel.descent.labeler import split_holdout
+from saelens_tokenlabel.records.errors import PromptTooLongError
 from saelens_tokenlabel.toy import (
     CONCEPTS,
     SUBSETS,
@@ -188,3 +189,22 @@ def test_two_token_concept_is_recovered_with_label_length_2(toy_evaluator):
     both, right = score_hard_label(ctx, ids, targets, [ve, hicle])
     assert float(right.double().mean()) == both["train_accuracy"]
     assert both["train_balanced_accuracy"] >= 0.95
+
+
+def test_a_prompt_longer_than_the_evaluator_context_is_refused_before_any_forward_pass(
+        toy_evaluator, monkeypatch):
+    n_ctx = toy_evaluator.n_ctx
+    words = [" cat", " table"] * 1000  # a 2,000-word sentence: far past the toy's context
+    long = FeatureData.from_sentences([[(w, float(w == " cat")) for w in words],
+                                       [("A", 0.0), (" dog", 1.0)]], name="long")
+
+    def forward(*a, **k):
+        raise AssertionError("a forward pass ran")
+
+    monkeypatch.setattr(type(toy_evaluator.backend), "run", forward)
+    with pytest.raises(PromptTooLongError) as err:
+        label_feature(long, toy_evaluator, LabelConfig(steps=2))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("Feature 'long': the rating prompt of the example")
+    assert f"longer than the evaluator's context of {n_ctx}" in msg
+    assert "window_before" in msg and "window_after" in msg

@@ -168,3 +168,18 @@ def test_status_result_carries_the_message_beside_what_is_known():
     assert r.extra.message == "never fires" and r.extra.activation == stats
     assert list(r.extra.to_dict()) == ["message", "activation"] and r.evaluator == "e"
     assert status_result(4, "dead", "x").extra.to_dict() == {"message": "x"}
+
+
+def test_a_garbled_label_file_is_one_line_naming_it(quick_labels, tmp_path, capsys):
+    from saelens_tokenlabel.cli import main
+    from saelens_tokenlabel.records.errors import RecordError
+
+    path = quick_labels.save(tmp_path / "labels.json")
+    path.write_text(path.read_text(encoding="utf-8")[:500], encoding="utf-8")  # cut short
+    with pytest.raises(RecordError) as err:
+        LabelSet.load(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path} is not a readable label file (") and "\n" not in msg
+    assert "tokenlabel export" in msg
+    assert main(["report", str(path), "--no-plots"]) == 2
+    assert capsys.readouterr().err == f"tokenlabel: error: {msg}\n"

@@ -120,3 +120,32 @@ def test_synthetic_starts_with_paper_samples():
 def test_unknown_synthetic_name():
     with pytest.raises(KeyError, match="animals"):
         FeatureData.synthetic("cats")
+
+
+@pytest.mark.parametrize("build, named", [
+    (lambda: FeatureData([[("The", 0.0), (" cat", math.nan)]], name=7),
+     "Sentence 0, token 1 (' cat'): activation is nan"),
+    (lambda: FeatureData([[("a", 1.0)], [("b", math.inf)]]),
+     "Sentence 1, token 0 ('b'): activation is inf"),
+    (lambda: FeatureData([], rated=[("the cat", "cat", 1.0), ("a dog", "dog", math.nan)]),
+     "Example 1 ('dog'): activation is nan"),
+    (lambda: FeatureData([[("a", "high")]]), "activation 'high' is not a number"),
+    (lambda: FeatureData([], rated=[("t", "w", 1.0)], groups=[0, 1]),
+     "2 groups for 1 rated examples"),
+])
+def test_feature_data_built_directly_is_checked_as_by_its_constructors(build, named):
+    # Built directly (not through from_*), a NaN used to count as inactive, and the result
+    # said status='ok'. Now it is the from_* constructors' one-line error.
+    with pytest.raises(FeatureDataError) as err:
+        build()
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_feature_data_built_directly_keeps_what_the_constructors_build():
+    sents = [[("The", 0), (" cat", 1.5)]]
+    assert FeatureData(sents).sentences == FeatureData.from_sentences(sents).sentences == \
+        [[("The", 0.0), (" cat", 1.5)]]
+    rated = [("the cat", "cat", 1), ("a dog", "dog", 0.0, "ctx")]
+    built = FeatureData.from_examples(rated)
+    assert built.rated == [("the cat", "cat", 1.0), ("a dog", "dog", 0.0)]
+    assert built.groups == ["the cat", "ctx"]

@@ -109,3 +109,24 @@ def test_heavy_optional_packages_are_imported_only_where_used():
              for name in _import_time_imports(ast.parse(path.read_text(encoding="utf-8")))
              if name.split(".")[0] in HEAVY_OPTIONAL]
     assert not found, found
+
+
+def test_a_corpus_of_whitespace_is_the_same_error_in_python_and_on_the_command_line(
+        tmp_path, subject, sae, fast_evaluator):
+    from saelens_tokenlabel.run.pipeline import label_sae_features
+    from saelens_tokenlabel.sae import CacheConfig
+    from saelens_tokenlabel.sae.activations import build_activation_cache
+    from saelens_tokenlabel.sae.subject import Subject
+
+    blank = ["  ", "\n", "\t "]
+    cache = CacheConfig(cache_dir=tmp_path / "cache")
+    # It used to be labeled: every feature stored as `dead`.
+    with pytest.raises(CorpusError, match="no tokens: all 3 documents are empty or whitespace"):
+        label_sae_features(sae, subject, fast_evaluator, blank, [0], cache=cache,
+                           run_dir=tmp_path / "run")
+    assert not (tmp_path / "cache").exists()  # refused before any pass of the model
+    # The same lines as a .txt corpus (what `tokenlabel label --corpus` reads): the same type.
+    path = tmp_path / "blank.txt"
+    path.write_text("\n".join(blank) + "\n")
+    with pytest.raises(CorpusError, match="gave no tokens"):
+        build_activation_cache(Subject.of(subject, sae), path, [0], cache)

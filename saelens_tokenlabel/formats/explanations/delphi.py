@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..jsonl import UNREADABLE
-from .registry import ReadOptions, explanations_folder, register_reader
+from .registry import ReadOptions, explanations_folder, register_reader, unreadable
 from .source import ExplanationSource, ExplanationSourceError, Keep, SourceInfo
 
 DELPHI = "delphi"
@@ -36,8 +36,7 @@ def _delphi_text(path: Path) -> str:
     except json.JSONDecodeError:
         value = None
     except UNREADABLE as err:
-        raise ExplanationSourceError(f"{path} cannot be read ({type(err).__name__}: {err}); "
-                                     "delphi writes UTF-8 JSON strings.") from None
+        raise unreadable(path, err) from None
     if not isinstance(value, str):
         raise ExplanationSourceError(
             f"{path}: not a JSON string; delphi writes each explanation as one (e.g. "

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import UNREADABLE, batch_order, open_text
-from .registry import ReadOptions, explanations_folder, first_line, register_reader
+from .registry import (
+    ReadOptions,
+    explanations_folder,
+    first_line,
+    register_reader,
+    unreadable,
+)
 from .source import ExplanationSource, ExplanationSourceError, Keep, SourceInfo
 
 NEURONPEDIA_JSONL = "neuronpedia-jsonl"
@@ -26,9 +32,7 @@ def _json_lines(files: Iterable[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             yield from _lines_of(path)
         except UNREADABLE as err:
-            raise ExplanationSourceError(
-                f"{path} cannot be read ({type(err).__name__}: {err}); give a whole UTF-8 "
-                "(or gzipped UTF-8) JSON Lines file.") from None
+            raise unreadable(path, err) from None
 
 
 def _lines_of(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

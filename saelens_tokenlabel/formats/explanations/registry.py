@@ -27,11 +27,14 @@ built-in ones, so a format of one's own can claim files a built-in one would mis
 
 from __future__ import annotations
 
+import gzip
 import importlib
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ...records.files import not_utf8
 from ..jsonl import UNREADABLE, open_text
 from .source import ExplanationSource, ExplanationSourceError
 
@@ -148,6 +151,21 @@ def first_line(path: Path) -> str:
                 if line.strip():
                     return line.strip()
     except UNREADABLE as err:  # gzip.BadGzipFile is an OSError
-        raise ExplanationSourceError(f"--explanations {path}: cannot be read as UTF-8 text "
-                                     f"({err}); give {KINDS}.") from None
+        raise unreadable(path, err) from None
     raise ExplanationSourceError(f"--explanations {path}: the file is empty.")
+
+
+def unreadable(path: Path, err: BaseException) -> ExplanationSourceError:
+    """The one line for a file that cannot be read to its end: not UTF-8 (which line: a
+    decoder's own offset is into its read buffer), cut short or not gzip, or an error of the
+    OS."""
+    if isinstance(err, UnicodeDecodeError):
+        opener = gzip.open if path.name.endswith(".gz") else open
+        return ExplanationSourceError(
+            f"--explanations {path}: cannot be read as UTF-8 text: {not_utf8(path, opener)}; "
+            "save it as UTF-8 (or gzipped UTF-8).")
+    what = (" the file is truncated or not gzip;" if isinstance(
+        err, EOFError | zlib.error | gzip.BadGzipFile) else "")
+    return ExplanationSourceError(
+        f"--explanations {path}: cannot be read as UTF-8 text ({type(err).__name__}: "
+        f"{' '.join(str(err).split())}):{what} give a whole file of {KINDS}.")

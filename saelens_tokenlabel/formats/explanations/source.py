@@ -7,15 +7,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ...records.errors import ExplanationSourceError  # noqa: F401 - the readers import it here
 from ...records.serial import Record
 
 FIRST_BY_FILE_ORDER = "first by file order"
 """Which explanation of a feature is kept when a source has several."""
-
-
-class ExplanationSourceError(ValueError):
-    """A file or folder that holds no explanations this package can read; the message says
-    what is wrong and what to give instead."""
 
 
 @dataclass(frozen=True)

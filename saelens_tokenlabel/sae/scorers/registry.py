@@ -36,6 +36,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ...records.columns import ScoreColumn
+from ...records.errors import ScorerError
 from ...records.extra import FeatureExtra
 from ...records.result import LabelResult
 from ...records.serial import Config
@@ -48,10 +49,6 @@ ENTRY_POINT_GROUP = "saelens_tokenlabel.scorers"
 DEFAULT_SCORERS = ("output_side", "coherence", "steering")
 """The scorers a run uses unless told otherwise (all three the package ships)."""
 _BUILTIN = {"output_side": ".output_side", "coherence": ".coherence", "steering": ".steering"}
-
-
-class ScorerError(ValueError):
-    """A scorer cannot be registered or found as asked; the message says why and what to do."""
 
 
 @dataclass

@@ -248,7 +248,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     evaluator = load_evaluator(args.evaluator, "cpu" if ray is not None else device,
                                 args.dtype, args.evaluator_backend)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # No folder yet: the run store creates it once the inputs are known good, so a start that
+    # fails (a bad corpus, SAE or model) leaves nothing behind.
     sidecar = out / SIDECAR_FILENAME
     # A folder from before the run store: its sidecar seeds the store once.
     legacy = sidecar if sidecar.is_file() and not (out / RUN_STORE_FILENAME).exists() else None
@@ -256,6 +257,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                                 examples=examples, features_per_batch=args.features_per_batch,
                                 run_dir=out, checkpoint=legacy, order=args.order, ray=ray,
                                 amortize=amortize, scores=scores)
+    out.mkdir(parents=True, exist_ok=True)
     labels.save(sidecar)
     _write_tsv(labels, out / LABELS_TSV)
     print(f"labeled:      {len(labels)} features {_counts(labels)}")

@@ -36,7 +36,7 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE INDEX IF NOT EXISTS features_status ON features(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+Explain = Callable[[str, dict[str, Any]], "str | None"]
+"""Words for a key that does not match: ``explain(key, stored_meta)`` (`RunStore.check`)."""
 _CLAIM_COLUMNS = {"owner": "TEXT", "claimed_at": "REAL", "heartbeat_at": "REAL",
                   "expires_at": "REAL"}
 _UNCLAIM = "owner = NULL, claimed_at = NULL, heartbeat_at = NULL, expires_at = NULL"
@@ -264,23 +266,34 @@ class RunStore:
             for k, v in values.items():
                 self._set_meta(k, v)
 
-    def bind(self, expected: dict[str, Any], names: dict[str, str] | None = None) -> None:
-        """Record `expected` (key -> JSON value) on first use; on a later run, raise
-        `RunMismatchError` unless every key matches. `names` words each key for the message."""
-        names = names or {}
+    def check(self, expected: dict[str, Any], names: dict[str, str] | None = None,
+              explain: Explain | None = None) -> dict[str, Any]:
+        """Raise `RunMismatchError` unless every key of `expected` (key -> JSON value) that
+        the store has recorded matches; returns the keys it has not recorded yet. `names`
+        words each key for the message; `explain(key, stored_meta)` may say in words what
+        differs (else the differing fields are listed)."""
         stored = self.meta()
-        fresh = {k: v for k, v in expected.items() if k not in stored}
         for key, want in expected.items():
             if key in stored and stored[key] != _roundtrip(want):
-                what = names.get(key, f"another {key.replace('_', ' ')}")
-                diff = _diff(stored[key], _roundtrip(want))
+                what = names.get(key, f"another {key.replace('_', ' ')}") if names else \
+                    f"another {key.replace('_', ' ')}"
+                words = explain(key, stored) if explain is not None else None
+                diff = f": {words}" if words else _diff(stored[key], _roundtrip(want))
                 raise RunMismatchError(
                     f"The run store {self.path} was made with {what}{diff}. Pass the same "
                     "inputs and settings to resume it, or another output folder to start a new "
                     "run."
                 )
-        if fresh:
-            self.set_meta(**fresh)
+        return {k: v for k, v in expected.items() if k not in stored}
+
+    def bind(self, expected: dict[str, Any], names: dict[str, str] | None = None,
+             explain: Explain | None = None) -> None:
+        """Record `expected` on first use; on a later run, raise `RunMismatchError` unless
+        every key matches (`check`). Checked and recorded in one transaction, so two
+        processes binding a new store at once cannot both win."""
+        with self._write():
+            for k, v in self.check(expected, names, explain).items():
+                self._set_meta(k, v)
 
     # ------------------------------------------------------------------ features
     def add_features(self, features: Iterable[int]) -> None:

@@ -100,7 +100,7 @@ def started(out) -> dict[int, int]:
     from saelens_tokenlabel.run import RunStore
 
     with RunStore(out, create=False) as store:
-        return {r["feature"]: r["attempts"] for r in store.rows()}
+        return {r["feature"]: r["starts"] for r in store.rows()}
 
 
 def test_label_command_ray_flags(tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_status_counts_attempts_errors_and_last(run_dir, capsys):
     assert main(["status", str(run_dir), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["counts"] == {"ok": 2, "dead": 1, "error": 1, "pending": 1}
-    assert s["attempts"]["total"] == 4 and [e["feature"] for e in s["errors"]] == [5]
+    assert s["retries"]["starts"] == 4 and [e["feature"] for e in s["errors"]] == [5]
     assert {r["feature"] for r in s["last"]} == {0, 1, DEAD_FEATURE}
     assert s["claimed"] == 0 and "claimed:" not in out
 
@@ -61,7 +61,9 @@ def test_status_shows_who_is_labeling_what(run_dir, tmp_path, capsys):
     with RunStore(copy) as store:
         assert store.claim([5, 6], 2, "host:123:abc", lease_s=60.0) == [5, 6]
     assert main(["status", str(copy)]) == 0
-    assert "claimed:      2 features being labeled by host:123:abc (2)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "claimed:      2 features being labeled (last heartbeat 0 s ago)" in out
+    assert "\n  host:123:abc  5, 6\n" in out
     with RunStore(copy) as store:
         store.release("host:123:abc")
         assert store.claim([6], 1, "host:9:x", lease_s=-1.0) == [6]  # already expired

@@ -149,7 +149,7 @@ def test_two_processes_on_one_run_folder_label_each_feature_once(inputs, tmp_pat
     with RunStore(out, create=False) as store:
         rows = store.rows()
         assert [r["feature"] for r in rows] == FEATURES
-        assert [r["attempts"] for r in rows] == [1] * len(FEATURES)  # each labeled once
+        assert [r["starts"] for r in rows] == [1] * len(FEATURES)  # each labeled once
         assert store.claims() == {}  # both released what they held
         same_labels(store.labelset(), ref)
 
@@ -185,7 +185,7 @@ def test_a_killed_process_claims_are_taken_over_after_the_lease(inputs, tmp_path
     same_labels(got, ref)
     with RunStore(out, create=False) as store:
         rows = {r["feature"]: r for r in store.rows()}
-        assert {f: r["attempts"] for f, r in rows.items()} == {
+        assert {f: r["starts"] for f, r in rows.items()} == {
             f: (2 if f in held else 1) for f in FEATURES}
         assert store.claims() == {}
         same_labels(store.labelset(), ref)
@@ -208,6 +208,6 @@ def test_claims_of_a_killed_process_on_this_host_are_free_at_once(inputs, tmp_pa
     assert time.monotonic() - t0 < 300  # not the 600 s lease
     same_labels(got, ref)
     with RunStore(out, create=False) as store:
-        attempts = {r["feature"]: r["attempts"] for r in store.rows()}
+        attempts = {r["feature"]: r["starts"] for r in store.rows()}
         assert attempts == {f: (2 if f in held else 1) for f in FEATURES}
         assert store.claims(expired=True) == {}

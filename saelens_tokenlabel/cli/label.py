@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +56,19 @@ def add_label_parser(sub: Any) -> None:
                     "labels.tsv, tokenlabel_labels.json (full results) and neuronpedia.jsonl "
                     "are written into --out. See tokenlabel status / export.")
     _add_sources(p)
-    p.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default)")
+    p.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default: %(default)s)")
     p.add_argument("--evaluator", required=True,
                    help="evaluator model name, a folder from stl.save_local_model, or 'toy'")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--neuronpedia-id", help="'<modelId>/<layer>-<source>' when the SAE's "
                    "metadata has none")
     p.add_argument("--features-per-batch", type=int, default=8,
-                   help="features sharing one optimisation")
+                   help="features sharing one optimisation (default: %(default)s)")
     _add_scores(p)
     add_import_flag(p)
     p.add_argument("--order", choices=["index", "attribution"], default="index",
-                   help="labeling order: feature index, or largest attribution score first")
+                   help="labeling order: feature index, or largest attribution score first "
+                        "(default: %(default)s)")
     _add_ray(p)
     p.add_argument("--save-sae", action="store_true",
                    help="also save the SAE, labels attached, into OUT/sae")
@@ -102,8 +104,9 @@ def _add_sources(p: Any) -> None:
                      help="a .txt file (one document per line), a .jsonl file, a local dataset "
                           "folder, or a Hugging Face dataset name (streamed)")
     src.add_argument("--text-field", default="text",
-                     help="field with the text (JSONL, datasets)")
-    src.add_argument("--split", default="train", help="dataset split")
+                     help="field with the text (JSONL, datasets; default: %(default)s)")
+    src.add_argument("--split", default="train",
+                     help="dataset split (default: %(default)s)")
 
 
 def _add_scores(p: Any) -> None:
@@ -149,20 +152,64 @@ def _add_ray(p: Any) -> None:
                    help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
 
 
+class SaeLoadError(ValueError):
+    """The SAE could not be loaded; the message (one line) names the file or release, what is
+    wrong and what to do."""
+
+
+_RESAVE = "save the SAE again with sae.save_model(folder)"
+
+
 def _load_sae(args: argparse.Namespace, device: str) -> Any:
     from sae_lens import SAE
+
+    from ..evaluator.loading import from_hub
 
     if args.sae_path and (args.sae_release or args.sae_id):
         raise ValueError("Pass either --sae-path or --sae-release with --sae-id, not both.")
     if args.sae_path:
-        if not (Path(args.sae_path) / "cfg.json").is_file():
+        folder = Path(args.sae_path)
+        if not (folder / "cfg.json").is_file():
             raise FileNotFoundError(f"--sae-path {args.sae_path}: no cfg.json there; pass a "
                                     "folder written by sae.save_model(path).")
-        return SAE.load_from_disk(args.sae_path, device=device)
+        _check_sae_cfg(folder / "cfg.json")
+        try:
+            return SAE.load_from_disk(args.sae_path, device=device)
+        except TypeError as err:  # a field the SAE class needs is missing
+            fields = re.findall(r"'(\w+)'", str(err))
+            raise SaeLoadError(
+                f"{folder / 'cfg.json'} lacks {', '.join(map(repr, fields)) or 'a field'} "
+                f"({err}): add it, or {_RESAVE}.") from None
+        except RuntimeError as err:  # the weights do not fit the config
+            raise SaeLoadError(_weights_message(folder, err)) from None
     if not (args.sae_release and args.sae_id):
         raise ValueError("Name the SAE: --sae-release RELEASE --sae-id ID (see SAELens's "
                          "pretrained_saes.yaml), or --sae-path DIR.")
-    return SAE.from_pretrained(args.sae_release, args.sae_id, device=device)
+    return from_hub(f"{args.sae_release}/{args.sae_id}", lambda: SAE.from_pretrained(
+        args.sae_release, args.sae_id, device=device), what="SAE",
+        local="pass --sae-path with a folder written by sae.save_model(folder) on a machine "
+              "with network")
+
+
+def _check_sae_cfg(path: Path) -> None:
+    """`path` (an SAE's cfg.json) is a JSON object: else one line naming the file."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SaeLoadError(f"{path} is not valid JSON ({err}): the file is damaged or was cut "
+                           f"short; {_RESAVE}.") from None
+    if not isinstance(cfg, dict):
+        raise SaeLoadError(f"{path} holds a {type(cfg).__name__}, not the JSON object of an "
+                           f"SAE config; {_RESAVE}.")
+
+
+def _weights_message(folder: Path, err: RuntimeError) -> str:
+    from ..evaluator.loading import weights_error
+
+    weights = sorted(p.name for p in folder.glob("*.safetensors")) or ["the weights"]
+    return (f"The weights in {folder / weights[0]} do not fit {folder / 'cfg.json'} "
+            f"({weights_error(err)}): its d_in or d_sae disagrees with them. Correct cfg.json, "
+            f"or {_RESAVE}.")
 
 
 def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:

@@ -232,7 +232,7 @@ def concept_row(model: HookedTransformer, hook: str, word: str, steps: int = 100
         u = v / v.norm()
         add = (scales[:, None] * u).repeat_interleave(len(tokens), 0)[:, None]
         logits = model.run_with_hooks(rows, attention_mask=m,
-                                      fwd_hooks=[(hook, lambda a, hook: a + add)])
+                                      fwd_hooks=[(hook, lambda a, hook, add=add: a + add)])
         said = torch.log_softmax(logits[at], -1)[:, t].mean()
         ranked = torch.log_softmax(20.0 * (u @ lens), -1)[t]
         # autograd.grad, not backward: the model's weights get no gradient.

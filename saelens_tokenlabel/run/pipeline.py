@@ -6,8 +6,10 @@ words crossing tokenizers by `words.py`) -> token-space gradient descent (the co
 `label_features_data`, several features per optimisation, `batch.label_batch`) -> `LabelSet`.
 
 This module only composes the stages: check the inputs (`sae/validate.py`), resolve the
-features, open and bind the record (`record.py`: run store or checkpoint, claims), order
-them, build the activation cache, select examples, prepare batches (`sae/batches.py`),
+features, open the record (`record.py`: run store or checkpoint; a store is checked against
+the inputs at once, but bound, and its claims taken, only once the activation cache is built,
+so that a start that fails leaves nothing behind), build the activation cache, order the
+features, select examples, prepare batches (`sae/batches.py`),
 label them with an executor (`executors.py`, or Ray: `ray_backend.py`), score them on the
 driver (`sae/scorers/`) and collect the `LabelSet`. How the run goes is `RunOptions`.
 """
@@ -166,9 +168,12 @@ def label_sae_features(
     feats = resolve_features(features, run.subject.d_sae)
     identity = _identity(run.subject, run.evaluator, run.corpus, run.memo)
     explain = identity_explainer(identity, run.corpus, run.memo)
+    earlier = run.corpus.path_fingerprint()
+    earlier_identity = None if earlier is None else {**identity, "corpus": digest(earlier)}
     # The store is checked here (a mismatch fails before any work) but bound only once the
     # activation cache is built (`stage`): a start that fails before leaves nothing behind.
-    with open_record(opts, identity, run.config, run.ex, feats, explain) as record:
+    with open_record(opts, identity, run.config, run.ex, feats, explain,
+                     earlier_identity) as record:
         todo = record.todo(feats)
         if todo:
             run.label(record, feats, todo, requested=features is not None)

@@ -118,14 +118,16 @@ class RunRecord:
 
 @contextmanager
 def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConfig,
-                ex: ExampleConfig, feats: list[int], explain: Explain | None = None
-                ) -> Iterator[RunRecord]:
+                ex: ExampleConfig, feats: list[int], explain: Explain | None = None,
+                earlier_identity: dict[str, Any] | None = None) -> Iterator[RunRecord]:
     """The run's record: the checkpoint read, and a run store that exists opened and checked
     against these inputs and settings (a mismatch is an error, before any work), its finished
     results read. Nothing is written until `RunRecord.bind`: a start that fails before it
     (an empty corpus, a model that does not load) leaves no store and no folder. On the way
     out this process's claims are released and a store opened here is closed. `explain`
-    words a mismatch (`RunStore.check`)."""
+    words a mismatch (`RunStore.check`); a store bound to `earlier_identity` (what an earlier
+    version called these same inputs: a corpus file by its path and modification time) is
+    rebound to `identity`."""
     labels = LabelSet()
     ckpt = Path(opts.checkpoint) if opts.checkpoint is not None else None
     if ckpt is not None:
@@ -145,6 +147,9 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
                        _Binding(path, bound, explain, feats, opts.lease_s))
     try:
         if store is not None:
+            if earlier_identity is not None and store.rebind("identity", earlier_identity,
+                                                             identity):
+                log.info("%s: the corpus is identified by its documents now", store.path)
             store.check(bound, names=IDENTITY_NAMES, explain=explain)
             record.labels = _merged(store.labelset(), labels)
         yield record

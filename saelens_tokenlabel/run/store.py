@@ -291,6 +291,15 @@ class RunStore:
                 )
         return {k: v for k, v in expected.items() if k not in stored}
 
+    def rebind(self, key: str, old: Any, new: Any) -> bool:
+        """Record `new` for `key` where the store has `old` (one transaction): the same inputs,
+        named otherwise by an earlier version. Returns whether it did."""
+        with self._write():
+            if self.get_meta(key) != _roundtrip(old):
+                return False
+            self._set_meta(key, new)
+        return True
+
     def bind(self, expected: dict[str, Any], names: dict[str, str] | None = None,
              explain: Explain | None = None) -> None:
         """Record `expected` on first use; on a later run, raise `RunMismatchError` unless

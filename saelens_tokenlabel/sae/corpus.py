@@ -185,6 +185,20 @@ class Corpus:
             )
         return out
 
+    def path_fingerprint(self) -> dict[str, Any] | None:
+        """The identity earlier versions gave a file (its path, size and modification time) or
+        a list of strings, before identity by content: a run folder they started, on a file
+        untouched since, still resumes (`run.record.open_record` rebinds it). None for a
+        dataset, whose identity has not changed."""
+        if self.kind == "texts":
+            docs = self.documents_digest()
+            return None if docs is None else {"kind": "texts", "n": docs.n, "sha": docs.sha}
+        if self.kind == "hf":
+            return None
+        st = Path(str(self.source)).stat()
+        return {"kind": self.kind, "path": self.source, "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns, "text_field": self.text_field}
+
     def profile(self, memo: Path | None = None) -> dict[str, Any]:
         """What a run records of its corpus, so that a later mismatch can be said in words
         (`difference`): where it was, its size, its documents and their hash."""

@@ -189,3 +189,30 @@ def test_features_out_of_range_are_counted(inputs, tmp_path, capsys):
     assert main(args) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "92 indices are out of range (8..99)" in line and "d_sae=8" in line
+
+
+def test_a_run_folder_from_before_content_identity_still_resumes(inputs, toy_corpus, tmp_path,
+                                                                 capsys):
+    """A store bound by an earlier version (the corpus by its path, size and modification
+    time) resumes while the file is untouched, and is rebound to the documents' identity."""
+    from saelens_tokenlabel.run import RunStore
+    from saelens_tokenlabel.sae import Corpus
+    from saelens_tokenlabel.sae.fingerprint import digest
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(toy_corpus[:30]) + "\n", encoding="utf-8")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert main(label_args(inputs, corpus, out, cache)) == 0
+    first = results(out)
+    with RunStore(out) as store:  # as an earlier version bound it
+        identity = store.get_meta("identity")
+        now = identity["corpus"]
+        old = {**identity, "corpus": digest(Corpus.of(corpus).path_fingerprint())}
+        info = store.get_meta("info")
+        info.pop("corpus_profile")
+        store.set_meta(identity=old, info=info)
+    assert main(label_args(inputs, corpus, out, cache)) == 0
+    assert results(out) == first and started(out) == {0: 1, 1: 1, 2: 1}
+    with RunStore(out, create=False) as store:
+        assert store.get_meta("identity")["corpus"] == now
+    capsys.readouterr()

@@ -207,14 +207,25 @@ def select(sae: Any, z: Float[torch.Tensor, "n d_sae"], grad: torch.Tensor
     equal scores go to the larger z, then to the lower index (module docstring: a zero
     gradient, as at the last position of a context, makes every score equal)."""
     proj = decoder_projection(sae, grad, z.shape).to(z.dtype)
-    # + 0.0 turns the -0.0 of a negative z times a zero gradient into +0.0: a radix sort (CUDA)
-    # would otherwise order the two zeros apart.
+    # + 0.0 turns the -0.0 of a negative z times a zero gradient into +0.0, which compares
+    # equal anyway but would sort apart in a radix sort (CUDA).
     score = z * (proj.abs() if sae.cfg.gradient_abs else proj) + 0.0
-    # Lexicographic (score, z, -index) by two stable sorts: first by z, then by the score.
-    by_z = torch.sort(z, dim=-1, descending=True, stable=True).indices
-    order = torch.sort(score.gather(-1, by_z), dim=-1, descending=True, stable=True).indices
-    idx = by_z.gather(-1, order[..., : sae.cfg.k])
-    return torch.zeros_like(z).scatter(-1, idx, z.gather(-1, idx).relu())
+    k = sae.cfg.k
+    flat_z, flat_s = z.reshape(-1, z.shape[-1]), score.reshape(-1, z.shape[-1])
+    vals, idx = flat_s.topk(k, dim=-1)
+    # The chosen set is unique unless scores tie at the k-th place; only those rows (a
+    # context's last position, where every score is 0) need the tie rule, by two stable sorts:
+    # by z, then by the score.
+    tied = (flat_s >= vals[:, -1:]).sum(-1) > k
+    if bool(tied.any()):
+        rows = tied.nonzero().flatten()
+        by_z = torch.sort(flat_z[rows], dim=-1, descending=True, stable=True).indices
+        order = torch.sort(flat_s[rows].gather(-1, by_z), dim=-1, descending=True,
+                           stable=True).indices
+        idx = idx.clone()
+        idx[rows] = by_z.gather(-1, order[:, :k])
+    out = torch.zeros_like(flat_z).scatter(-1, idx, flat_z.gather(-1, idx).relu())
+    return out.reshape(z.shape)
 
 
 def gsae_classes() -> tuple[type, type]:

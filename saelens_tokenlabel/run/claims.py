@@ -135,8 +135,6 @@ class Heartbeat:
                  interval_s: float | None = None) -> None:
         self.path, self.owner, self.lease_s = path, owner, float(lease_s)
         self.interval_s = interval_s if interval_s is not None else self.lease_s / 3
-        self.beats = 0
-        """Renewals done (for the tests)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tokenlabel-heartbeat-{owner}",
                                         daemon=True)
@@ -153,7 +151,6 @@ class Heartbeat:
                     if store is None:
                         store = RunStore(self.path)
                     store.renew(self.owner, self.lease_s)
-                    self.beats += 1
                 except Exception as err:  # the main thread's work goes on; try again
                     log.warning("could not renew the claims of %s in %s (%s); trying again "
                                 "in %gs", self.owner, self.path, err, self.interval_s)

@@ -2,10 +2,14 @@
 
 Nothing is downloaded. The demo writes its inputs into ``DIR/inputs``: the planted SAE
 (`toy.planted.planted_sae`: features firing on animals, digits, two Chinese characters, one
-dead, four random), the tiny subject model and its tokenizer (trained on the spot), and a toy
-corpus. It then runs `tokenlabel label` on them with the toy evaluator, the same command and
-code path as on a real SAE (activation cache, examples, labeling, run store, exports), and
-`tokenlabel report`, and prints where to open the report.
+dead, four random; the concept features' decoder rows write their concept through the subject
+model, the others are random), the tiny subject model and its tokenizer (trained on the spot,
+with the toy evaluator's concept words as tokens), and a toy corpus. Everything is seeded:
+the inputs, and so the labels and every score, are the same on every run, and a second run on
+the same ``DIR`` rewrites the same inputs and resumes the finished run. It then runs
+`tokenlabel label` on them with the toy evaluator, the same command and code path as on a
+real SAE (activation cache, examples, labeling, run store, exports), and `tokenlabel report`,
+and prints where to open the report.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def write_inputs(inputs: Path) -> dict[str, Path]:
     from ..evaluator.loading import save_local_model
     from ..toy.planted import (
         CHINESE_SENTENCES,
+        LABEL_SLOTS,
         planted_sae,
         subject_model,
         toy_sentences,
@@ -36,11 +41,12 @@ def write_inputs(inputs: Path) -> dict[str, Path]:
     )
 
     inputs.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_subject_tokenizer(inputs / "subject_tokenizer")
+    tokenizer = train_subject_tokenizer(inputs / "subject_tokenizer", slots=LABEL_SLOTS)
     paths = {"sae": inputs / "sae", "model": inputs / "subject",
              "corpus": inputs / "corpus.txt"}
-    planted_sae().save_model(paths["sae"])
-    save_local_model(subject_model(tokenizer), paths["model"])
+    subject = subject_model(tokenizer)
+    planted_sae(model=subject).save_model(paths["sae"])
+    save_local_model(subject, paths["model"])
     lines = toy_sentences(DEMO_SENTENCES, seed=0) + list(CHINESE_SENTENCES)
     paths["corpus"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     return paths

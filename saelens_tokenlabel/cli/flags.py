@@ -13,7 +13,7 @@ its annotation (`typing.get_type_hints`):
 
 Every flag defaults to None, "not given": the config's own default (or a preset's value)
 stays. The help of a flag is the first sentence of its field's docstring, read from the
-source once per module.
+source once per module, and the config's default (``--help`` shows it: "(default: 0.1)").
 
 In-house rather than `simple_parsing`: the flags must keep their names (per-command renames
 like ``--cache-batch-size``, nested fields flattened without a prefix), unset flags must
@@ -63,7 +63,8 @@ class ConfigFlags:
             name = path[-1]
             flag = self.renames.get(name, "--" + name.replace("_", "-"))
             group.add_argument(flag, dest=self.dest_prefix + name, default=None,
-                               help=_help_text(doc), **_arg_kwargs(typ, name))
+                               help=_with_default(_help_text(doc), self.cls, path),
+                               **_arg_kwargs(typ, name))
 
     def values(self, args: argparse.Namespace) -> dict[str, Any]:
         """The fields given on the command line, nested configs as dicts of theirs."""
@@ -180,6 +181,46 @@ def json_value(text: str) -> Any:
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"not JSON ({err.msg}); e.g. '[{{\"lr\": 0.1}}]'"
                                          ) from None
+
+
+_MISSING = object()
+
+
+def _default(cls: type, path: tuple[str, ...]) -> Any:
+    """The default of the (nested) field at `path` of `cls` (`_MISSING` if it has none)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    f = fields.get(path[0])
+    if f is None:
+        return _MISSING
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return _MISSING
+    if len(path) == 1:
+        return value
+    sub = _config_type(_hints(cls).get(path[0]))
+    return _default(sub, path[1:]) if sub is not None else _MISSING
+
+
+def _with_default(text: str | None, cls: type, path: tuple[str, ...]) -> str | None:
+    """`text` and the config's default, as ``--help`` shows it ("(default: 0.1)"); a value
+    too long for a line points at the field instead, and None is left unsaid (the field's
+    docstring says what None means)."""
+    value = _default(cls, path)
+    if value is _MISSING or value is None:
+        return text
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, str | int | float | Path):
+        shown = str(value)
+    else:
+        shown = json.dumps(value, default=str)
+        if len(shown) > 40:
+            shown = f"see {cls.__name__}.{'.'.join(path)}"
+    shown = shown.replace("%", "%%")
+    return f"{text} (default: {shown})" if text else f"(default: {shown})"
 
 
 def _help_text(doc: str | None) -> str | None:

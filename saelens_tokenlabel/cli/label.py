@@ -8,9 +8,12 @@ is built.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from pathlib import Path
 from typing import Any
 
+from ..records.errors import SaeLoadError
 from ..records.features import parse_features
 from ..records.files import atomic_write_text
 from ..records.names import LABELS_TSV, NEURONPEDIA_JSONL, RUN_STORE_FILENAME, SIDECAR_FILENAME
@@ -101,7 +104,7 @@ def _add_sources(p: Any) -> None:
     src.add_argument("--text-field", default="text",
                      help="field with the text (JSONL, datasets; default: text)")
     src.add_argument("--split", default="train", help="dataset split (default: train)")
-    src.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default)")
+    src.add_argument("--features", default="all", help="0:100, 1,5,9 or all (default: %(default)s)")
     src.add_argument("--evaluator", required=True,
                      help="evaluator model name, a folder from stl.save_local_model, or 'toy'")
     src.add_argument("--out", required=True, help="output folder (the run's store, labels, "
@@ -133,20 +136,59 @@ def _add_ray(p: Any) -> None:
                    help="GPUs per Ray actor (default: 1 when the cluster has GPUs, else 0)")
 
 
+_RESAVE = "save the SAE again with sae.save_model(folder)"
+
+
 def _load_sae(args: argparse.Namespace, device: str) -> Any:
     from sae_lens import SAE
+
+    from ..evaluator.loading import from_hub
 
     if args.sae_path and (args.sae_release or args.sae_id):
         raise ValueError("Pass either --sae-path or --sae-release with --sae-id, not both.")
     if args.sae_path:
-        if not (Path(args.sae_path) / "cfg.json").is_file():
+        folder = Path(args.sae_path)
+        if not (folder / "cfg.json").is_file():
             raise FileNotFoundError(f"--sae-path {args.sae_path}: no cfg.json there; pass a "
                                     "folder written by sae.save_model(path).")
-        return SAE.load_from_disk(args.sae_path, device=device)
+        _check_sae_cfg(folder / "cfg.json")
+        try:
+            return SAE.load_from_disk(args.sae_path, device=device)
+        except TypeError as err:  # a field the SAE class needs is missing
+            fields = re.findall(r"'(\w+)'", str(err))
+            raise SaeLoadError(
+                f"{folder / 'cfg.json'} lacks {', '.join(map(repr, fields)) or 'a field'} "
+                f"({err}): add it, or {_RESAVE}.") from None
+        except RuntimeError as err:  # the weights do not fit the config
+            raise SaeLoadError(_weights_message(folder, err)) from None
     if not (args.sae_release and args.sae_id):
         raise ValueError("Name the SAE: --sae-release RELEASE --sae-id ID (see SAELens's "
                          "pretrained_saes.yaml), or --sae-path DIR.")
-    return SAE.from_pretrained(args.sae_release, args.sae_id, device=device)
+    return from_hub(f"{args.sae_release}/{args.sae_id}", lambda: SAE.from_pretrained(
+        args.sae_release, args.sae_id, device=device), what="SAE",
+        local="pass --sae-path with a folder written by sae.save_model(folder) on a machine "
+              "with network")
+
+
+def _check_sae_cfg(path: Path) -> None:
+    """`path` (an SAE's cfg.json) is a JSON object: else one line naming the file."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SaeLoadError(f"{path} is not valid JSON ({err}): the file is damaged or was cut "
+                           f"short; {_RESAVE}.") from None
+    if not isinstance(cfg, dict):
+        raise SaeLoadError(f"{path} holds a {type(cfg).__name__}, not the JSON object of an "
+                           f"SAE config; {_RESAVE}.")
+
+
+def _weights_message(folder: Path, err: RuntimeError) -> str:
+    from ..evaluator.loading import weights_error
+
+    weights = sorted(p.name for p in folder.glob("*.safetensors")) or ["the weights"]
+    return (f"The weights in {folder / weights[0]} do not fit {folder / 'cfg.json'} "
+            f"({weights_error(err)}): its d_in or d_sae disagrees with them. Correct cfg.json, "
+            f"or {_RESAVE}.")
 
 
 def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
@@ -252,7 +294,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     evaluator = load_evaluator(args.evaluator, "cpu" if ray is not None else device,
                                 args.dtype, args.evaluator_backend)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # No folder yet: the run store creates it once the inputs are known good, so a start that
+    # fails (a bad corpus, SAE or model) leaves nothing behind.
     sidecar = out / SIDECAR_FILENAME
     # A folder from before the run store: its sidecar seeds the store once.
     legacy = sidecar if sidecar.is_file() and not (out / RUN_STORE_FILENAME).exists() else None

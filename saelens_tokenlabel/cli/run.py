@@ -4,9 +4,12 @@ after. Neither imports torch."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..formats.neuronpedia import (
@@ -25,11 +28,16 @@ from ..run.store import RunStore
 def add_run_parsers(sub: Any) -> None:
     """Register ``tokenlabel status`` and ``tokenlabel export``."""
     p = sub.add_parser("status", help="summarise a labeling run (its DIR/run.sqlite)",
-                       description="Counts by status, attempts, errors, elapsed time and rate, "
-                                   "and the last features finished, of the run in DIR. Safe "
-                                   "while the run is going on.")
+                       description="Counts by status, the features being labeled and by "
+                                   "which process, retries (a feature started again by a "
+                                   "later process; not the optimisation's attempts), errors, "
+                                   "time spent "
+                                   "labeling, rate and time left, and the last features "
+                                   "finished, of the run in DIR. Safe and right while the run "
+                                   "is going on.")
     p.add_argument("dir", help="the run's --out folder (or its run.sqlite)")
-    p.add_argument("--last", type=int, default=5, help="how many recent features and errors")
+    p.add_argument("--last", type=int, default=5,
+                   help="how many recent features and errors (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_status)
 
@@ -72,6 +80,32 @@ def _duration(s: float | None) -> str:
         f"{s // 60}m{s % 60:02d}s"
 
 
+def quiet_pipe(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A reader that stops early (``tokenlabel status DIR | head``) ends the command quietly:
+    what is left unprinted goes to /dev/null, and the exit status is 0."""
+
+    @functools.wraps(cmd)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            status = cmd(args)
+            sys.stdout.flush()
+            return status
+        except BrokenPipeError:
+            # Python flushes stdout again at exit; point it at /dev/null so that flush is quiet.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
+
+    return wrapped
+
+
+def _features(features: list[int], shown: int = 12) -> str:
+    """``0, 1, 3, …`` (the first `shown`, and how many more)."""
+    head = ", ".join(str(f) for f in features[:shown])
+    return head + (f", … ({len(features) - shown} more)" if len(features) > shown else "")
+
+
+@quiet_pipe
 def cmd_status(args: argparse.Namespace) -> int:
     with RunStore(args.dir, create=False) as store:
         s = store.summary(last=args.last)
@@ -80,7 +114,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=1, default=str))
         return 0
     counts = s["counts"]
-    order = ["ok", "dead", "nonfinite", "unlabelable", "error", "running", "pending"]
+    order = ["ok", "dead", "nonfinite", "unlabelable", "error", "running", "interrupted",
+             "pending"]
     shown = [k for k in order if k in counts] + sorted(set(counts) - set(order))
     print(f"run:          {s['path']}")
     if info:
@@ -93,6 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         shown_v = [v for v in VERDICTS if v in verdicts] + sorted(set(verdicts) - set(VERDICTS))
         print("verdicts:     " + "  ".join(f"{v}={verdicts[v]}" for v in shown_v)
               + "  (trust 'explained')")
+    _print_claims(s)
     if s.get("polysemantic"):
         print(f"flagged:      {s['polysemantic']} polysemantic (one label does not explain "
               "them: see each result's `polysemantic`)")
@@ -101,20 +137,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("labeled by:   " + "  ".join(f"{m}={methods[m]}" for m in LABEL_METHODS
                                            if m in methods)
               + "  (amortised: a proposal accepted without descent)")
-    a = s["attempts"]
-    print(f"attempts:     {a['total']} in all, at most {a['max']} per feature, "
-          f"{a['retried']} features retried")
+    r = s["retries"]
+    print("retries:      " + (f"{r['retried']} features started again after their process "
+                              f"stopped, at most {r['max']} times each" if r["retried"]
+                              else "none") + f" ({r['starts']} process starts)")
     rate = s["rate_per_s"]
-    left = s["total"] - s["finished"]
-    eta = f", about {_duration(left / rate)} left at that rate" if rate and left else ""
-    print(f"elapsed:      {_duration(s['elapsed_s'])}"
+    eta = f", about {_duration(s['eta_s'])} left at that rate" if s.get("eta_s") else ""
+    print(f"elapsed:      {_duration(s['elapsed_s'])} labeling"
           + (f", {rate * 60:.1f} features/min{eta}" if rate else ""))
-    if s.get("claimed"):
-        owners = ", ".join(f"{o} ({n})" for o, n in sorted(s["claim_owners"].items()))
-        print(f"claimed:      {s['claimed']} features being labeled by {owners}")
     if s["created_at"]:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["created_at"]))
         print(f"started:      {started}")
+    _print_last(s)
+    return 0
+
+
+def _print_claims(s: dict[str, Any]) -> None:
+    """The live claims by owner, and the features a stopped process left (no live claim)."""
+    if s.get("claimed"):
+        beat = s.get("last_heartbeat_at")
+        ago = f" (last heartbeat {max(0, time.time() - beat):.0f} s ago)" if beat else ""
+        print(f"claimed:      {s['claimed']} features being labeled{ago}")
+        for owner, feats in sorted(s["claims"].items()):
+            print(f"  {owner}  {_features(feats)}")
+    if s.get("interrupted"):
+        print(f"interrupted:  {len(s['interrupted'])} features whose process stopped before "
+              f"their results ({_features(s['interrupted'])}); a rerun labels them")
+
+
+def _print_last(s: dict[str, Any]) -> None:
     if s["last"]:
         print("last:")
         for r in s["last"]:
@@ -130,8 +181,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if s["errors"]:
         print("errors (a rerun of the same command retries these):")
         for e in s["errors"]:
-            print(f"  {e['feature']:>7}  attempt {e['attempts']}: {e['error']}")
-    return 0
+            print(f"  {e['feature']:>7}  start {e['starts']}: {e['error']}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

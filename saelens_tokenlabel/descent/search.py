@@ -102,7 +102,6 @@ class _Search:
         self.best_at: list[int] = [-1] * n
         """Index into `attempts[i]` of the kept attempt."""
         self.attempts: list[list[Attempt]] = [[] for _ in jobs]
-        self.n_run = 0
         self.beams: dict[int, list[list[int]]] = {}
         self.candidates: list[list[list[int]]] = [[] for _ in jobs]
         """Labels each feature's attempts ended on or weighed (for `polysemantic`)."""
@@ -118,11 +117,13 @@ class _Search:
             # (a refinement adds fixable validation errors to its training examples).
             r, ratings = finish(dataclasses.replace(s, job=self.jobs[i]), self.ctx, cfg)
             r = self._check(i, r, ratings)
-            self.attempts[i].append(_attempt(r, self.n_run, overrides,
+            # Numbered per feature (0, 1, 2, ...): a refinement that ran for other features
+            # of the batch is no attempt of this one, so a batched feature's attempts are
+            # numbered as they would be alone.
+            self.attempts[i].append(_attempt(r, len(self.attempts[i]), overrides,
                                              self.config.keep_attempt_trajectories))
             assert s.final_v is not None
             out.append((i, r, s.final_v))
-        self.n_run += 1
         return out
 
     def _check(self, i: int, r: LabelResult, ratings: Ratings) -> LabelResult:

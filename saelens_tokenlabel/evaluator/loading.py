@@ -1,4 +1,9 @@
-"""Loading evaluators: from a hub name (real runs) or a local folder (offline runs, tests)."""
+"""Loading evaluators: from a hub name (real runs) or a local folder (offline runs, tests).
+
+A model that does not load is one line (`ModelLoadError`, a ValueError): a hub name that
+cannot be reached (no network) says so and how to pass a local folder instead; an unknown
+name says where the names are listed; a damaged local folder names the file.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..records.errors import ModelLoadError
 from .suffix import local_window, unsupported
 
 if TYPE_CHECKING:
@@ -29,6 +35,44 @@ def tokenizer_of(model: Any) -> PreTrainedTokenizerBase:
         raise ValueError(f"The model {name!r} has no tokenizer; load it with "
                          "HookedTransformer.from_pretrained(...) or pass tokenizer=....")
     return tok
+_LOCAL_HINT = ("pass a local folder instead (--evaluator DIR, --model DIR): one written by "
+               "stl.save_local_model(model, DIR) on a machine with network, or a Hugging Face "
+               "model folder with the bridge backend; or, with the model in the Hugging Face "
+               "cache, set HF_HUB_OFFLINE=1")
+
+
+def _first_line(err: BaseException, width: int = 160) -> str:
+    text = " ".join(str(err).split("\n")[0].split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def weights_error(err: BaseException, width: int = 200) -> str:
+    """The telling line of torch's `load_state_dict` error: its first size mismatch (or
+    missing or unexpected keys), not the dozens of lines that follow."""
+    lines = [" ".join(line.split()) for line in str(err).splitlines() if line.strip()]
+    line = next((x for x in lines if x.startswith(("size mismatch", "Missing key",
+                                                   "Unexpected key"))), lines[0] if lines
+                else type(err).__name__)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def from_hub(name: str, load: Any, what: str = "model", local: str = _LOCAL_HINT) -> Any:
+    """``load()``, with its failures said in one line (`ModelLoadError`): the hub cannot be
+    reached (`local` says what to pass instead), the name is unknown. `what` names the thing
+    in the message."""
+    try:
+        return load()
+    except (OSError, ConnectionError) as err:
+        raise ModelLoadError(
+            f"Could not load the {what} {name!r} from the Hugging Face hub "
+            f"({_first_line(err)}). Without network, {local}.") from None
+    except ValueError as err:
+        if "not found" not in str(err):
+            raise
+        raise ModelLoadError(
+            f"{what.capitalize()} {name!r} is not a model name TransformerLens knows (see "
+            "transformer_lens.loading.OFFICIAL_MODEL_NAMES), nor a folder here. Check the "
+            "name, or pass a folder written by stl.save_local_model.") from None
 
 
 def default_device() -> str:
@@ -88,7 +132,12 @@ def load_local_model(
             f"{directory} holds no {LOCAL_CONFIG}: it was not written by "
             "stl.save_local_model(model, dir). Save the model with it first."
         )
-    cfg_dict = json.loads(cfg_path.read_text())
+    try:
+        cfg_dict = json.loads(cfg_path.read_text())
+    except ValueError as err:
+        raise ModelLoadError(f"{cfg_path} is not valid JSON ({err}): the folder is damaged or "
+                             "was cut short. Save the model again with "
+                             "stl.save_local_model(model, dir).") from None
     device = device or default_device()
     if isinstance(dtype, str):
         dtype = _DTYPES[dtype]
@@ -99,8 +148,13 @@ def load_local_model(
                                      HookedTransformerConfig.__dataclass_fields__[k].init})
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    state = load_file(str(directory / LOCAL_WEIGHTS))
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(load_file(str(directory / LOCAL_WEIGHTS)), strict=True)
+    except (RuntimeError, OSError) as err:
+        raise ModelLoadError(
+            f"The weights in {directory / LOCAL_WEIGHTS} do not fit {cfg_path} "
+            f"({weights_error(err)}). Save the model again with "
+            "stl.save_local_model(model, dir).") from None
     return model.to(device)
 
 
@@ -134,8 +188,8 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: torch.dtype |
             return boot_bridge(hooked_to_hf_llama(hooked), hooked.tokenizer, dtype)
         from transformer_lens.model_bridge import TransformerBridge
 
-        return TransformerBridge.boot_transformers(name_or_dir, device=device,
-                                                   dtype=dtype or torch.float32)
+        return from_hub(name_or_dir, lambda: TransformerBridge.boot_transformers(
+            name_or_dir, device=device, dtype=dtype or torch.float32))
     if Path(name_or_dir).is_dir():
         return load_local_model(name_or_dir, device=device, dtype=dtype)
     from transformer_lens import HookedTransformer
@@ -143,7 +197,8 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: torch.dtype |
     kwargs = {"default_prepend_bos": False, **from_pretrained}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return HookedTransformer.from_pretrained(name_or_dir, device=device, **kwargs)
+    return from_hub(name_or_dir, lambda: HookedTransformer.from_pretrained(
+        name_or_dir, device=device, **kwargs))
 
 
 def boot_bridge(hf_model: Any, tokenizer: Any, dtype: torch.dtype | None = None) -> Any:

@@ -11,6 +11,7 @@ Layer 1: no torch, nothing above.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,22 @@ BUILTIN_SCORERS: dict[str, tuple[ScoreColumn, ...]] = {
     "steering": STEERING_COLUMNS,
 }
 """The columns of the scorers the package ships, by scorer name."""
+
+
+COUNT_METRICS = frozenset({"attempts", "steps_total", "train_errors", "train_error_words",
+                           "train_fixable_errors"})
+"""Metrics that count things (the optimisation's attempts and steps, training errors): shown
+and exported as integers. ``attempts`` is the optimisation's (`LabelResult.attempts`); the
+run store's count of processes that started a feature is its ``retries``."""
+
+
+def as_count(key: str, value: Any) -> Any:
+    """`value` as an int when `key` is a count (`COUNT_METRICS`) and it is a whole number;
+    anything else as it is."""
+    if (key in COUNT_METRICS and isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and float(value).is_integer()):
+        return int(value)
+    return value
 
 
 def scorer_entry(name: str, columns: tuple[ScoreColumn, ...]) -> dict[str, Any]:

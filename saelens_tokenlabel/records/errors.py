@@ -59,6 +59,15 @@ class PromptTooLongError(EvaluatorError):
     forward pass; the message names the example, its length and the limit."""
 
 
+class ModelLoadError(TokenlabelError, ValueError):
+    """A model could not be loaded; the message (one line) names it, why, and what to do."""
+
+
+class SaeLoadError(TokenlabelError, ValueError):
+    """The SAE could not be loaded; the message (one line) names the file or release, what is
+    wrong and what to do."""
+
+
 class BackendError(TokenlabelError, ValueError):
     """The evaluator model cannot be run this way. The message says why."""
 

@@ -51,6 +51,19 @@ def resolve_features(features: int | Iterable[int] | None, d_sae: int) -> list[i
     return unique_features(out)
 
 
+def _runs(indices: list[int], shown: int = 4) -> str:
+    """Sorted indices as runs: ``[8, 9, 10, 42]`` -> ``"8..10, 42"`` (the first `shown` runs,
+    then how many more)."""
+    runs: list[list[int]] = []
+    for f in indices:
+        if runs and f == runs[-1][1] + 1:
+            runs[-1][1] = f
+        else:
+            runs.append([f, f])
+    text = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs[:shown])
+    return text + (f", and {len(runs) - shown} more" if len(runs) > shown else "")
+
+
 def parse_features(spec: str | None, d_sae: int | None) -> list[int] | None:
     """``"all"``/None -> None; ``"0:100"``, ``"3,7,9"``, ``"0:10,42"`` -> indices, checked
     against `d_sae` when it is known (None: any index, and no open-ended ranges)."""
@@ -73,8 +86,10 @@ def parse_features(spec: str | None, d_sae: int | None) -> list[int] | None:
     try:
         check_feature_indices(out, d_sae)
     except ValueError:
-        bad = [f for f in out if f < 0 or d_sae is not None and f >= d_sae]
-        raise ValueError(f"--features {spec!r}: {bad[:5]} out of range; " + (
+        bad = sorted({f for f in out if f < 0 or d_sae is not None and f >= d_sae})
+        raise ValueError(f"--features {spec!r}: {len(bad)} "
+                         f"{'index is' if len(bad) == 1 else 'indices are'} out of range "
+                         f"({_runs(bad)}); " + (
             "indices are >= 0." if d_sae is None else
             f"the SAE has d_sae={d_sae} features (0..{d_sae - 1}).")) from None
     if not out:

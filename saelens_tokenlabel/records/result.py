@@ -200,9 +200,10 @@ class Attempt(Record):
     and `rejected` left out when None (the layout results were first written in)."""
 
     attempt: int
-    """Index of the attempt among all the optimisation's attempts, in the order run; negative
-    for the amortised proposals rejected before a warm-started descent (-1: the map's
-    first), which ran no step."""
+    """Index of the attempt among this feature's attempts, in the order run (0, 1, 2, ...: the
+    same whether the feature was labeled alone or batched with others); negative for the
+    amortised proposals rejected before a warm-started descent (-1: the map's first), which
+    ran no step."""
     overrides: dict[str, Any]
     """The config values this attempt changed (a restart's, ``prior_rank``, ``label_length``)."""
     label_length: int

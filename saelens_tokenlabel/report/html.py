@@ -23,7 +23,7 @@ from typing import Any
 
 from ..formats.comparison import Comparison, FeatureComparison
 from ..formats.labelset import LabelSet
-from ..records.columns import score_columns
+from ..records.columns import as_count, score_columns
 from ..records.extra import ExampleRecord
 from ..records.result import Attempt, LabelResult
 from ..records.serial import Config
@@ -276,7 +276,8 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
               ("evaluator", result.evaluator)]
     if result.extra.activation is not None:
         facts += [(f"activation {k}", v) for k, v in result.extra.activation.to_dict().items()]
-    metrics = _kv_table(sorted(result.metrics.items()), "metrics")
+    metrics = _kv_table(sorted((k, as_count(k, v)) for k, v in result.metrics.items()),
+                        "metrics")
     parts = [f'<nav>{" · ".join(nav)}</nav>',
              f'<h1>Feature {clean(f)}: {label}</h1>',
              _kv_table(facts),

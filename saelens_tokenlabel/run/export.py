@@ -17,6 +17,7 @@ from ..formats.neuronpedia import (
     parse_neuronpedia_id,
     resolve_neuronpedia_id,
 )
+from ..records.columns import COUNT_METRICS, as_count
 from ..records.files import atomic_write
 from ..records.names import NEURONPEDIA_DIR, NEURONPEDIA_JSONL, SIDECAR_FILENAME
 from .outputs import Outputs
@@ -24,8 +25,11 @@ from .store import RunStore
 
 TABLE_STEM = "labels"
 TABLE_COLUMNS = ("feature", "status", "label", "verdict", "heldout_low", "heldout_high",
-                 "method", "probability", "converged", "steps", "attempts", "polysemantic",
+                 "method", "probability", "converged", "steps", "retries", "polysemantic",
                  "verdict_reason", "error")
+"""The row's own columns; every metric of the results gets one more. ``retries``: how often a
+later process started the feature again (the store's process starts less one); the
+optimisation's ``attempts`` is a metric column of its own."""
 
 
 def has_pyarrow() -> bool:
@@ -49,14 +53,14 @@ def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
             "probability": r.probability if r is not None else None,
             "converged": r.converged if r is not None else None,
             "steps": r.steps if r is not None else None,
-            "attempts": int(row["attempts"]),
+            "retries": max(0, int(row["starts"]) - 1),
             "polysemantic": (" + ".join(r.polysemantic.labels)
                              if r is not None and r.polysemantic is not None else None),
             "error": row["error"],
         }
         for m in metric_names:
             v = r.metrics.get(m) if r is not None else None
-            out[_metric_column(m)] = (float(v) if isinstance(v, int | float)
+            out[_metric_column(m)] = (as_count(m, float(v)) if isinstance(v, int | float)
                                       and math.isfinite(v) else None)
         rows.append(out)
     return [*TABLE_COLUMNS, *map(_metric_column, metric_names)], rows
@@ -69,8 +73,8 @@ def _verdict_cells(r: Any) -> dict[str, Any]:
 
 
 def _metric_column(name: str) -> str:
-    """A metric's column: its own name, unless that is one of the row's own columns (the
-    optimisation's "attempts" is not the store's)."""
+    """A metric's column: its own name, unless that is one of the row's own columns (a
+    metric called "steps" is not the row's)."""
     return f"metric_{name}" if name in TABLE_COLUMNS else name
 
 
@@ -104,7 +108,8 @@ def _schema(pa: Any, columns: list[str]) -> Any:
              "verdict": pa.string(), "verdict_reason": pa.string(),
              "method": pa.string(), "polysemantic": pa.string(),
              "probability": pa.float64(), "converged": pa.bool_(), "steps": pa.int64(),
-             "attempts": pa.int64(), "error": pa.string()}
+             "retries": pa.int64(), "error": pa.string(),
+             **{m: pa.int64() for m in COUNT_METRICS}}
     return pa.schema([(c, types.get(c, pa.float64())) for c in columns])
 
 

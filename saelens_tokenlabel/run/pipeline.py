@@ -6,8 +6,10 @@ words crossing tokenizers by `words.py`) -> token-space gradient descent (the co
 `label_features_data`, several features per optimisation, `batch.label_batch`) -> `LabelSet`.
 
 This module only composes the stages: check the inputs (`sae/validate.py`), resolve the
-features, open and bind the record (`record.py`: run store or checkpoint, claims), order
-them, build the activation cache, select examples, prepare batches (`sae/batches.py`),
+features, open the record (`record.py`: run store or checkpoint; a store is checked against
+the inputs at once, but bound, and its claims taken, only once the activation cache is built,
+so that a start that fails leaves nothing behind), build the activation cache, order the
+features, select examples, prepare batches (`sae/batches.py`),
 label them with an executor (`executors.py`, or Ray: `ray_backend.py`), score them on the
 driver (`sae/scorers/`) and collect the `LabelSet`. How the run goes is `RunOptions`.
 """
@@ -60,14 +62,45 @@ __all__ = ["ORDERS", "RunOptions", "label_sae_features", "order_by_scores"]
 log = logging.getLogger(__name__)
 
 
-def _identity(subject: Subject, evaluator: Evaluator, corpus: Corpus) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the same SAE, models and corpus."""
+def _identity(subject: Subject, evaluator: Evaluator, corpus: Corpus,
+              memo: Path | None = None) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the same SAE, models and corpus (its
+    documents, wherever the file lies: `Corpus.fingerprint`; `memo` remembers file hashes)."""
     sae = subject.sae
     meta = sae.cfg.metadata
     return {"sae": digest([sae.cfg.architecture(), int(sae.cfg.d_in), subject.d_sae,
                            meta.hook_name, meta.hook_head_index, meta.model_name]),
             "model": str(subject.model.cfg.model_name), "evaluator": evaluator.name,
-            "corpus": digest(corpus.fingerprint())}
+            "corpus": digest(corpus.fingerprint(memo))}
+
+
+_IDENTITY_PARTS = {"sae": "the SAE (architecture, d_in, d_sae, hook or model name)",
+                   "model": "the subject model", "evaluator": "the evaluator"}
+
+
+def identity_explainer(identity: dict[str, Any], corpus: Corpus,
+                       memo: Path | None) -> Callable[[str, dict[str, Any]], str | None]:
+    """Words for a run store made with another identity (`RunStore.check`): which part
+    differs, and for the corpus how (the files, their sizes, the first differing document,
+    from the profile the run recorded in its info)."""
+
+    def explain(key: str, stored: dict[str, Any]) -> str | None:
+        before = stored.get(key)
+        if key != "identity" or not isinstance(before, dict):
+            return None
+        words = []
+        for part, what in _IDENTITY_PARTS.items():
+            if before.get(part) != identity.get(part):
+                old, new = before.get(part), identity.get(part)
+                words.append(f"{what} differs ({old!r} there, {new!r} now)" if part != "sae"
+                             else f"{what} differs")
+        if before.get("corpus") != identity.get("corpus"):
+            info = stored.get("info")
+            profile = info.get("corpus_profile") if isinstance(info, dict) else None
+            words.append(corpus.difference(profile, memo))
+        return "; ".join(words) or None
+
+    return explain
 
 
 def _info(run: _Run, cache: ActivationCache) -> dict[str, Any]:
@@ -88,6 +121,7 @@ def _info(run: _Run, cache: ActivationCache) -> dict[str, Any]:
         "d_in": int(sae.cfg.d_in),
         "d_sae": run.subject.d_sae,
         "corpus": run.corpus.describe(),
+        "corpus_profile": run.corpus.profile(run.memo),
         "n_tokens": cache.n_tokens,
         "context_size": cache.meta["context_size"],
         "prepend_bos": cache.meta["prepend_bos"],
@@ -134,11 +168,19 @@ def label_sae_features(
     opts = RunOptions.of(options, run_options)
     run = _Run.of(sae, model, evaluator, corpus, config, cache, examples, opts)
     feats = resolve_features(features, run.subject.d_sae)
-    identity = _identity(run.subject, run.evaluator, run.corpus)
-    with open_record(opts, identity, run.config, run.ex, feats) as record:
+    identity = _identity(run.subject, run.evaluator, run.corpus, run.memo)
+    explain = identity_explainer(identity, run.corpus, run.memo)
+    earlier = run.corpus.path_fingerprint()
+    earlier_identity = None if earlier is None else {**identity, "corpus": digest(earlier)}
+    # The store is checked here (a mismatch fails before any work) but bound only once the
+    # activation cache is built (`stage`): a start that fails before leaves nothing behind.
+    with open_record(opts, identity, run.config, run.ex, feats, explain,
+                     earlier_identity) as record:
         todo = record.todo(feats)
         if todo:
             run.label(record, feats, todo, requested=features is not None)
+        elif record.ckpt is not None:
+            record.bind(None)  # a finished checkpoint seeds the store, with its own info
         return record.result(feats)
 
 
@@ -157,6 +199,11 @@ class _Run:
     _attribution: Tensor | None = field(default=None, repr=False)
     """The attribution scores, computed at most once per run (`order`)."""
 
+    @property
+    def memo(self) -> Path:
+        """Where corpus file hashes are remembered (`CacheConfig.corpora_dir`)."""
+        return (self.cache or CacheConfig()).corpora_dir()
+
     @classmethod
     def of(cls, sae: SAE[Any], model: SubjectModel, evaluator: Any, corpus: Any,
            config: LabelConfig | None, cache: CacheConfig | None,
@@ -173,9 +220,10 @@ class _Run:
 
     def label(self, record: RunRecord, feats: list[int], todo: list[int],
               requested: bool) -> None:
-        """The stages: order, activation cache, examples, batches, labels (into `record`)."""
+        """The stages: activation cache, the record bound (the inputs are good), order,
+        examples, batches, labels (into `record`)."""
         stage = self.stage(record, feats, todo, requested)
-        todo = self.order(todo)
+        todo = self.order(record.todo(todo))
         size = self.opts.features_per_batch
         amortize = self.opts.amortize
         if amortize is None:
@@ -206,11 +254,12 @@ class _Run:
 
     def stage(self, record: RunRecord, feats: list[int], todo: list[int],
               requested: bool) -> BatchStage:
-        """Activation cache, run info and examples: what preparing any batch needs."""
+        """Activation cache, the record bound with the run info, and examples: what preparing
+        any batch needs."""
         act_cache = build_activation_cache(self.subject, self.corpus,
                                            feats if requested else None, self.cache,
                                            self.opts.progress)
-        record.set_info(_info(self, act_cache))
+        record.bind(_info(self, act_cache))
         # Only the features still to label: each feature's picks come from its own generator
         # and the random pool is the same for any feature list, so a resumed feature gets
         # the examples of an uninterrupted run.

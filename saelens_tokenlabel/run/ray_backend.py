@@ -3,7 +3,9 @@
 The driver (the process that called `label_sae_features`) keeps the activation cache, renders
 each batch's examples into a `LabelBatch`, sends the batch to the least busy actor, and writes
 what comes back into the run store. So the store has one writer per run process, and a run
-restarted on another cluster resumes from it like any other run. Like `LocalExecutor`, this
+restarted on another cluster resumes from it like any other run. The driver's claims stay
+renewed while it waits on its actors (`ray.wait`): the heartbeat is a thread of the driver
+(`run.claims.Heartbeat`), not a step of the descent. Like `LocalExecutor`, this
 executor sees only the seam (`batch.py`), never `sae/`.
 
 Ray is imported only here, and only when a run asks for it (``pip install ".[ray]"``).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from ..records.serial import Config
 from ..sae.config import ExampleConfig
 from .claims import Claimer
 from .stops import deferred
-from .store import RunStore
+from .store import Explain, RunStore, store_path
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,49 @@ class RecordOptions(Protocol):
     def amortize(self) -> Config | None: ...
 
 
+@dataclass
+class _Binding:
+    """What `RunRecord.bind` writes into the store once the inputs are known good."""
+
+    path: Path
+    bound: dict[str, Any]
+    explain: Explain | None
+    feats: list[int]
+    lease_s: float
+
+
 class RunRecord:
     """The results of one run as it goes: `labels` (memory), and `store` or `ckpt`."""
 
     def __init__(self, labels: LabelSet, store: RunStore | None, ckpt: Path | None,
-                 claimer: Claimer | None) -> None:
+                 claimer: Claimer | None, binding: _Binding | None = None) -> None:
         self.labels, self.store, self.ckpt, self.claimer = labels, store, ckpt, claimer
+        self._binding = binding
         self.n_new = 0
         """Results labeled by this call (the sink counts them)."""
 
     def todo(self, feats: list[int]) -> list[int]:
         """Features not finished yet (by any process)."""
         return [f for f in feats if f not in self.labels]
+
+    def bind(self, info: dict[str, Any] | None) -> None:
+        """The inputs are known good (the activation cache is built): create the run store if
+        this is the first start, bind it to these inputs and settings (a mismatch is an
+        error), seed it from the checkpoint, register the features, record `info` (None: keep
+        the checkpoint's), and start claiming (with a heartbeat). Before this, a failed start
+        has written nothing."""
+        b, self._binding = self._binding, None
+        if b is not None:
+            if self.store is None:
+                self.store = RunStore(b.path)
+            self.store.bind(b.bound, names=IDENTITY_NAMES, explain=b.explain)
+            self.labels = _seed(self.store, self.labels, self.ckpt, b.feats)
+            # The store (not the JSON file) is the record now; the file is written at the end.
+            self.ckpt = None
+            self.claimer = Claimer(self.store, b.lease_s)
+            self.claimer.start_heartbeat()
+        if info is not None:
+            self.set_info(info)
 
     def set_info(self, info: dict[str, Any]) -> None:
         self.labels.info = info
@@ -116,10 +148,16 @@ def _noted(record: RunRecord) -> Iterator[RunRecord]:
 
 @contextmanager
 def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConfig,
-                ex: ExampleConfig, feats: list[int]) -> Iterator[RunRecord]:
-    """The run's record: the checkpoint read, the store opened, bound to these inputs and
-    settings (a mismatch is an error) and seeded; on the way out this process's claims are
-    released and a store opened here is closed."""
+                ex: ExampleConfig, feats: list[int], explain: Explain | None = None,
+                earlier_identity: dict[str, Any] | None = None) -> Iterator[RunRecord]:
+    """The run's record: the checkpoint read, and a run store that exists opened and checked
+    against these inputs and settings (a mismatch is an error, before any work), its finished
+    results read. Nothing is written until `RunRecord.bind`: a start that fails before it
+    (an empty corpus, a model that does not load) leaves no store and no folder. On the way
+    out this process's claims are released and a store opened here is closed. `explain`
+    words a mismatch (`RunStore.check`); a store bound to `earlier_identity` (what an earlier
+    version called these same inputs: a corpus file by its path and modification time) is
+    rebound to `identity`."""
     labels = LabelSet()
     ckpt = Path(opts.checkpoint) if opts.checkpoint is not None else None
     if ckpt is not None:
@@ -128,29 +166,32 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
         with _noted(RunRecord(labels, None, ckpt, None)) as record:
             yield record
         return
-    run_dir = opts.run_dir
-    given = run_dir if isinstance(run_dir, RunStore) else None
-    store = run_dir if isinstance(run_dir, RunStore) else RunStore(run_dir)
-    claimer = None
+    given = opts.run_dir if isinstance(opts.run_dir, RunStore) else None
+    path = given.path if given is not None else store_path(opts.run_dir)
+    bound = {"identity": identity, "label_config": config.result_settings(),
+             "example_config": ex.to_dict()}
+    if opts.amortize is not None:
+        # Another seed set or map would make another run.
+        bound["amortize"] = opts.amortize.to_dict()
+    store = given if given is not None else (RunStore(path) if path.is_file() else None)
+    record = RunRecord(labels, store, ckpt, None,
+                       _Binding(path, bound, explain, feats, opts.lease_s))
     try:
-        _read_old_example_config(store)
-        bound = {"identity": identity, "label_config": config.result_settings(),
-                 "example_config": ex.to_dict()}
-        if opts.amortize is not None:
-            # Another seed set or map would make another run.
-            bound["amortize"] = opts.amortize.to_dict()
-        store.bind(bound, names=IDENTITY_NAMES)
-        labels = _seed(store, labels, ckpt, feats)
-        claimer = Claimer(store, opts.lease_s)
-        # The store (not the JSON file) is the record now; the file is written at the end.
-        with _noted(RunRecord(labels, store, None, claimer)) as record:
+        if store is not None:
+            if earlier_identity is not None and store.rebind("identity", earlier_identity,
+                                                             identity):
+                log.info("%s: the corpus is identified by its documents now", store.path)
+            _read_old_example_config(store)
+            store.check(bound, names=IDENTITY_NAMES, explain=explain)
+            record.labels = _merged(store.labelset(), labels)
+        with _noted(record):
             yield record
     finally:
         with deferred():  # a second signal must not leave the claims behind
-            if claimer is not None:
-                claimer.release()
-            if given is None:
-                store.close()
+            if record.claimer is not None:
+                record.claimer.release()
+            if given is None and record.store is not None:
+                record.store.close()
 
 
 def _read_old_example_config(store: RunStore) -> None:
@@ -160,6 +201,16 @@ def _read_old_example_config(store: RunStore) -> None:
     stored = store.get_meta("example_config")
     if isinstance(stored, dict) and "n_contrast" not in stored:
         store.set_meta(example_config=ExampleConfig.from_stored(stored).to_dict())
+
+
+def _merged(stored: LabelSet, ckpt: LabelSet) -> LabelSet:
+    """The store's results and info, with the checkpoint's results (and info) it lacks."""
+    for f, r in ckpt.items():
+        if f not in stored:
+            stored.add(r)
+    if not stored.info:
+        stored.info = ckpt.info
+    return stored
 
 
 def _seed(store: RunStore, labels: LabelSet, ckpt: Path | None, feats: list[int]) -> LabelSet:

@@ -7,6 +7,11 @@ Layout (``DIR/run.sqlite``)::
              owner TEXT, claimed_at REAL, heartbeat_at REAL, expires_at REAL)
     meta(key TEXT PRIMARY KEY, value TEXT)      JSON values: identity, configs, info
 
+The ``attempts`` column (its name kept for the files already written) counts the processes
+that started a feature: `rows` calls it ``starts``, `summary` and the export table report
+``retries`` (starts less one). It is not the optimisation's attempts (`LabelResult.attempts`,
+restarts and refinements within one labeling).
+
 A feature goes ``pending -> running -> ok | dead | unlabelable`` (finished: never labeled
 again) or ``-> error`` (labeled again by the next run, as are ``running`` rows left behind by a
 killed run). ``result`` holds `LabelResult.to_json()`.
@@ -16,8 +21,8 @@ features before labeling them (``owner`` = host, pid and a random token; ``expir
 last heartbeat + the lease), and only labels what it got. A finished result, a recorded
 failure, or `release` (a process that stops, normally or by an exception) clears the claim;
 the claims of a killed process expire after their lease and are then taken over by another
-process or a rerun. Heartbeats are thread-free: `renew` runs at every batch boundary (see
-`run.claims`), so the lease must outlast one batch. Stores written before claims existed
+process or a rerun. A heartbeat thread renews a live process's claims every third of the
+lease (`run.claims.Heartbeat`), so no batch outlasts them. Stores written before claims existed
 get the four columns on first open for writing (``ALTER TABLE``).
 
 Why SQLite in WAL mode: every write below is one transaction, and a transaction either
@@ -37,7 +42,7 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,6 +93,8 @@ _ROW_COLUMNS = ("feature", "status", "attempts", "error", "started_at", "finishe
 _ROW = ", ".join(_ROW_COLUMNS)
 _UNPARSED = (ValueError, TypeError, KeyError)
 """What a stored result that does not parse raises (JSON, or a record of the wrong shape)."""
+Explain = Callable[[str, dict[str, Any]], "str | None"]
+"""Words for a key that does not match: ``explain(key, stored_meta)`` (`RunStore.check`)."""
 _CLAIM_COLUMNS = {"owner": "TEXT", "claimed_at": "REAL", "heartbeat_at": "REAL",
                   "expires_at": "REAL"}
 _UNCLAIM = "owner = NULL, claimed_at = NULL, heartbeat_at = NULL, expires_at = NULL"
@@ -313,23 +320,43 @@ class RunStore:
             for k, v in values.items():
                 self._set_meta(k, v)
 
-    def bind(self, expected: dict[str, Any], names: dict[str, str] | None = None) -> None:
-        """Record `expected` (key -> JSON value) on first use; on a later run, raise
-        `RunMismatchError` unless every key matches. `names` words each key for the message."""
-        names = names or {}
+    def check(self, expected: dict[str, Any], names: dict[str, str] | None = None,
+              explain: Explain | None = None) -> dict[str, Any]:
+        """Raise `RunMismatchError` unless every key of `expected` (key -> JSON value) that
+        the store has recorded matches; returns the keys it has not recorded yet. `names`
+        words each key for the message; `explain(key, stored_meta)` may say in words what
+        differs (else the differing fields are listed)."""
         stored = self.meta()
-        fresh = {k: v for k, v in expected.items() if k not in stored}
         for key, want in expected.items():
             if key in stored and stored[key] != _roundtrip(want):
-                what = names.get(key, f"another {key.replace('_', ' ')}")
-                diff = _diff(stored[key], _roundtrip(want))
+                what = names.get(key, f"another {key.replace('_', ' ')}") if names else \
+                    f"another {key.replace('_', ' ')}"
+                words = explain(key, stored) if explain is not None else None
+                diff = f": {words}" if words else _diff(stored[key], _roundtrip(want))
                 raise RunMismatchError(
                     f"The run store {self.path} was made with {what}{diff}. Pass the same "
                     "inputs and settings to resume it, or another output folder to start a new "
                     "run."
                 )
-        if fresh:
-            self.set_meta(**fresh)
+        return {k: v for k, v in expected.items() if k not in stored}
+
+    def rebind(self, key: str, old: Any, new: Any) -> bool:
+        """Record `new` for `key` where the store has `old` (one transaction): the same inputs,
+        named otherwise by an earlier version. Returns whether it did."""
+        with self._write():
+            if self.get_meta(key) != _roundtrip(old):
+                return False
+            self._set_meta(key, new)
+        return True
+
+    def bind(self, expected: dict[str, Any], names: dict[str, str] | None = None,
+             explain: Explain | None = None) -> None:
+        """Record `expected` on first use; on a later run, raise `RunMismatchError` unless
+        every key matches (`check`). Checked and recorded in one transaction, so two
+        processes binding a new store at once cannot both win."""
+        with self._write():
+            for k, v in self.check(expected, names, explain).items():
+                self._set_meta(k, v)
 
     # ------------------------------------------------------------------ features
     def add_features(self, features: Iterable[int]) -> None:
@@ -348,7 +375,7 @@ class RunStore:
         return int(self._db.execute(f"SELECT COUNT(*) FROM features WHERE {_DONE}").fetchone()[0])
 
     def start(self, features: Sequence[int]) -> None:
-        """Mark `features` as being labeled now (one more attempt each)."""
+        """Mark `features` as being labeled now (one more process start each)."""
         now = time.time()
         with self._write():
             self._db.executemany(
@@ -460,11 +487,13 @@ class RunStore:
                 if want is None or f in want]
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every feature's row (without the result JSON), by feature index."""
+        """Every feature's row (without the result JSON), by feature index: ``starts`` is how
+        many processes began labeling it (the ``attempts`` column)."""
         if self.salvage:
-            return [{k: v for k, v in r.items() if k != "result"}
-                    for r in self._salvaged().values()]
-        cur = self._db.execute(f"SELECT {_ROW} FROM features ORDER BY feature")
+            return [{("starts" if k == "attempts" else k): v for k, v in r.items()
+                     if k != "result"} for r in self._salvaged().values()]
+        cur = self._db.execute("SELECT feature, status, attempts AS starts, error, started_at, "
+                               "finished_at FROM features ORDER BY feature")
         cols = [c[0] for c in cur.description]
         # fetchall: small rows, one call instead of one per row through the translation.
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
@@ -523,6 +552,109 @@ class RunStore:
         """The finished results as a `LabelSet`, with the run's recorded info."""
         return LabelSet(self.results(features), self.get_meta("info", {}))
 
+    def summary(self, last: int = 5, now: float | None = None) -> dict[str, Any]:
+        """What `tokenlabel status` shows, right while a run goes on: counts by status (a
+        ``running`` row whose process holds no live claim counts as ``interrupted``), the
+        live claims and their owners, process starts and retries, time spent labeling, rate
+        and what is left, errors and the last features finished. `now`: the clock (tests)."""
+        now = time.time() if now is None else now
+        # First: a recent result that does not parse is named (`StoreDamagedError`).
+        recent = self._recent(last)
+        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM features GROUP BY status"))
+        total = sum(counts.values())
+        live = self.claims()
+        running = {f for (f,) in self._db.execute(
+            "SELECT feature FROM features WHERE status = ?", (RUNNING,))}
+        stale = running - set(live)
+        if running:
+            counts[RUNNING] = len(running) - len(stale)
+            if not counts[RUNNING]:
+                del counts[RUNNING]
+        if stale:
+            counts["interrupted"] = len(stale)
+        (n_done,) = self._db.execute(f"SELECT COUNT(*) FROM features WHERE {_DONE}").fetchone()
+        busy, n_timed = self._busy(live, now)
+        owners: dict[str, list[int]] = {}
+        for f, c in sorted(live.items()):
+            owners.setdefault(c["owner"], []).append(f)
+        left = total - n_done
+        rate = n_timed / busy if busy and n_timed else None
+        return {
+            "path": str(self.path),
+            "total": total,
+            "finished": n_done,
+            "counts": counts,
+            **self._result_counts(),
+            "retries": self._retries(),
+            "errors": [{"feature": f, "starts": a, "error": e} for f, a, e in self._db.execute(
+                "SELECT feature, attempts, error FROM features WHERE status = ? "
+                "ORDER BY finished_at DESC LIMIT ?", (ERROR, last))],
+            "elapsed_s": busy,
+            "rate_per_s": rate,
+            "eta_s": left / rate if rate and left else None,
+            "last": recent,
+            "created_at": self.get_meta("created_at"),
+            "claimed": len(live),
+            "claim_owners": {o: len(fs) for o, fs in owners.items()},
+            "claims": owners,
+            "last_heartbeat_at": max((c["heartbeat_at"] for c in live.values()
+                                      if c["heartbeat_at"] is not None), default=None),
+            "interrupted": sorted(stale),
+        }
+
+    def _busy(self, live: dict[int, dict[str, Any]], now: float) -> tuple[float | None, int]:
+        """Seconds during which some feature was being labeled (the union of each feature's
+        span, from its start to its result, to now while a live claim holds it, or to its
+        last heartbeat), so that time between two runs of a resumed folder does not count;
+        and how many finished features have such a span (the rate's numerator)."""
+        spans = []
+        n_timed = 0
+        # A store from before claims, opened to read, has no heartbeat column.
+        beat_col = "heartbeat_at" if self.has_claims() else "NULL"
+        for f, status, start, end, beat in self._db.execute(
+                f"SELECT feature, status, started_at, finished_at, {beat_col} FROM features "
+                "WHERE started_at IS NOT NULL ORDER BY started_at"):
+            if status not in UNFINISHED or status == ERROR:
+                n_timed += status != ERROR
+                stop = end if end is not None and end >= start else start
+            else:
+                stop = now if f in live else (beat if beat is not None else start)
+            spans.append((start, max(start, stop)))
+        if not spans:
+            return None, 0
+        busy, (lo, hi) = 0.0, spans[0]
+        for a, b in spans[1:]:
+            if a > hi:
+                busy, lo, hi = busy + (hi - lo), a, b
+            else:
+                hi = max(hi, b)
+        return busy + (hi - lo), n_timed
+
+    def _retries(self) -> dict[str, int]:
+        """Process starts per feature (the ``attempts`` column: one per process that began
+        labeling it), not the optimisation's attempts (`LabelResult.attempts`): ``starts`` in
+        all, ``retried`` features started more than once, ``max`` retries of one feature."""
+        starts, most, retried = self._db.execute(
+            "SELECT COALESCE(SUM(attempts), 0), COALESCE(MAX(attempts), 0), "
+            "COALESCE(SUM(attempts > 1), 0) FROM features").fetchone()
+        return {"starts": int(starts), "retried": int(retried), "max": max(0, int(most) - 1)}
+
+    def _result_counts(self) -> dict[str, Any]:
+        # SQLite's JSON functions: no result is parsed in Python for the counts (one that
+        # does not parse is left out: `_recent` and `export` name it).
+        (poly,) = self._db.execute(
+            f"SELECT COUNT(*) FROM features WHERE {_DONE} AND CASE WHEN json_valid(result) "
+            "THEN json_extract(result, '$.polysemantic') END IS NOT NULL").fetchone()
+        # How labels were found (`LabelResult.method`; absent: by descent).
+        methods = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
+            f"features WHERE {_DONE} AND status = 'ok' AND json_valid(result) GROUP BY 1"))
+        # Verdicts (`records.verdict`); a result written before them has none stored.
+        verdicts = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.verdict.value'), 'not recorded'), "
+            f"COUNT(*) FROM features WHERE {_DONE} AND json_valid(result) GROUP BY 1"))
+        return {"polysemantic": int(poly), "verdicts": verdicts, "methods": methods}
+
     def _recent(self, last: int) -> list[dict[str, Any]]:
         """The last `last` features finished, each as `tokenlabel status` shows it."""
         recent = []
@@ -539,61 +671,6 @@ class RunStore:
                            "polysemantic": (r.polysemantic.describe()
                                             if r.polysemantic is not None else None)})
         return recent
-
-    def _result_counts(self) -> tuple[int, dict[str, int], dict[str, int]]:
-        """Polysemantic flags, verdicts and label methods of the finished results, counted by
-        SQLite's JSON functions (no result is parsed in Python)."""
-        (poly,) = self._db.execute(
-            f"SELECT COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL AND "
-            "json_extract(result, '$.polysemantic') IS NOT NULL").fetchone()
-        # Verdicts (`records.verdict`); a result written before them has none stored.
-        verdicts = dict(self._db.execute(
-            f"SELECT COALESCE(json_extract(result, '$.verdict.value'), 'not recorded'), "
-            f"COUNT(*) FROM features WHERE {_DONE} AND result IS NOT NULL GROUP BY 1"))
-        # How labels were found (`LabelResult.method`; absent: by descent).
-        methods = dict(self._db.execute(
-            f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
-            f"features WHERE {_DONE} AND status = 'ok' AND result IS NOT NULL GROUP BY 1"))
-        return int(poly), verdicts, methods
-
-    def summary(self, last: int = 5) -> dict[str, Any]:
-        """What `tokenlabel status` shows: counts, attempts, errors, timing, last features."""
-        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM features GROUP BY status"))
-        total = sum(counts.values())
-        att = self._db.execute("SELECT COALESCE(SUM(attempts), 0), COALESCE(MAX(attempts), 0),"
-                               " COALESCE(SUM(attempts > 1), 0) FROM features").fetchone()
-        t0, t1, n_done = self._db.execute(
-            f"SELECT MIN(started_at), MAX(finished_at), COUNT(*) FROM features WHERE {_DONE}"
-        ).fetchone()
-        first_start = self._db.execute("SELECT MIN(started_at) FROM features").fetchone()[0]
-        errors = [{"feature": f, "attempts": a, "error": e} for f, a, e in self._db.execute(
-            "SELECT feature, attempts, error FROM features WHERE status = ? "
-            "ORDER BY finished_at DESC LIMIT ?", (ERROR, last))]
-        recent = self._recent(last)
-        poly, verdicts, methods = self._result_counts()
-        live = self.claims()
-        owners: dict[str, int] = {}
-        for c in live.values():
-            owners[c["owner"]] = owners.get(c["owner"], 0) + 1
-        start = first_start if first_start is not None else t0
-        elapsed = (t1 - start) if start is not None and t1 is not None else None
-        return {
-            "path": str(self.path),
-            "total": total,
-            "finished": n_done,
-            "counts": counts,
-            "polysemantic": int(poly),
-            "verdicts": verdicts,
-            "methods": methods,
-            "attempts": {"total": int(att[0]), "max": int(att[1]), "retried": int(att[2])},
-            "errors": errors,
-            "elapsed_s": elapsed,
-            "rate_per_s": (n_done / elapsed) if elapsed else None,
-            "last": recent,
-            "created_at": self.get_meta("created_at"),
-            "claimed": len(live),
-            "claim_owners": owners,
-        }
 
 
 def load_labelset(directory: str | Path, features: Iterable[int] | None = None) -> Any:

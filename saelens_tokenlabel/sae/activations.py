@@ -242,7 +242,7 @@ def run_key(subject: Subject, corpus: Corpus, context_size: int, prepend_bos: bo
         # A g-SAE's activations depend on every block (through the loss's gradient).
         "model": model_fingerprint(model, None if gradient else spec.stop_at_layer),
         "sae": sae_fingerprint(sae),
-        "corpus": corpus.fingerprint(),
+        "corpus": corpus.fingerprint(config.corpora_dir()),
         "hook": {"name": spec.hook_name, "head": spec.head_index,
                  "seqpos": list(spec.seqpos_slice)},
         "context_size": context_size,

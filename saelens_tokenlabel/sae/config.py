@@ -64,6 +64,11 @@ class CacheConfig(Config):
     def root(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
 
+    def corpora_dir(self) -> Path:
+        """Where corpus files' hashes are remembered (`sae.identity`): beside the caches
+        they key, so that one cache folder serves every run folder that reads it."""
+        return self.root() / "corpora"
+
 
 @dataclass
 class ExampleConfig(Config):

@@ -1,14 +1,16 @@
 """The corpus the subject model reads: a list of strings, a text or JSONL file, or a Hugging
 Face dataset, always streamed one document at a time.
 
-`Corpus.fingerprint()` identifies the content cheaply (without reading it all) so that the
-activation cache can be reused: a hash of the strings, a file's path, size and modification
-time, or a dataset's name, config, split and revision.
+`Corpus.fingerprint()` identifies the content, so that the activation cache and a run folder
+are reused exactly when the documents are the same: a hash of the documents read (strings, a
+text or JSONL file), of a local dataset folder's file bytes, or a remote dataset's name,
+config, split and revision. A file's path, size and times never decide it: touching, copying
+or moving a corpus changes nothing, and editing one document changes the hash
+(`identity.py` hashes and remembers, and words a difference).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from ..records.errors import CorpusError
 from ..records.files import not_utf8
+from .identity import DocumentDigest, digest_documents, digest_file_bytes, explain_difference
 
 Kind = Literal["texts", "text_file", "jsonl", "hf"]
 _FILE_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".ndjson")
@@ -164,30 +167,64 @@ class Corpus:
             return f"dataset {self.source}{cfg}, split {self.split}"
         return f"{self.kind} {self.source}"
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies the content, for the cache key."""
-        if self.kind == "texts":
-            h = hashlib.blake2b(digest_size=16)
-            for t in self.source:
-                b = t.encode("utf-8")
-                h.update(len(b).to_bytes(8, "little"))
-                h.update(b)
-            return {"kind": "texts", "n": len(self.source), "sha": h.hexdigest()}
-        if self.kind in ("text_file", "jsonl"):
-            st = Path(self.source).stat()
-            return {"kind": self.kind, "path": self.source, "size": st.st_size,
-                    "mtime_ns": st.st_mtime_ns, "text_field": self.text_field}
+    def documents_digest(self, memo: Path | None = None) -> DocumentDigest | None:
+        """The hash of the documents read (strings, text and JSONL files; None for a
+        dataset), remembered in `memo` (a folder) for a file that has not changed since."""
+        if self.kind == "hf":
+            return None
+        path = None if self.kind == "texts" else Path(str(self.source))
+        return digest_documents(iter(self), path, memo, self.text_field)
+
+    def fingerprint(self, memo: Path | None = None) -> dict[str, Any]:
+        """What identifies the content, for the cache key and a run's identity (module
+        docstring); `memo` is where file hashes are remembered (`identity.py`)."""
+        docs = self.documents_digest(memo)
+        if docs is not None:
+            # The same documents from a list, a .txt or a .jsonl file give the same activations.
+            return {"kind": "documents", "n": docs.n, "sha": docs.sha}
         out = {"kind": "hf", "name": self.source, "config": self.config_name,
                "split": self.split, "revision": self.revision, "text_field": self.text_field,
                "load_kwargs": {k: repr(v) for k, v in sorted(self.load_kwargs.items())}}
-        path = Path(self.source)
+        path = Path(str(self.source))
         if path.is_dir():
-            # Local dataset folder: its files' sizes and times stand for the content.
+            # A local dataset folder: its files' bytes (not where it lies) stand for the content.
+            out["name"] = "local folder"
             out["files"] = sorted(
-                (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                (str(p.relative_to(path)), p.stat().st_size, digest_file_bytes(p, memo))
                 for p in path.rglob("*") if p.is_file()
             )
         return out
+
+    def path_fingerprint(self) -> dict[str, Any] | None:
+        """The identity earlier versions gave a file (its path, size and modification time) or
+        a list of strings, before identity by content: a run folder they started, on a file
+        untouched since, still resumes (`run.record.open_record` rebinds it). None for a
+        dataset, whose identity has not changed."""
+        if self.kind == "texts":
+            docs = self.documents_digest()
+            return None if docs is None else {"kind": "texts", "n": docs.n, "sha": docs.sha}
+        if self.kind == "hf":
+            return None
+        st = Path(str(self.source)).stat()
+        return {"kind": self.kind, "path": self.source, "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns, "text_field": self.text_field}
+
+    def profile(self, memo: Path | None = None) -> dict[str, Any]:
+        """What a run records of its corpus, so that a later mismatch can be said in words
+        (`difference`): where it was, its size, its documents and their hash."""
+        docs = self.documents_digest(memo)
+        out: dict[str, Any] = {"corpus": self.describe()}
+        if docs is not None:
+            out.update(n_documents=docs.n, sha=docs.sha, size=docs.size)
+        return out
+
+    def difference(self, before: dict[str, Any] | None, memo: Path | None = None) -> str:
+        """How this corpus differs from the one `before` (a `profile`) describes, in words:
+        the files, their sizes and document counts, and the first differing document."""
+        return explain_difference(self.profile(memo), before, self._documents_now, memo)
+
+    def _documents_now(self) -> Iterator[str]:
+        return iter(self)
 
 
 def _utf8(lines: Iterator[str], path: str | tuple[str, ...]) -> Iterator[str]:

@@ -20,8 +20,20 @@ What the paper leaves open, and what this implementation does (`GSAEConfig`):
   signed product;
 * **``W_decᵀ g``** is the vector-Jacobian product of ``decode`` (``g @ W_dec.T`` for a plain
   decoder; activation normalisation and ``hook_z`` reshaping included);
-* **ties** go to the lower latent index (``torch.topk``'s order on equal scores is not
-  specified; we sort stably).
+* **ties** go to the larger ``z`` (TopK's own choice), then to the lower latent index
+  (``torch.topk``'s order on equal scores is not specified; we sort stably). This matters at
+  the last position of every context: it feeds no next-token prediction, so its gradient is
+  exactly 0 and every score is ``z · 0 = 0``. Ranked by index alone, latents 0..k-1 would fire
+  on every context end, whatever they mean; ranked by ``z``, the g-SAE falls back on the TopK
+  SAE it refines where the gradient says nothing. (The alternative, leaving those positions
+  out of the cache, would make them look inactive to the examples instead of unknown, and
+  would leave `GSAE.encode` itself ill-defined there for every other user.)
+
+**Forward and splicing.** ``GSAE.forward(x)`` (what SAELens's splicing tools call, e.g.
+``HookedSAETransformer.run_with_saes``) encodes without a gradient argument, so it raises
+`GradientRequiredError` unless a gradient is supplied: ``with supplied_gradient(sae, model,
+tokens): model.run_with_saes(tokens, saes=[sae])`` computes the clean model's gradient at the
+SAE's hook for those tokens first and lets ``forward`` use it.
 
 `register` adds the architecture to SAELens's registry (``"gsae"``), so `SAE.load_from_disk`
 and `SAE.from_dict` build a `GSAE`; importing `saelens_tokenlabel` does it (`run.plugin`).
@@ -29,11 +41,15 @@ and `SAE.from_dict` build a `GSAE`; importing `saelens_tokenlabel` does it (`run
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
+
+from .hooks import HookSpec, activation_and_grad
 
 ARCHITECTURE = "gsae"
 GRADIENT_LOSSES = ("next_token_ce_sum",)
@@ -93,15 +109,15 @@ def _classes() -> dict[str, Any]:
         """TopK whose selection is weighted by the gradient at the hook (module docstring)."""
 
         NEEDS_GRADIENT = True
+        supplied_grad: torch.Tensor | None = None
+        """The gradient `supplied_gradient` lends to calls without one (`forward`)."""
 
         def encode(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
+            """The g-SAE activation of `x`; `grad` is ``∂L/∂x`` at the hook, of `x`'s shape.
+            Without it (as `forward` and SAELens's splicing call it), the gradient a
+            `supplied_gradient` block holds, else `GradientRequiredError`."""
             if grad is None:
-                raise GradientRequiredError(
-                    "A g-SAE selects its k latents by z ∘ |W_decᵀ g|, g the gradient of the "
-                    "subject model's loss at the hook: call encode(x, grad=g). "
-                    "saelens_tokenlabel.sae.hooks.activation_and_grad(model, spec, tokens, "
-                    "mask) gives x and g; sae.label_features and `tokenlabel label` compute "
-                    "them for you.")
+                grad = _supplied(self, x)
             return self.hook_sae_acts_post(select(self, self.pre_activation(x), grad))
 
         def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +139,55 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _supplied(sae: Any, x: torch.Tensor) -> torch.Tensor:
+    """The gradient `supplied_gradient` holds for `x` (same number of values), or the error
+    that says how to give one."""
+    grad = sae.supplied_grad
+    if grad is None:
+        raise GradientRequiredError(
+            "A g-SAE selects its k latents by z ∘ |W_decᵀ g|, g the gradient of the subject "
+            "model's loss at the hook, so encode/forward need it: call encode(x, grad=g), or "
+            "splice it inside `with saelens_tokenlabel.sae.gsae.supplied_gradient(sae, model, "
+            "tokens):` (SAELens's run_with_saes and friends). sae.label_features and "
+            "`tokenlabel label` compute it for you.")
+    if grad.numel() != x.numel():
+        raise GradientRequiredError(
+            f"The supplied gradient has shape {tuple(grad.shape)} but the g-SAE was called on "
+            f"{tuple(x.shape)}: `supplied_gradient` was given other tokens than the model runs "
+            "on. Pass the same tokens to both.")
+    return grad.reshape(x.shape)
+
+
+@contextmanager
+def supplied_gradient(sae: Any, model: Any, tokens: Int[torch.Tensor, "batch pos"],
+                      attention_mask: Int[torch.Tensor, "batch pos"] | None = None
+                      ) -> Iterator[torch.Tensor]:
+    """Run a g-SAE's `forward` (SAELens's splicing: ``model.run_with_saes(tokens,
+    saes=[sae])``, ``model.add_sae(sae)``) inside this block: it computes ``∂L/∂x`` of the
+    clean `model` (no SAE spliced) at the SAE's hook for `tokens` (L: `gradient_loss`, the
+    summed next-token loss of the real tokens, `attention_mask`'s ones; default all), and
+    every call of ``sae.encode``/``sae.forward`` without ``grad`` uses it. Yields the gradient
+    (``[batch, pos, ...]``, the hook's head selected).
+
+    The model must not have the g-SAE spliced in while the block starts (the gradient is the
+    clean model's, as in training); splice it inside the block. The gradient belongs to
+    `tokens`: run the model on the same tokens."""
+    if not needs_gradient(sae):
+        raise TypeError(f"supplied_gradient is for g-SAEs; {type(sae).__name__} selects its "
+                        "latents without a gradient.")
+    tokens = torch.as_tensor(tokens)
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    mask = torch.ones_like(tokens) if attention_mask is None else attention_mask
+    _, grad = activation_and_grad(model, HookSpec.from_sae(sae), tokens, mask)
+    before = sae.supplied_grad
+    sae.supplied_grad = grad
+    try:
+        yield grad
+    finally:
+        sae.supplied_grad = before
+
+
 def decoder_projection(sae: Any, grad: torch.Tensor, latent_shape: torch.Size
                        ) -> Float[torch.Tensor, "n d_sae"]:
     """``W_decᵀ g`` per row, of the latents' shape: the vector-Jacobian product of
@@ -138,12 +203,29 @@ def decoder_projection(sae: Any, grad: torch.Tensor, latent_shape: torch.Size
 
 def select(sae: Any, z: Float[torch.Tensor, "n d_sae"], grad: torch.Tensor
            ) -> Float[torch.Tensor, "n d_sae"]:
-    """The g-SAE activation: ReLU(z) on the k latents with the largest ``z ∘ |W_decᵀ g|``."""
+    """The g-SAE activation: ReLU(z) on the k latents with the largest ``z ∘ |W_decᵀ g|``;
+    equal scores go to the larger z, then to the lower index (module docstring: a zero
+    gradient, as at the last position of a context, makes every score equal)."""
     proj = decoder_projection(sae, grad, z.shape).to(z.dtype)
-    score = z * (proj.abs() if sae.cfg.gradient_abs else proj)
-    # Stable sort: equal scores go to the lower index, whatever topk's kernel does.
-    idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., : sae.cfg.k]
-    return torch.zeros_like(z).scatter(-1, idx, z.gather(-1, idx).relu())
+    # + 0.0 turns the -0.0 of a negative z times a zero gradient into +0.0, which compares
+    # equal anyway but would sort apart in a radix sort (CUDA).
+    score = z * (proj.abs() if sae.cfg.gradient_abs else proj) + 0.0
+    k = sae.cfg.k
+    flat_z, flat_s = z.reshape(-1, z.shape[-1]), score.reshape(-1, z.shape[-1])
+    vals, idx = flat_s.topk(k, dim=-1)
+    # The chosen set is unique unless scores tie at the k-th place; only those rows (a
+    # context's last position, where every score is 0) need the tie rule, by two stable sorts:
+    # by z, then by the score.
+    tied = (flat_s >= vals[:, -1:]).sum(-1) > k
+    if bool(tied.any()):
+        rows = tied.nonzero().flatten()
+        by_z = torch.sort(flat_z[rows], dim=-1, descending=True, stable=True).indices
+        order = torch.sort(flat_s[rows].gather(-1, by_z), dim=-1, descending=True,
+                           stable=True).indices
+        idx = idx.clone()
+        idx[rows] = by_z.gather(-1, order[:, :k])
+    out = torch.zeros_like(flat_z).scatter(-1, idx, flat_z.gather(-1, idx).relu())
+    return out.reshape(z.shape)
 
 
 def gsae_classes() -> tuple[type, type]:

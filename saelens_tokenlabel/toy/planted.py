@@ -3,6 +3,13 @@ toy lexicon, a tiny subject model whose embedding marks chosen tokens, and a han
 whose features fire on exactly those tokens (feature 0: animal words, 1: digits, 2: never,
 3: two Chinese characters; 4..7: random directions).
 
+The decoder is seeded. Given the subject model (``planted_sae(model=...)``, as the demo does,
+with a tokenizer that has the concept words as tokens: ``train_subject_tokenizer(dir,
+slots=LABEL_SLOTS)``), each concept feature's decoder row writes its concept (`WRITES`: the
+animal and the Chinese feature write " animal", the digit feature " number"): its logit lens
+promotes that word first, and added at the hook it makes the model say it. Every other row
+is a random direction.
+
 The tests use it, and so does ``tutorials/02_label_an_sae.ipynb`` in offline mode, where it
 stands in for GPT-2 small and a pretrained SAELens SAE::
 
@@ -27,7 +34,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from .lexicon import ANIMALS, COLORS, DIGITS, FOODS, OBJECTS
+from .lexicon import ANIMALS, COLORS, CONCEPTS, DIGITS, FOODS, OBJECTS
 
 ENDOFTEXT = "<|endoftext|>"
 HOOK = "blocks.0.hook_resid_pre"
@@ -54,6 +61,12 @@ TEMPLATES = (
 )
 SLOTS = {"animal": ANIMALS, "number": DIGITS, "food": FOODS, "color": COLORS,
          "object": OBJECTS}
+LABEL_SLOTS = {**SLOTS, "label": tuple(CONCEPTS)}
+"""`SLOTS` and the toy evaluator's concept words: a tokenizer trained on them has every label
+the toy evaluator can give as one subject token (for the output side and steering)."""
+WRITES = {ANIMAL_FEATURE: "animal", DIGIT_FEATURE: "number", CHINESE_FEATURE: "animal"}
+"""The word each concept feature's decoder row writes (`planted_sae` with a model): 猫 and 狗
+are animals, and the toy corpus writes its numbers as digits."""
 
 
 def _dealer(rng: random.Random) -> Callable[[Sequence[str]], str]:
@@ -163,9 +176,14 @@ def planted_metadata(hook: str | None = HOOK, **metadata) -> SAEMetadata:
     return SAEMetadata(**meta)
 
 
-def planted_sae(hook: str = HOOK, **metadata) -> StandardSAE:
+def planted_sae(hook: str = HOOK, *, model: HookedTransformer | None = None,
+                **metadata) -> StandardSAE:
     """Feature f < 4 reads embedding dimension f: relu(2 x_f - 0.5), so it fires exactly on
-    its planted tokens (1.5 to 3.0). Feature 2 is dead. Features 4.. read random directions."""
+    its planted tokens (1.5 to 3.0). Feature 2 is dead. Features 4.. read random directions.
+
+    Decoder rows are unit vectors, seeded: random, except that with the subject `model` each
+    concept feature's row writes its word (`WRITES`, `concept_row`). Activations never depend
+    on the decoder (b_dec is 0), so every SAE this builds fires alike."""
     sae = StandardSAE(StandardSAEConfig(d_in=D_MODEL, d_sae=D_SAE,
                                         metadata=planted_metadata(hook, **metadata)))
     gen = torch.Generator().manual_seed(1)
@@ -178,7 +196,64 @@ def planted_sae(hook: str = HOOK, **metadata) -> StandardSAE:
             sae.b_enc[f] = -0.5
         sae.b_enc[DEAD_FEATURE] = -1.0
         sae.W_enc[4:, 4:] = torch.randn(D_MODEL - 4, D_SAE - 4, generator=gen)
+        rows = torch.randn(D_SAE, D_MODEL, generator=torch.Generator().manual_seed(2))
+        sae.W_dec.copy_(rows / rows.norm(dim=1, keepdim=True))
+    if model is not None:
+        written = {w: concept_row(model, hook, w) for w in sorted(set(WRITES.values()))}
+        with torch.no_grad():
+            for f, word in WRITES.items():
+                sae.W_dec[f] = written[word]
     return sae
+
+
+def concept_row(model: HookedTransformer, hook: str, word: str, steps: int = 100
+                ) -> torch.Tensor:
+    """A unit direction at `hook` that writes `word` (one subject token, with its leading
+    space): seeded Adam steps raise the word's log-probability when the direction, at 0.5,
+    1 and 2 times the hook's mean activation norm, is added to neutral toy sentences (read at
+    their last token), and its rank in the direction's logit lens. Rounded to 4 decimals, so
+    that the float noise of another thread count does not change the SAE."""
+    t = single_token(model.tokenizer, " " + word)
+    tokens, mask = _sentences(model, toy_sentences(16, seed=7))
+    last = mask.sum(1) - 1
+    with torch.no_grad():
+        acts: dict[str, torch.Tensor] = {}
+        model.run_with_hooks(tokens, attention_mask=mask, return_type=None,
+                             fwd_hooks=[(hook, lambda a, hook: acts.update(x=a))])
+        norm = float(acts["x"][:, 1:].norm(dim=-1)[mask[:, 1:].bool()].mean())
+    scales = torch.tensor([0.5, 1.0, 2.0]) * norm
+    rows, m = tokens.repeat(len(scales), 1), mask.repeat(len(scales), 1)
+    at = (torch.arange(len(rows)), last.repeat(len(scales)))
+    lens = (model.ln_final.w.detach()[:, None] * model.W_U.detach())[:, : len(model.tokenizer)]
+    v = torch.randn(D_MODEL, generator=torch.Generator().manual_seed(100 + t))
+    v.requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=0.05)
+    for _ in range(steps):
+        u = v / v.norm()
+        add = (scales[:, None] * u).repeat_interleave(len(tokens), 0)[:, None]
+        logits = model.run_with_hooks(rows, attention_mask=m,
+                                      fwd_hooks=[(hook, lambda a, hook, add=add: a + add)])
+        said = torch.log_softmax(logits[at], -1)[:, t].mean()
+        ranked = torch.log_softmax(20.0 * (u @ lens), -1)[t]
+        # autograd.grad, not backward: the model's weights get no gradient.
+        (v.grad,) = torch.autograd.grad(-said - ranked, v)
+        opt.step()
+    with torch.no_grad():
+        u = torch.round(v / v.norm() * 1e4) / 1e4
+        return u / u.norm()
+
+
+def _sentences(model: HookedTransformer, texts: Sequence[str]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`texts` with BOS, right-padded, and the mask of their tokens."""
+    tok = model.tokenizer
+    seqs = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]] for t in texts]
+    tokens = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for i, ids in enumerate(seqs):
+        tokens[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
+    return tokens, mask
 
 
 def expected_activations(model: HookedTransformer, sae, contexts: dict[int, list[int]],

@@ -112,6 +112,25 @@ def test_help_is_the_first_sentence_of_the_field_docstring():
     assert field_docs(Outer)["performance"] == "Speed knobs."
 
 
+def test_help_shows_each_configs_default():
+    p = argparse.ArgumentParser(prog="t")
+    FLAGS.add(p)
+    text = " ".join(p.format_help().split())
+    assert "Learning rate. (default: 0.1)" in text
+    assert "Which kind. (default: a)" in text and "A switch. (default: off)" in text
+    assert "Reuse the cache. Exact: same results." not in text  # the first sentence only
+    assert "Reuse the cache. (default: on)" in text and "(100%% exact)" not in text
+    assert "Rows per pass (100% exact). (default: 64)" in text  # nested: its own default
+    assert "Exact steps. --" in text  # None is left to the docstring
+    # The real commands: every LabelConfig flag says its default; long ones point at it.
+    label = " ".join(build_parser()._subparsers._group_actions[0].choices[  # noqa: SLF001
+        "label"].format_help().split())
+    assert f"(default: {LabelConfig().lr})" in label
+    assert "(default: see LabelConfig.restarts)" in label
+    assert "(default: 0:100, 1,5,9 or all" not in label and "(default: all)" in label
+    assert "features sharing one optimisation (default: 8)" in label
+
+
 def test_a_flag_name_shared_by_nested_fields_is_refused():
     @dataclass
     class Clash(Config):

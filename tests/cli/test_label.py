@@ -25,7 +25,7 @@ def test_parse_features():
         parse_features("0:11", 10)
     with pytest.raises(ValueError, match="START:STOP"):
         parse_features("a", 10)
-    with pytest.raises(ValueError, match=r"\[-1\] out of range"):
+    with pytest.raises(ValueError, match=r"1 index is out of range \(-1\)"):
         parse_features("-1", 10)
     with pytest.raises(ValueError, match="selects no feature"):
         parse_features("5:5", 10)
@@ -106,7 +106,7 @@ def started(out) -> dict[int, int]:
     from saelens_tokenlabel.run import RunStore
 
     with RunStore(out, create=False) as store:
-        return {r["feature"]: r["attempts"] for r in store.rows()}
+        return {r["feature"]: r["starts"] for r in store.rows()}
 
 
 def test_label_command_ray_flags(tmp_path, capsys):

@@ -12,6 +12,7 @@ import pytest
 
 from saelens_tokenlabel import LabelConfig
 from saelens_tokenlabel.cli import main
+from saelens_tokenlabel.formats.labelset import status_result
 from saelens_tokenlabel.run import RunStore, load_labelset
 from saelens_tokenlabel.run.export import has_pyarrow
 from saelens_tokenlabel.run.pipeline import label_sae_features
@@ -47,7 +48,7 @@ def test_status_counts_attempts_errors_and_last(run_dir, capsys):
     assert main(["status", str(run_dir), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["counts"] == {"ok": 2, "dead": 1, "error": 1, "pending": 1}
-    assert s["attempts"]["total"] == 4 and [e["feature"] for e in s["errors"]] == [5]
+    assert s["retries"]["starts"] == 4 and [e["feature"] for e in s["errors"]] == [5]
     assert {r["feature"] for r in s["last"]} == {0, 1, DEAD_FEATURE}
     assert s["claimed"] == 0 and "claimed:" not in out
     # Every finished feature's verdict, counted, and shown beside each recent label.
@@ -67,12 +68,74 @@ def test_status_shows_who_is_labeling_what(run_dir, tmp_path, capsys):
     with RunStore(copy) as store:
         assert store.claim([5, 6], 2, "host:123:abc", lease_s=60.0) == [5, 6]
     assert main(["status", str(copy)]) == 0
-    assert "claimed:      2 features being labeled by host:123:abc (2)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "claimed:      2 features being labeled (last heartbeat 0 s ago)" in out
+    assert "\n  host:123:abc  5, 6\n" in out
     with RunStore(copy) as store:
         store.release("host:123:abc")
         assert store.claim([6], 1, "host:9:x", lease_s=-1.0) == [6]  # already expired
     assert main(["status", str(copy)]) == 0
     assert "claimed:" not in capsys.readouterr().out
+
+
+def _copy_run(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    return copy
+
+
+def test_status_mid_batch_times_the_run_and_lists_the_claims(run_dir, tmp_path, capsys):
+    """Fourteen minutes into a batch of four (one dead, done at once; three being labeled
+    under a live claim): status says 14 minutes, not 0, and who labels what; a `running` row
+    no live claim holds (its process stopped) is `interrupted`, never `running`."""
+    import time
+
+    copy = _copy_run(run_dir, tmp_path)
+    now = time.time()
+    with RunStore(copy) as store:
+        store._db.execute("DELETE FROM features")
+        store.add_features(range(6))
+        store.start([0, 1, 2, 3])
+        store.put([status_result(0, "dead", "never fires")])
+        assert store.claim([1, 2, 3], 3, "host:42:abc", lease_s=600.0) == [1, 2, 3]
+        store.start([4])  # a process that stopped: running, no claim
+        store._db.execute("UPDATE features SET started_at = ? WHERE feature IN (0, 1, 2, 3)",
+                          (now - 840,))
+        store._db.execute("UPDATE features SET finished_at = ? WHERE feature = 0",
+                          (now - 839.99,))
+        store._db.execute("UPDATE features SET started_at = ? WHERE feature = 4",
+                          (now - 900,))
+    assert main(["status", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "1/6 finished  dead=1  running=3  interrupted=1  pending=1" in out
+    assert "claimed:      3 features being labeled" in out
+    assert "\n  host:42:abc  1, 2, 3\n" in out
+    assert "interrupted:  1 features whose process stopped before their results (4)" in out
+    # 14 minutes of labeling: the batch's start to now (feature 4's stopped process counts
+    # only up to its last sign of life, here its start).
+    assert "elapsed:      14m00s labeling" in out
+    assert "0.1 features/min, about 1h10m00s left" in out  # 5 left at 1 per 14 minutes
+    assert main(["status", str(copy), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["claims"] == {"host:42:abc": [1, 2, 3]} and s["interrupted"] == [4]
+    assert s["elapsed_s"] == pytest.approx(840, abs=5)
+
+
+def test_status_into_a_closed_pipe_exits_quietly(run_dir, monkeypatch):
+    """`tokenlabel status DIR | head`: the reader is gone before status prints; no
+    BrokenPipeError, exit 0."""
+    import os
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    pipe = os.fdopen(write, "w")
+    monkeypatch.setattr(sys, "stdout", pipe)
+    try:
+        assert main(["status", str(run_dir)]) == 0
+    finally:
+        monkeypatch.undo()
+        pipe.close()  # what was left unprinted goes to /dev/null now: no error
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -114,6 +177,14 @@ def test_export_writes_sidecar_neuronpedia_and_table(run_dir, tmp_path, fmt, cap
         assert by[f]["verdict_reason"] == labels[f].verdict.reason
     assert by[5]["status"] == "error" and "simulated" in by[5]["error"]
     assert by[6]["status"] == "pending" and by[6]["label"] is None
+    # One word per meaning, counts as integers: `retries` (process starts less one) is the
+    # store's, `attempts` the optimisation's.
+    assert "retries" in rows[0] and "metric_attempts" not in rows[0]
+    count = (lambda v: v) if fmt == "parquet" else str
+    for f in (0, 1):
+        assert by[f]["retries"] == count(0)
+        assert by[f]["attempts"] == count(len(labels[f].attempts))
+        assert by[f]["steps_total"] == count(sum(a.steps for a in labels[f].attempts))
 
 
 def test_export_only_explained_keeps_other_labels_out_of_neuronpedia(run_dir, tmp_path):

@@ -254,6 +254,10 @@ def test_feature_page_lists_every_attempt_and_marks_the_selected_one(toy_labels,
     assert table.count('<tr class="selected">') == 1
     chosen = next(a for a in attempts if a.selected)
     assert chosen.label in table
+    # Counts print as integers (the scores table), attempts are numbered without gaps.
+    assert f"<th>attempts</th><td>{len(attempts)}</td>" in html
+    assert f"<th>steps_total</th><td>{sum(a.steps for a in attempts)}</td>" in html
+    assert [a.attempt for a in attempts] == list(range(len(attempts)))
 
 
 def _comparison(labels: LabelSet):

@@ -4,6 +4,7 @@ before claims still open."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -106,6 +107,56 @@ def test_run_options_and_unknown_keywords(subject, sae, toy_corpus, fast_evaluat
                            options=RunOptions(), features_per_batch=0)
 
 
+_OTHER_PROCESS = """
+import json, sys
+from saelens_tokenlabel.run.store import RunStore, new_owner
+with RunStore(sys.argv[1]) as store:
+    print(json.dumps(store.claim(json.loads(sys.argv[2]), 99, new_owner(), 60.0)))
+"""
+
+
+def test_a_batch_longer_than_its_lease_keeps_its_claims(subject, toy_corpus, tmp_path, capsys):
+    """The first batch runs for five leases. The heartbeat thread renews its claims all along:
+    a second process started meanwhile gets none of the batch's features, and `tokenlabel
+    status` lists them as claimed by this process, mid-batch."""
+    from saelens_tokenlabel.cli import main
+
+    save_inputs(tmp_path, subject, toy_corpus[:40])
+    out, lease = tmp_path / "long", 0.5
+    seen: dict = {}
+
+    def label(batch, evaluator, config):
+        if not seen:
+            t0 = time.time()
+            time.sleep(5 * lease)
+            other = subprocess.run(
+                [sys.executable, "-c", _OTHER_PROCESS, str(out), json.dumps(batch.features)],
+                capture_output=True, text=True, timeout=120,
+                env={**os.environ, "PYTHONPATH": str(REPO)})
+            assert other.returncode == 0, other.stderr
+            seen.update(batch=batch.features, other=json.loads(other.stdout), t0=t0)
+            with RunStore(out, create=False) as store:
+                seen["claims"] = store.claims()
+            assert main(["status", str(out)]) == 0
+            seen["status"] = capsys.readouterr().out
+        return label_batch(batch, evaluator, config)
+
+    run(tmp_path, out, lease_s=lease, executor=LocalExecutor(label=label))
+    assert seen["batch"] == [0, 1] and seen["other"] == []  # nothing taken over
+    claims = seen["claims"]
+    assert sorted(claims) == [0, 1] and len({c["owner"] for c in claims.values()}) == 1
+    owner = claims[0]["owner"]
+    assert owner.split(":")[1] == str(os.getpid())  # this process, renewed past its lease:
+    assert all(c["expires_at"] > seen["t0"] + 4 * lease for c in claims.values())
+    status = seen["status"]
+    assert "claimed:      2 features being labeled" in status
+    assert f"\n  {owner}  0, 1\n" in status and "running=2" in status
+    assert "interrupted" not in status
+    with RunStore(out, create=False) as store:
+        assert store.claims() == {} and store.finished() == set(FEATURES)
+        assert [r["starts"] for r in store.rows()] == [1] * len(FEATURES)
+
+
 def _child(tmp: Path, out: Path, lease_s: float, started: Path | None = None
            ) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -149,7 +200,7 @@ def test_two_processes_on_one_run_folder_label_each_feature_once(inputs, tmp_pat
     with RunStore(out, create=False) as store:
         rows = store.rows()
         assert [r["feature"] for r in rows] == FEATURES
-        assert [r["attempts"] for r in rows] == [1] * len(FEATURES)  # each labeled once
+        assert [r["starts"] for r in rows] == [1] * len(FEATURES)  # each labeled once
         assert store.claims() == {}  # both released what they held
         same_labels(store.labelset(), ref)
 
@@ -185,7 +236,7 @@ def test_a_killed_process_claims_are_taken_over_after_the_lease(inputs, tmp_path
     same_labels(got, ref)
     with RunStore(out, create=False) as store:
         rows = {r["feature"]: r for r in store.rows()}
-        assert {f: r["attempts"] for f, r in rows.items()} == {
+        assert {f: r["starts"] for f, r in rows.items()} == {
             f: (2 if f in held else 1) for f in FEATURES}
         assert store.claims() == {}
         same_labels(store.labelset(), ref)
@@ -208,6 +259,6 @@ def test_claims_of_a_killed_process_on_this_host_are_free_at_once(inputs, tmp_pa
     assert time.monotonic() - t0 < 300  # not the 600 s lease
     same_labels(got, ref)
     with RunStore(out, create=False) as store:
-        attempts = {r["feature"]: r["attempts"] for r in store.rows()}
+        attempts = {r["feature"]: r["starts"] for r in store.rows()}
         assert attempts == {f: (2 if f in held else 1) for f in FEATURES}
         assert store.claims(expired=True) == {}

@@ -42,14 +42,17 @@ def test_lifecycle_statuses_attempts_and_reopen(tmp_path):
         rows = {r["feature"]: r for r in s.rows()}
         assert {f: r["status"] for f, r in rows.items()} == {
             0: "dead", 1: "running", 2: "running", 3: "pending"}
-        assert rows[1]["attempts"] == 2 and rows[1]["error"] is None
-        assert rows[3]["attempts"] == 0
+        assert rows[1]["starts"] == 2 and rows[1]["error"] is None
+        assert rows[3]["starts"] == 0
         s.add_features([0, 5])  # known rows keep their status
         assert s.finished([0, 5]) == {0}
         summary = s.summary()
         assert summary["total"] == 5 and summary["finished"] == 1
-        assert summary["counts"] == {"dead": 1, "running": 2, "pending": 2}
-        assert summary["attempts"] == {"total": 4, "max": 2, "retried": 1}
+        # 1 and 2 are "running" rows no live claim holds (their process stopped): never
+        # shown as running.
+        assert summary["counts"] == {"dead": 1, "interrupted": 2, "pending": 2}
+        assert summary["interrupted"] == [1, 2] and summary["claimed"] == 0
+        assert summary["retries"] == {"starts": 4, "max": 1, "retried": 1}
         assert summary["last"][0]["feature"] == 0
     labels = load_labelset(tmp_path)
     assert list(labels) == [0] and labels[0].extra.message == "never fires"
@@ -176,7 +179,7 @@ def test_rerun_skips_finished_and_retries_errors(subject, toy_corpus, fast_evalu
     assert list(labels) == [0, 1, 4, 5] and labels[4].status == "ok"
     with RunStore(tmp_path / "run") as s:
         rows = {r["feature"]: r for r in s.rows()}
-    assert rows[4]["attempts"] == 2 and rows[0]["attempts"] == 1
+    assert rows[4]["starts"] == 2 and rows[0]["starts"] == 1
     calls.clear()
     assert list(label_sae_features(sae, subject, fast_evaluator, toy_corpus, [1], **kw)) == [1]
     assert calls == []

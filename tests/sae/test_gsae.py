@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from saelens_tokenlabel.sae import CacheConfig, build_activation_cache
-from saelens_tokenlabel.sae.gsae import GradientRequiredError, gsae_classes, needs_gradient
+from saelens_tokenlabel.sae.gsae import (
+    GradientRequiredError,
+    gsae_classes,
+    needs_gradient,
+    supplied_gradient,
+)
 from saelens_tokenlabel.sae.hooks import HookSpec, activation_and_grad
 from saelens_tokenlabel.sae.subject import Subject
 
@@ -46,11 +51,18 @@ def _direct(model, sae, ids):
     return x.detach()[0], g[0]
 
 
-def _by_hand(sae, x, g):
-    z = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
-    score = z * (g @ sae.W_dec.T).abs()
-    idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :K]
-    return torch.zeros_like(z).scatter(-1, idx, z.gather(-1, idx).relu()), z
+def _by_hand(sae, x, g, k=K):
+    """The selection written out per token: the k latents ranked by (score, z, -index), in
+    plain Python (`sorted` on tuples is lexicographic)."""
+    z = ((x - sae.b_dec) @ sae.W_enc + sae.b_enc).detach()
+    score = z * (g @ sae.W_dec.T).abs().detach()
+    out = torch.zeros_like(z)
+    for t in range(len(z)):
+        ranked = sorted(range(z.shape[1]), key=lambda i: (-float(score[t, i]),
+                                                          -float(z[t, i]), i))
+        for i in ranked[:k]:
+            out[t, i] = z[t, i].relu()
+    return out, z
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +161,84 @@ def test_a_hook_z_gsae_selects_on_the_flattened_heads():
     idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :2]
     want = torch.zeros_like(z).scatter(-1, idx, z.gather(-1, idx).relu())
     torch.testing.assert_close(got, want.detach(), rtol=0, atol=1e-12)
+
+
+def decoy_gsae(dtype=torch.float64):
+    """Latent 0 is a decoy: a small constant pre-activation (0.1) and a zero decoder row, so
+    its score z·|W_decᵀ g| is 0 everywhere and the gradient rule never picks it while latents
+    1-4 (pre-activation about 1, random decoder rows) score above 0. k = 2."""
+    from sae_lens.saes.sae import SAEMetadata
+
+    gsae, config = gsae_classes()
+    sae = gsae(config(d_in=D_MODEL, d_sae=5, k=2, dtype=str(dtype).split(".")[-1],
+                      metadata=SAEMetadata(hook_name="blocks.1.hook_resid_pre",
+                                           context_size=32, prepend_bos=True)))
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        sae.W_enc.copy_(0.01 * torch.randn(D_MODEL, 5, generator=g, dtype=dtype))
+        sae.W_enc[:, 0] = 0.0
+        sae.b_enc.copy_(torch.tensor([0.1, 1.0, 1.0, 1.0, 1.0], dtype=dtype))
+        sae.W_dec.copy_(torch.randn(5, D_MODEL, generator=g, dtype=dtype))
+        sae.W_dec[0] = 0.0
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_context_ends_do_not_pick_latents_by_index(subject64, toy_corpus, tmp_path):
+    """The last position of a context feeds no prediction: its gradient is exactly 0, every
+    score is 0, and ranked by index the decoy (latent 0) would fire on every context end.
+    Ties go to the larger z (TopK's choice): the decoy never fires."""
+    sae = decoy_gsae()
+    corpus = toy_corpus[:20]
+    cache = build_activation_cache(Subject.of(subject64, sae), corpus, None,
+                                   CacheConfig(cache_dir=tmp_path, batch_size=7),
+                                   progress=False)
+    assert cache.n_contexts == 20
+    assert cache.feature_activations(0)[0].numel() == 0  # the decoy never fires
+    ends = 0
+    for c, ids in cache.contexts(range(cache.n_contexts)).items():
+        x, g = _direct(subject64, sae, ids)
+        assert bool((g[-1] == 0).all()) and bool((g[:-1] != 0).any(-1).all())
+        z = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+        score = z * (g @ sae.W_dec.T).abs()
+        by_index = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :2]
+        # The rule this replaces: the decoy is picked at the context's end, and only there.
+        assert [p for p in range(len(ids)) if 0 in by_index[p]] == [len(ids) - 1]
+        ends += 1
+        want, _ = _by_hand(sae, x, g, k=2)
+        ctx, pos, val = (t.tolist() for t in cache.feature_activations(1))
+        got = {p: v for cc, p, v in zip(ctx, pos, val, strict=True) if cc == c}
+        assert got == pytest.approx({p: float(want[p, 1]) for p in range(len(ids))
+                                     if want[p, 1] != 0}, rel=1e-6)
+    assert ends == 20
+
+
+def test_supplied_gradient_lets_saelens_splice_a_gsae(subject64, subject_tokenizer,
+                                                      toy_corpus):
+    """`GSAE.forward` (SAELens's splicing) needs a gradient: outside `supplied_gradient` it
+    raises and names it; inside, the spliced run gives the cache's activations exactly."""
+    from sae_lens import HookedSAETransformer
+
+    spliced = HookedSAETransformer(subject64.cfg, tokenizer=subject_tokenizer)
+    spliced.load_state_dict(subject64.state_dict())
+    sae = random_gsae()
+    ids = [subject_tokenizer.bos_token_id] + subject_tokenizer(toy_corpus[0])["input_ids"]
+    tokens = torch.tensor([ids])
+    with pytest.raises(GradientRequiredError, match="supplied_gradient"):
+        spliced.run_with_saes(tokens, saes=[sae])
+    with supplied_gradient(sae, spliced, tokens) as grad:
+        _, cache = spliced.run_with_cache_with_saes(tokens, saes=[sae])
+        with pytest.raises(GradientRequiredError, match="other tokens"):
+            spliced.run_with_saes(tokens[:, :-1], saes=[sae])
+    assert grad.shape == (1, len(ids), D_MODEL)
+    x, g = _direct(subject64, sae, ids)
+    want, _ = _by_hand(sae, x, g)
+    got = cache["blocks.1.hook_resid_pre.hook_sae_acts_post"][0]
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=1e-12)
+    assert sae.supplied_grad is None  # the block lends it only while it runs
+    with pytest.raises(TypeError, match="g-SAEs"):
+        with supplied_gradient(planted_sae(), spliced, tokens):
+            pass
 
 
 @pytest.mark.slow

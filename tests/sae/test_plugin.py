@@ -109,7 +109,7 @@ def test_label_features_takes_a_run_dir_and_resumes(subject, toy_corpus, fast_ev
     assert again[5].to_dict() == first[5].to_dict()
     # Resumed, not labeled again: each feature was started once in the store.
     with RunStore(tmp_path / "run", create=False) as store:
-        assert {r["feature"]: r["attempts"] for r in store.rows()} == {0: 1, 5: 1}
+        assert {r["feature"]: r["starts"] for r in store.rows()} == {0: 1, 5: 1}
     assert "run_dir" in type(sae).label_features.__doc__
 
 

@@ -35,7 +35,7 @@ def _label(world, evaluator, folder, features, amortize=AMORTIZE):
 
 def _attempts(folder) -> dict[int, int]:
     with RunStore(folder, create=False) as store:
-        return {r["feature"]: r["attempts"] for r in store.rows()}
+        return {r["feature"]: r["starts"] for r in store.rows()}
 
 
 @pytest.fixture(scope="module")

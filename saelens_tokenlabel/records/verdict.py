@@ -5,7 +5,9 @@ the *reported* score on the held-out split (else the training one, when nothing 
 out), the *selection* score on the validation split (else training), which chooses between
 attempts and never sees the held-out examples (`split_score`). The descent's success test
 (`passes`) asks for a converged label whose selection score reaches the bar with no fixable
-errors left. A result's `Verdict` adds the held-out evidence:
+errors left. A result's `Verdict` judges the same test on the selection split alone (training
+errors another label fixes are refinement's business: the label kept scored better where it is
+chosen) and adds the held-out evidence:
 
 * ``explained``: the label passes the success test **and** its held-out balanced accuracy
   clears `verdict_bar` with the uncertainty of a small held-out set taken into account: the
@@ -96,10 +98,19 @@ def selection_score(metrics: Mapping[str, Any]) -> float:
     return float("-inf") if value is None else value
 
 
-def fixable_errors(metrics: Mapping[str, Any]) -> float:
-    """Errors a short-list label fixes (`descent.refine`), on training and validation."""
-    return sum(float(metrics.get(k) or 0.0) for k in ("train_fixable_errors",
-                                                       "validation_fixable_errors"))
+def fixable_errors(metrics: Mapping[str, Any], splits: tuple[str, ...] = ("train", "validation")
+                   ) -> float:
+    """Errors a short-list label fixes (`descent.refine`), on `splits` (training and
+    validation)."""
+    return sum(float(metrics.get(f"{k}_fixable_errors") or 0.0) for k in splits)
+
+
+def selection_fixable_errors(metrics: Mapping[str, Any]) -> float:
+    """Fixable errors on the split the label was chosen by (`SELECTING`: validation, else
+    training). A verdict counts only these: the training split's are what refinement acts on,
+    and a label it kept over the alternatives that fix them scored better where it is judged."""
+    key = split_score(metrics, SELECTING)[0]
+    return fixable_errors(metrics, (key.removesuffix("_balanced_accuracy"),)) if key else 0.0
 
 
 def passes(result: Judged, bar: float) -> bool:
@@ -198,8 +209,8 @@ class Verdict(Record):
     reason: str
     """Why, in one line."""
     passes: bool = False
-    """The descent's success test: converged, selection score >= `success_score`, no
-    fixable errors."""
+    """The success test on the selection split: converged, selection score >=
+    `success_score`, no fixable errors on that split (`selection_fixable_errors`)."""
     heldout: float | None = None
     """Held-out balanced accuracy (None: no held-out examples of both classes)."""
     low: float | None = None
@@ -274,7 +285,8 @@ def verdict_of(result: Judged, settings: VerdictSettings, derived: bool = False)
         return Verdict(value, result.extra.message or f"status {result.status}",
                        success_score=s.success_score, bar=s.bar, level=s.level,
                        derived=derived)
-    ok = passes(result, settings.success_score)
+    ok = (result.converged and selection_score(result.metrics) >= settings.success_score
+          and not selection_fixable_errors(result.metrics))
     counts = heldout_counts(result.metrics, result.n_heldout)
     heldout = split_score(result.metrics, ("heldout",))[1]
     low = high = None
@@ -307,7 +319,9 @@ def _why_not(result: Judged, bar: float) -> str:
     score = selection_score(result.metrics)
     if score < bar:
         return f"selection balanced accuracy {score:.2f} < {bar:g}"
-    return f"{fixable_errors(result.metrics):.0f} errors that another label fixes"
+    split = (split_score(result.metrics, SELECTING)[0] or "").split("_")[0]
+    return (f"{selection_fixable_errors(result.metrics):.0f} {split} errors that another "
+            "label fixes")
 
 
 def with_verdict(result: J, settings: VerdictSettings | None = None) -> J:

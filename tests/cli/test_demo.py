@@ -29,6 +29,18 @@ def test_demo_labels_the_planted_sae_and_writes_the_report(tmp_path, capsys):
     # The digit feature: the toy corpus writes numbers as digits only, so both fit.
     assert labels[1].label in ("digit", "number")
     assert labels[2].status == "dead"
+    # The verdicts tell them apart: the digit feature's label is right on every held-out
+    # example, so it is explained; a random feature's label is never trusted, whatever its p
+    # (feature 4 converges on "animal" with p > 0.9), and each verdict is printed with it.
+    assert labels[DIGIT_FEATURE].verdict.value == "explained"
+    assert labels[4].probability > 0.9
+    for f in RANDOM_FEATURES:
+        v = labels[f].verdict
+        assert v.value != "explained" and v.low < 0.75, (f, v)
+    assert labels[2].verdict.value == "dead"
+    for f in labels:
+        if labels[f].status == "ok":
+            assert labels[f].verdict.short() in printed
     index = tmp_path / "a" / "run" / "report" / "index.html"
     assert index.is_file() and str(index) in printed
     assert (tmp_path / "a" / "run" / "run.sqlite").is_file()

@@ -68,7 +68,16 @@ def test_each_verdict_and_its_reason():
     low_val = verdict_of(_result(metrics={"validation_balanced_accuracy": 0.8}), S)
     assert low_val.value == "weak" and "selection balanced accuracy 0.80 < 0.9" in low_val.reason
     fixable = verdict_of(_result(metrics={"validation_fixable_errors": 2.0}), S)
-    assert fixable.value == "weak" and "2 errors that another label fixes" in fixable.reason
+    assert fixable.value == "weak" and "2 validation errors that another label fixes" in \
+        fixable.reason
+    # Training errors another label fixes keep refinement going (`passes`), but a label kept
+    # over those alternatives is judged where it was chosen: they do not make it weak.
+    kept = _result(metrics={"train_fixable_errors": 1.0})
+    assert not passes(kept, 0.9) and verdict_of(kept, S).value == "explained"
+    # Without a validation split, training is where the label was chosen: they count.
+    no_val = _result(metrics={"train_fixable_errors": 1.0, "train_balanced_accuracy": 1.0,
+                              "validation_balanced_accuracy": float("nan")})
+    assert verdict_of(no_val, S).value == "weak"
     # Validation looks perfect, held-out is at chance: the selection bias the bound catches.
     chance = verdict_of(_result(metrics={"heldout_balanced_accuracy": 0.54, "heldout_tp": 4.0,
                                          "heldout_fn": 4.0, "heldout_tn": 7.0,

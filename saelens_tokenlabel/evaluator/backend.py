@@ -107,6 +107,7 @@ class HookedBackend:
                           stop_at_layer=model.cfg.n_layers)
         kv = None
         if p.keep_kv:
+            assert cache is not None  # made above: keep_kv without a past
             kv = prefix_kv([e.past_keys for e in cache.entries],
                            [e.past_values for e in cache.entries], _full_mask(p, device))
         return self._unembed(resid[:, -p.last:]), kv

@@ -229,13 +229,13 @@ def hooked_to_hf_llama(model: HookedTransformer) -> Any:
                          "Load it as a HookedTransformer (backend 'hooked'), or boot the "
                          "bridge from its Hugging Face checkpoint.")
     hf_cfg = LlamaConfig(
-        vocab_size=cfg.d_vocab, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+        vocab_size=cfg.d_vocab, hidden_size=cfg.d_model, intermediate_size=int(cfg.d_mlp or 0),
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
         num_key_value_heads=cfg.n_key_value_heads or cfg.n_heads, head_dim=cfg.d_head,
         max_position_embeddings=cfg.n_ctx, rms_norm_eps=cfg.eps, attention_bias=True,
         mlp_bias=True, tie_word_embeddings=False, pad_token_id=None,
         rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rotary_base)})
-    hf = LlamaForCausalLM(hf_cfg).to(cfg.dtype)
+    hf: Any = LlamaForCausalLM(hf_cfg).to(cfg.dtype)  # type: ignore[arg-type]  # stub: .to(dtype)
     hf.lm_head = torch.nn.Linear(cfg.d_model, cfg.d_vocab, bias=True, dtype=cfg.dtype)
     hf.load_state_dict(_llama_state(model), strict=True)
     hf.config.name_or_path = str(cfg.model_name)

@@ -118,7 +118,7 @@ class FeatureData:
                 raise FeatureDataError(f"Example {i} is {item!r}; expected (text, word, "
                                        "activation) or (text, word, activation, group).")
             groups.append(item[3] if len(item) == 4 else item[0])
-            rated.append(tuple(item[:3]))
+            rated.append((item[0], item[1], item[2]))
         # Each example is checked by the constructor (`_checked_example`).
         return cls([], name=name, metadata=dict(metadata), rated=rated, groups=groups)
 

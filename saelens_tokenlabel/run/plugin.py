@@ -160,9 +160,12 @@ def install() -> None:
         )
     _ORIGINALS["save_model"] = SAE.__dict__["save_model"]
     _ORIGINALS["load_from_disk"] = SAE.__dict__["load_from_disk"]
-    SAE.save_model = _wrap_save(_ORIGINALS["save_model"])
-    SAE.load_from_disk = _wrap_load(_ORIGINALS["load_from_disk"])
-    SAE.label_features = label_features
+    # The plugin patches SAELens's class on purpose (undone by `uninstall`); mypy sees
+    # assignments to methods.
+    SAE.save_model = _wrap_save(_ORIGINALS["save_model"])  # type: ignore[method-assign]
+    SAE.load_from_disk = _wrap_load(  # type: ignore[method-assign, assignment]
+        _ORIGINALS["load_from_disk"])
+    SAE.label_features = label_features  # type: ignore[attr-defined]
     _register_gsae()
 
 
@@ -178,6 +181,6 @@ def uninstall() -> None:
 
     if not is_installed():
         return
-    del SAE.label_features
-    SAE.save_model = _ORIGINALS.pop("save_model")
-    SAE.load_from_disk = _ORIGINALS.pop("load_from_disk")
+    del SAE.label_features  # type: ignore[attr-defined]
+    SAE.save_model = _ORIGINALS.pop("save_model")  # type: ignore[method-assign]
+    SAE.load_from_disk = _ORIGINALS.pop("load_from_disk")  # type: ignore[method-assign]

@@ -166,8 +166,9 @@ def open_record(opts: RecordOptions, identity: dict[str, Any], config: LabelConf
         with _noted(RunRecord(labels, None, ckpt, None)) as record:
             yield record
         return
-    given = opts.run_dir if isinstance(opts.run_dir, RunStore) else None
-    path = given.path if given is not None else store_path(opts.run_dir)
+    run_dir = opts.run_dir
+    given = run_dir if isinstance(run_dir, RunStore) else None
+    path = run_dir.path if isinstance(run_dir, RunStore) else store_path(run_dir)
     bound = {"identity": identity, "label_config": config.result_settings(),
              "example_config": ex.to_dict()}
     if opts.amortize is not None:

@@ -61,8 +61,8 @@ def clean_stops() -> Iterator[None]:
             before[sig] = signal.signal(sig, _handler)
         yield
     finally:
-        for sig, old in before.items():
-            signal.signal(sig, old)
+        for num, old in before.items():
+            signal.signal(num, old)
 
 
 @contextmanager

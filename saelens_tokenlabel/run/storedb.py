@@ -85,7 +85,7 @@ class _Cursor(sqlite3.Cursor):
         with translated(self.connection):
             return super().fetchall()
 
-    def fetchmany(self, size: int = 1) -> list[Any]:
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
         with translated(self.connection):
             return super().fetchmany(size)
 

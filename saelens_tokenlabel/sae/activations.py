@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
+from ..evaluator.loading import tokenizer_of
 from ..records.errors import CacheDamagedError, NonFiniteActivationError
 from .cache import META_FILENAME, ActivationCache, ShardWriter, features_key, find_cache
 from .config import CacheConfig
@@ -128,7 +129,7 @@ def encode_contexts(
     a counter they are an error. NaN/inf at the hook itself is always an error.
     """
     model, sae, spec = encoder.subject.model, encoder.subject.sae, encoder.subject.hook
-    tokens, mask = _padded(contexts, model.tokenizer.pad_token_id)
+    tokens, mask = _padded(contexts, tokenizer_of(model).pad_token_id)
     device = model.W_E.device
     # Right padding: causal attention keeps pad tokens out of every real token's view; the
     # explicit mask stops TransformerLens from guessing padding from token ids.
@@ -202,7 +203,7 @@ def _check_finite_input(model: SubjectModel, x: Float[torch.Tensor, " n *d"],
         return
     i = int(bad.nonzero()[0, 0])
     ctx, pos = int(b[i]), int(p[i])
-    text = model.tokenizer.decode(tokens[ctx, : pos + 1].tolist()[-12:])
+    text = tokenizer_of(model).decode(tokens[ctx, : pos + 1].tolist()[-12:])
     raise NonFiniteActivationError(
         f"The subject model gives NaN/inf at hook {hook_name!r} on {int(bad.sum())} of "
         f"{len(x)} tokens of a batch (first at position {pos}, after {text!r}). The model "
@@ -336,7 +337,7 @@ class _CacheRun:
                                                                  dtype=torch.long)
         encoder = SaeEncoder(self.subject, feat_t, config.encode_batch_tokens)
         nonfinite: Counter = Counter()
-        docs = Counter()
+        docs: Counter[str] = Counter()
 
         def counted() -> Iterator[str]:
             for text in self.corpus:

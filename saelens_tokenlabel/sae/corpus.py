@@ -141,7 +141,7 @@ class Corpus:
 
     def _open(self) -> Any:
         try:
-            return open(self.source, encoding="utf-8")
+            return open(str(self.source), encoding="utf-8")
         except OSError as err:
             raise CorpusError(f"Corpus file {self.source} cannot be read ({err.strerror}). "
                               "Check the path and its permissions.") from None
@@ -182,7 +182,7 @@ class Corpus:
         if docs is not None:
             # The same documents from a list, a .txt or a .jsonl file give the same activations.
             return {"kind": "documents", "n": docs.n, "sha": docs.sha}
-        out = {"kind": "hf", "name": self.source, "config": self.config_name,
+        out: dict[str, Any] = {"kind": "hf", "name": self.source, "config": self.config_name,
                "split": self.split, "revision": self.revision, "text_field": self.text_field,
                "load_kwargs": {k: repr(v) for k, v in sorted(self.load_kwargs.items())}}
         path = Path(str(self.source))

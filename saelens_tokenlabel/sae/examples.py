@@ -140,9 +140,10 @@ class _Pass1:
         keys[special] = 2.0
         k, c, p = _keep_smallest(keys, self.pool_size, gctx, flat_pos)
         keep = k <= 1.0
-        self.pool = _keep_smallest(torch.cat([self.pool[0], k[keep]]), self.pool_size,
-                                   torch.cat([self.pool[1], c[keep]]),
-                                   torch.cat([self.pool[2], p[keep]]))
+        pk, pc, pp = _keep_smallest(torch.cat([self.pool[0], k[keep]]), self.pool_size,
+                                    torch.cat([self.pool[1], c[keep]]),
+                                    torch.cat([self.pool[2], p[keep]]))
+        self.pool = (pk, pc, pp)
 
         loc = shard.locations.long()
         val = shard.activations
@@ -199,7 +200,7 @@ def _quantile_picks(s: _State, top: list[Entry], cfg: ExampleConfig, feature: in
             if len(b)]
     share = [cfg.n_quantile // len(bins) + (i < cfg.n_quantile % len(bins))
              for i in range(len(bins))]
-    out = []
+    out: list[Entry] = []
     for b, k in zip(bins, share, strict=True):
         pick = b[torch.randperm(len(b), generator=gen)[:k]]
         out.extend((rest[i][1], rest[i][2], rest[i][0]) for i in sorted(pick.tolist()))
@@ -239,10 +240,10 @@ def select_examples(
                             int(cache.meta["d_sae"]), cfg.seed, cfg.max_merge, cache.special_ids)
     _pass2(cache, sels, pool, finder, disable)
     picks, near = finder.picks()
-    for f, s in sels.items():
-        s.contrast = picks.get(f, [])
+    for f, sel in sels.items():
+        sel.contrast = picks.get(f, [])
         for c, acts in near.get(f, {}).items():
-            s.context_acts.setdefault(c, {}).update(acts)
+            sel.context_acts.setdefault(c, {}).update(acts)
     return sels, pool
 
 

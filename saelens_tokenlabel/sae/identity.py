@@ -150,11 +150,15 @@ def _remember(memo: Path | None, key: tuple[Any, ...], value: dict[str, Any]) ->
         log.debug("corpus memo %s not written (%s)", memo, err)
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
 def _remember_docs(memo: Path | None, sha: str, each: bytes) -> None:
     if memo is None or (memo / f"{sha}.docs").is_file():
         return
     try:
-        atomic_write(memo / f"{sha}.docs", lambda tmp: tmp.write_bytes(each))
+        atomic_write(memo / f"{sha}.docs", lambda tmp: _write_bytes(tmp, each))
     except OSError as err:
         log.debug("corpus memo %s not written (%s)", memo, err)
 

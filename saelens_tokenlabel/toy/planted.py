@@ -26,14 +26,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from ..evaluator.loading import tokenizer_of
 from .lexicon import ANIMALS, COLORS, CONCEPTS, DIGITS, FOODS, OBJECTS
 
 ENDOFTEXT = "<|endoftext|>"
@@ -104,7 +106,8 @@ def toy_sentences(n: int, seed: int = 0, *, slots: Mapping[str, Sequence[str]] =
     return out
 
 
-def train_subject_tokenizer(directory: Path, *, slots: Mapping[str, Sequence[str]] = SLOTS):
+def train_subject_tokenizer(directory: Path, *, slots: Mapping[str, Sequence[str]] = SLOTS
+                            ) -> PreTrainedTokenizerBase:
     """Byte-level BPE (GPT-2 style: spaces belong to the next word, one <|endoftext|> for
     BOS/EOS/pad). No Chinese in training, so Chinese characters stay byte tokens. Every word of
     `slots` (see `toy_sentences`), with and without a leading space, is one token."""
@@ -125,13 +128,13 @@ def train_subject_tokenizer(directory: Path, *, slots: Mapping[str, Sequence[str
     return AutoTokenizer.from_pretrained(str(directory))
 
 
-def single_token(tokenizer, text: str) -> int:
+def single_token(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == 1, f"{text!r} is not one subject token: {ids}"
     return ids[0]
 
 
-def planted_tokens(tokenizer) -> dict[int, list[int]]:
+def planted_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[int, list[int]]:
     """feature -> the subject token ids it fires on."""
     animals = [single_token(tokenizer, f" {w}") for w in ANIMALS]
     digits = [single_token(tokenizer, f" {d}") for d in DIGITS]
@@ -143,7 +146,8 @@ def planted_tokens(tokenizer) -> dict[int, list[int]]:
     return {ANIMAL_FEATURE: animals, DIGIT_FEATURE: digits, CHINESE_FEATURE: chinese}
 
 
-def subject_model(tokenizer, n_layers: int = 2, seed: int = 0, *, d_model: int = D_MODEL,
+def subject_model(tokenizer: PreTrainedTokenizerBase, n_layers: int = 2, seed: int = 0, *,
+                  d_model: int = D_MODEL,
                   marks: Mapping[int, Sequence[int]] | None = None) -> HookedTransformer:
     """Llama-shaped (rotary, so ``blocks.0.hook_resid_pre`` is the token embedding alone).
     Dimension f of the embedding marks the tokens of planted feature f, with graded values.
@@ -167,7 +171,7 @@ def subject_model(tokenizer, n_layers: int = 2, seed: int = 0, *, d_model: int =
     return model.eval()
 
 
-def planted_metadata(hook: str | None = HOOK, **metadata) -> SAEMetadata:
+def planted_metadata(hook: str | None = HOOK, **metadata: Any) -> SAEMetadata:
     """The planted SAEs' metadata: `hook`, the tiny subject, 32-token contexts with BOS, a
     Neuronpedia id; keyword arguments override or add fields."""
     meta = dict(hook_name=hook, model_name=MODEL_NAME, context_size=32, prepend_bos=True,
@@ -177,7 +181,7 @@ def planted_metadata(hook: str | None = HOOK, **metadata) -> SAEMetadata:
 
 
 def planted_sae(hook: str = HOOK, *, model: HookedTransformer | None = None,
-                **metadata) -> StandardSAE:
+                **metadata: Any) -> StandardSAE:
     """Feature f < 4 reads embedding dimension f: relu(2 x_f - 0.5), so it fires exactly on
     its planted tokens (1.5 to 3.0). Feature 2 is dead. Features 4.. read random directions.
 
@@ -213,7 +217,7 @@ def concept_row(model: HookedTransformer, hook: str, word: str, steps: int = 100
     1 and 2 times the hook's mean activation norm, is added to neutral toy sentences (read at
     their last token), and its rank in the direction's logit lens. Rounded to 4 decimals, so
     that the float noise of another thread count does not change the SAE."""
-    t = single_token(model.tokenizer, " " + word)
+    t = single_token(tokenizer_of(model), " " + word)
     tokens, mask = _sentences(model, toy_sentences(16, seed=7))
     last = mask.sum(1) - 1
     with torch.no_grad():
@@ -224,7 +228,9 @@ def concept_row(model: HookedTransformer, hook: str, word: str, steps: int = 100
     scales = torch.tensor([0.5, 1.0, 2.0]) * norm
     rows, m = tokens.repeat(len(scales), 1), mask.repeat(len(scales), 1)
     at = (torch.arange(len(rows)), last.repeat(len(scales)))
-    lens = (model.ln_final.w.detach()[:, None] * model.W_U.detach())[:, : len(model.tokenizer)]
+    n_real = len(tokenizer_of(model))
+    gain: torch.Tensor = model.ln_final.w  # type: ignore[assignment]  # RMSNorm's weight
+    lens = (gain.detach()[:, None] * model.W_U.detach())[:, :n_real]
     v = torch.randn(D_MODEL, generator=torch.Generator().manual_seed(100 + t))
     v.requires_grad_(True)
     opt = torch.optim.Adam([v], lr=0.05)
@@ -246,7 +252,7 @@ def concept_row(model: HookedTransformer, hook: str, word: str, steps: int = 100
 def _sentences(model: HookedTransformer, texts: Sequence[str]
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """`texts` with BOS, right-padded, and the mask of their tokens."""
-    tok = model.tokenizer
+    tok = tokenizer_of(model)
     seqs = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]] for t in texts]
     tokens = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
     mask = torch.zeros_like(tokens)
@@ -256,10 +262,10 @@ def _sentences(model: HookedTransformer, texts: Sequence[str]
     return tokens, mask
 
 
-def expected_activations(model: HookedTransformer, sae, contexts: dict[int, list[int]],
+def expected_activations(model: HookedTransformer, sae: StandardSAE, contexts: dict[int, list[int]],
                          features: list[int]) -> dict[tuple[int, int, int], float]:
     """(context, position, feature) -> activation, computed directly from the embedding."""
-    out = {}
+    out: dict[tuple[int, int, int], float] = {}
     for c, ids in contexts.items():
         with torch.no_grad():
             acts = torch.relu(model.W_E[torch.tensor(ids)] @ sae.W_enc + sae.b_enc)

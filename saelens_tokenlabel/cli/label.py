@@ -11,7 +11,7 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..records.errors import SaeLoadError
 from ..records.features import parse_features
@@ -28,6 +28,9 @@ from .shared import (
     add_import_flag,
     load_evaluator,
 )
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 USAGE = ("tokenlabel label (--sae-path DIR | --sae-release R --sae-id ID) --corpus SRC "
          "--evaluator NAME --out DIR [--features 0:100] [--config FILE] [options]")
@@ -191,7 +194,7 @@ def _weights_message(folder: Path, err: RuntimeError) -> str:
             f"or {_RESAVE}.")
 
 
-def _load_model(args: argparse.Namespace, sae: Any, device: str) -> Any:
+def _load_model(args: argparse.Namespace, sae: SAE[Any], device: str) -> Any:
     from ..evaluator.loading import LOCAL_CONFIG, load_model
 
     name = args.model or sae.cfg.metadata.model_name
@@ -309,7 +312,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_outputs(labels: Any, sae: Any, out: Path, args: argparse.Namespace) -> None:
+def _write_outputs(labels: Any, sae: SAE[Any], out: Path, args: argparse.Namespace) -> None:
     """The output files, from labels safe in the run store already: one that cannot be
     written does not stop the others (`run.outputs.Outputs`); a missing Neuronpedia id is a
     warning, not a failure."""

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..records.errors import RecordError
 from ..records.extra import FeatureExtra
@@ -30,6 +30,9 @@ from .neuronpedia import (
     write_neuronpedia,
     write_neuronpedia_batches,
 )
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 LABELSET_FORMAT = "saelens_tokenlabel.LabelSet"
 LABELSET_VERSION = 1
@@ -153,7 +156,7 @@ class LabelSet(Mapping[int, LabelResult]):
             "labels": feats,
         }
 
-    def attach(self, sae: Any) -> None:
+    def attach(self, sae: SAE[Any]) -> None:
         """Put the summary into ``sae.cfg.metadata`` and keep the full results with the SAE,
         so that ``sae.save_model(path)`` writes them beside ``cfg.json``."""
         d_sae = int(sae.cfg.d_sae)
@@ -172,7 +175,7 @@ class LabelSet(Mapping[int, LabelResult]):
         object.__setattr__(sae, ATTACHED_ATTR, self)
 
     @classmethod
-    def from_sae(cls, sae: Any) -> LabelSet:
+    def from_sae(cls, sae: SAE[Any]) -> LabelSet:
         """The labels attached to (or loaded with) an SAE."""
         held = getattr(sae, ATTACHED_ATTR, None)
         if isinstance(held, LabelSet):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -36,6 +36,9 @@ from .corpus import Corpus
 from .gsae import encode_with
 from .hooks import activation_and_grad, to_sae_input
 from .subject import Subject, require_subject
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 
 def _pad(contexts: Sequence[Sequence[int]], pad_id: int | None
@@ -51,7 +54,7 @@ def _pad(contexts: Sequence[Sequence[int]], pad_id: int | None
 
 
 def decoder_projection(
-    sae: Any, grad: Float[torch.Tensor, " n *d"]
+    sae: SAE[Any], grad: Float[torch.Tensor, " n *d"]
 ) -> Float[torch.Tensor, "n d_sae"]:
     """``W_dec @ g`` per token, as the vector-Jacobian product of `sae.decode` (fp32)."""
     p = next(sae.parameters())

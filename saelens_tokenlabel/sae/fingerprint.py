@@ -7,11 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..records.names import METADATA_KEY
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 CACHE_FORMAT_VERSION = 1
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
@@ -78,7 +81,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return digest(sorted(tokenizer.get_vocab().items()))
 
 
-def sae_fingerprint(sae: Any) -> dict[str, Any]:
+def sae_fingerprint(sae: SAE[Any]) -> dict[str, Any]:
     cfg = sae.cfg.to_dict()
     cfg.pop("device", None)
     meta = dict(cfg.pop("metadata", {}) or {})

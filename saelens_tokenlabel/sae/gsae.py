@@ -44,12 +44,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from jaxtyping import Float, Int
 
 from .hooks import HookSpec, activation_and_grad
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 ARCHITECTURE = "gsae"
 GRADIENT_LOSSES = ("next_token_ce_sum",)
@@ -60,12 +63,12 @@ class GradientRequiredError(ValueError):
     """A g-SAE was asked to encode without the gradient its selection needs."""
 
 
-def needs_gradient(sae: Any) -> bool:
+def needs_gradient(sae: SAE[Any]) -> bool:
     """Whether `sae` selects its latents by the gradient at its hook (a g-SAE)."""
     return bool(getattr(sae, "NEEDS_GRADIENT", False))
 
 
-def gradient_definition(sae: Any) -> dict[str, Any] | None:
+def gradient_definition(sae: SAE[Any]) -> dict[str, Any] | None:
     """What the gradient a g-SAE needs is of (for the activation cache's fingerprint)."""
     if not needs_gradient(sae):
         return None
@@ -139,10 +142,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _supplied(sae: Any, x: torch.Tensor) -> torch.Tensor:
+def _supplied(sae: SAE[Any], x: torch.Tensor) -> torch.Tensor:
     """The gradient `supplied_gradient` holds for `x` (same number of values), or the error
     that says how to give one."""
-    grad = sae.supplied_grad
+    # A GSAE's attribute (the class is made lazily, `_classes`), read off the SAE it is.
+    grad: torch.Tensor | None = getattr(sae, "supplied_grad", None)
     if grad is None:
         raise GradientRequiredError(
             "A g-SAE selects its k latents by z ∘ |W_decᵀ g|, g the gradient of the subject "
@@ -159,7 +163,7 @@ def _supplied(sae: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def supplied_gradient(sae: Any, model: Any, tokens: Int[torch.Tensor, "batch pos"],
+def supplied_gradient(sae: SAE[Any], model: Any, tokens: Int[torch.Tensor, "batch pos"],
                       attention_mask: Int[torch.Tensor, "batch pos"] | None = None
                       ) -> Iterator[torch.Tensor]:
     """Run a g-SAE's `forward` (SAELens's splicing: ``model.run_with_saes(tokens,
@@ -188,7 +192,7 @@ def supplied_gradient(sae: Any, model: Any, tokens: Int[torch.Tensor, "batch pos
         sae.supplied_grad = before
 
 
-def decoder_projection(sae: Any, grad: torch.Tensor, latent_shape: torch.Size
+def decoder_projection(sae: SAE[Any], grad: torch.Tensor, latent_shape: torch.Size
                        ) -> Float[torch.Tensor, "n d_sae"]:
     """``W_decᵀ g`` per row, of the latents' shape: the vector-Jacobian product of
     ``sae.decode`` at `grad` (which has the hook's shape, e.g. ``[n, heads, d_head]``)."""
@@ -201,7 +205,7 @@ def decoder_projection(sae: Any, grad: torch.Tensor, latent_shape: torch.Size
     return proj
 
 
-def select(sae: Any, z: Float[torch.Tensor, "n d_sae"], grad: torch.Tensor
+def select(sae: SAE[Any], z: Float[torch.Tensor, "n d_sae"], grad: torch.Tensor
            ) -> Float[torch.Tensor, "n d_sae"]:
     """The g-SAE activation: ReLU(z) on the k latents with the largest ``z ∘ |W_decᵀ g|``;
     equal scores go to the larger z, then to the lower index (module docstring: a zero
@@ -250,7 +254,7 @@ class _GradientEncoder(Protocol):
     def encode(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
-def encode_with(sae: Any, x: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+def encode_with(sae: SAE[Any], x: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
     """``sae.encode(x)``; a g-SAE's ``encode(x, grad=grad)`` when `grad` is given (its TopK
     selects by the gradient). The one place the two calls differ."""
     if grad is not None and needs_gradient(sae):

@@ -19,6 +19,7 @@ from jaxtyping import Float, Int
 from ..records.errors import HookError
 
 if TYPE_CHECKING:
+    from sae_lens import SAE
     from transformer_lens import HookedTransformer
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -40,7 +41,7 @@ class HookSpec:
     """Positions (of each context) the SAE was trained on; others are not encoded."""
 
     @classmethod
-    def from_sae(cls, sae: Any) -> HookSpec:
+    def from_sae(cls, sae: SAE[Any]) -> HookSpec:
         from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 
         meta = sae.cfg.metadata
@@ -164,7 +165,7 @@ def activation_and_grad(
 
 
 def to_sae_input(
-    sae: Any, act: Float[torch.Tensor, " n *d"], hook_name: str
+    sae: SAE[Any], act: Float[torch.Tensor, " n *d"], hook_name: str
 ) -> Float[torch.Tensor, " n *d"]:
     """Shape per-token activations as `sae.encode` expects, checking the width."""
     if act.ndim == 3 and not getattr(sae, "hook_z_reshaping_mode", False):

@@ -22,10 +22,12 @@ from .hooks import HookError, HookSpec, run_to_hook, to_sae_input
 from .subject import Subject
 
 if TYPE_CHECKING:
+    from sae_lens import SAE
+
     from .hooks import SubjectModel
 
 
-def check_sae(sae: Any) -> None:
+def check_sae(sae: SAE[Any]) -> None:
     from sae_lens.saes.sae import SAE
 
     if not isinstance(sae, SAE):
@@ -98,7 +100,7 @@ def _hooks_of_width(model: SubjectModel, spec: HookSpec, tokens: torch.Tensor,
     return out[:8]
 
 
-def validate_inputs(sae: Any, model: Any, evaluator: Any) -> tuple[Subject, Evaluator]:
+def validate_inputs(sae: SAE[Any], model: Any, evaluator: Any) -> tuple[Subject, Evaluator]:
     """All up-front checks, cheapest first: the subject (its hook checked against the model,
     else similar hooks it does have) and the evaluator as an `Evaluator`."""
     check_sae(sae)

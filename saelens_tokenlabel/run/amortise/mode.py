@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...descent.batch import LabelBatch
 from ...records.names import AMORTIZER_DIR
@@ -34,6 +34,9 @@ from ..record import RunRecord, RunSink
 from .config import AmortizeConfig
 from .map import Amortizer
 from .proposals import feature_inputs, verify_group
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def trusted(results: Iterable[LabelResult], bar: float) -> list[LabelResult]:
 class AmortisedRun:
     """One amortised run's state (module docstring)."""
 
-    sae: Any
+    sae: SAE[Any]
     """The SAE (its decoder rows are the map's inputs)."""
     stage: BatchStage
     """Prepares features' examples (shared with descents)."""

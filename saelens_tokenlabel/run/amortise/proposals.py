@@ -19,7 +19,7 @@ as a `LabelBatch` to descend, warm-started from their proposals
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -37,8 +37,11 @@ from ...sae.batches import BatchStage, prepare_batch
 from .config import AmortizeConfig
 from .map import Proposal, init_logits
 
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
-def feature_inputs(sae: Any, features: list[int], inputs: tuple[str, ...] = ("decoder",)
+
+def feature_inputs(sae: SAE[Any], features: list[int], inputs: tuple[str, ...] = ("decoder",)
                    ) -> Float[torch.Tensor, "n d"]:
     """What the map reads of each feature: its decoder row and/or encoder column, each
     unit-normalised (float64, CPU)."""

@@ -22,7 +22,7 @@ from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, ScoreConfig
 from saelens_tokenlabel.sae.scorers import ScorerError, known_scorers, register_scorer
 
 from . import user_plugins
-from .cli.test_label import saved_inputs
+from .cli.test_label import QUICK, label_argv, saved_inputs
 from .sae.compare_run import EXPLANATIONS, labeled_run
 from .sae.planted import planted_sae
 
@@ -71,12 +71,9 @@ def test_tokenlabel_label_runs_a_user_scorer_named_on_the_command_line(
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(toy_corpus[:50]) + "\n")
     out = tmp_path / "out"
-    args = ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
-            str(corpus), "--features", "0:2", "--evaluator", str(ev_dir), "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--batch-size", "6",
-            "--n-top", "4", "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4",
-            "--device", "cpu", "--import", "tests.user_plugins", "--score", "label_chars",
-            "--score", "output_side"]
+    args = label_argv(tmp_path, (sae_dir, model_dir, ev_dir), corpus, "0:2", *QUICK,
+                      "--batch-size", "6", "--import", "tests.user_plugins", "--score",
+                      "label_chars", "--score", "output_side", out=out)
     assert main(args) == 0
     stored = json.loads((out / "tokenlabel_labels.json").read_text())["results"]
     assert all(r["metrics"]["label_chars"] == len(r["label"]) for r in stored)

@@ -81,7 +81,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from ..evaluator.loading import tokenizer_of
 from ..evaluator.model import Evaluator
 from ..evaluator.prompts import PromptTemplate
-from .planted import ENDOFTEXT, planted_metadata, single_token
+from .planted import ENDOFTEXT, dealer, planted_metadata, single_token
 
 # ----------------------------------------------------------------------------- the world's words
 FAMILY = ("lamb", "duck", "turkey", "goat", "pig", "chicken", "rabbit", "goose")
@@ -455,14 +455,7 @@ def context_sentences(n: int = 300, seed: int = 0, *, farm: float = 0.4, cooking
     Templates and slot words are dealt from shuffled decks, so every family word occurs in
     both contexts (with the defaults, one family occurrence in five is in cooking text)."""
     rng = random.Random(seed)
-    decks: dict[Any, list[str]] = {}
-
-    def deal(items: Sequence[str]) -> str:
-        deck = decks.setdefault(tuple(items), [])
-        if not deck:
-            deck.extend(items)
-            rng.shuffle(deck)
-        return deck.pop()
+    deal = dealer(rng)
 
     n_farm, n_cook = round(farm * n), round(cooking * n)
     plan: list[tuple[str, ...]] = []

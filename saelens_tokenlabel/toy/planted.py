@@ -71,7 +71,7 @@ WRITES = {ANIMAL_FEATURE: "animal", DIGIT_FEATURE: "number", CHINESE_FEATURE: "a
 are animals, and the toy corpus writes its numbers as digits."""
 
 
-def _dealer(rng: random.Random) -> Callable[[Sequence[str]], str]:
+def dealer(rng: random.Random) -> Callable[[Sequence[str]], str]:
     """Draws from a list as from a shuffled deck (one per list), reshuffled when empty: every
     item is dealt equally often, to within one."""
     decks: dict[tuple[str, ...], list[str]] = {}
@@ -95,7 +95,7 @@ def toy_sentences(n: int, seed: int = 0, *, slots: Mapping[str, Sequence[str]] =
     at random, so each template, and each word of a slot, appears equally often (to within
     one): with the default slots, every word is in at least ``n // 80`` sentences."""
     rng = random.Random(seed)
-    pick = _dealer(rng) if balanced else rng.choice
+    pick = dealer(rng) if balanced else rng.choice
     out = []
     for _ in range(n):
         t = pick(TEMPLATES)

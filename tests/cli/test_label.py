@@ -47,17 +47,28 @@ def saved_inputs(tmp_path, subject, fast_evaluator):
     return sae_dir, model_dir, ev_dir
 
 
+QUICK = ("--steps", "2", "--n-top", "4", "--n-quantile", "4", "--n-random", "4", "--n-near-miss",
+         "4", "--device", "cpu")
+"""A few steps on a few examples: the CLI's path, not a good label."""
+
+
+def label_argv(tmp_path, inputs, corpus, features, *extra, out=None):
+    """`tokenlabel label` on the saved `inputs` (`saved_inputs`), `corpus` and `features`, the
+    cache in tmp_path/cache, the run in `out` (default tmp_path/out), then `extra`."""
+    sae_dir, model_dir, ev_dir = inputs
+    return ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
+            str(corpus), "--features", features, "--evaluator", str(ev_dir), "--out",
+            str(out or tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *extra]
+
+
 def test_label_command_writes_labels_sidecar_and_jsonl(subject, fast_evaluator, toy_corpus,
                                                        tmp_path, capsys, monkeypatch):
     sae_dir, model_dir, ev_dir = saved_inputs(tmp_path, subject, fast_evaluator)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in toy_corpus[:50]))
     out = tmp_path / "out"
-    args = ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
-            str(corpus), "--features", "0:3", "--evaluator", str(ev_dir), "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--batch-size", "6",
-            "--n-top", "4", "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4",
-            "--device", "cpu", "--save-sae"]
+    args = label_argv(tmp_path, (sae_dir, model_dir, ev_dir), corpus, "0:3", *QUICK,
+                      "--batch-size", "6", "--save-sae")
     assert main(args) == 0
     printed = capsys.readouterr().out
     labels = LabelSet.load(out / SIDECAR_FILENAME)
@@ -154,11 +165,8 @@ def test_label_command_on_a_full_disk_is_one_clear_line(subject, fast_evaluator,
         return real_put(self, results)
 
     monkeypatch.setattr(RunStore, "put", put)
-    args = ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
-            str(corpus), "--features", "0,1", "--evaluator", str(ev_dir), "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--batch-size", "6",
-            "--features-per-batch", "1", "--n-top", "4", "--n-quantile", "4", "--n-random",
-            "4", "--n-near-miss", "4", "--device", "cpu"]
+    args = label_argv(tmp_path, (sae_dir, model_dir, ev_dir), corpus, "0,1", *QUICK,
+                      "--batch-size", "6", "--features-per-batch", "1", out=out)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("tokenlabel: error: The disk holding the run store")
@@ -177,12 +185,9 @@ def test_label_command_runs_subject_and_evaluator_as_bridges(subject, fast_evalu
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(toy_corpus[:30]) + "\n")
     out = tmp_path / "out"
-    assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
-                 str(corpus), "--features", "0:3", "--evaluator", str(ev_dir), "--out",
-                 str(out), "--cache-dir", str(tmp_path / "cache"), "--steps", "2",
-                 "--n-top", "4", "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4",
-                 "--device", "cpu", "--model-backend", "bridge", "--evaluator-backend",
-                 "bridge", "--no-score", "coherence", "--no-score", "steering"]) == 0
+    assert main(label_argv(tmp_path, (sae_dir, model_dir, ev_dir), corpus, "0:3", *QUICK,
+                           "--model-backend", "bridge", "--evaluator-backend", "bridge",
+                           "--no-score", "coherence", "--no-score", "steering", out=out)) == 0
     labels = LabelSet.load(out / SIDECAR_FILENAME)
     assert [labels[f].status for f in labels] == ["ok", "ok", "dead"]
     assert all(labels[f].n_active > 0 for f in (0, 1))  # the bridge subject's activations
@@ -196,11 +201,9 @@ def test_label_command_amortize_flags(subject, fast_evaluator, toy_corpus, tmp_p
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(toy_corpus[:30]) + "\n")
     out = tmp_path / "out"
-    args = ["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
-            str(corpus), "--features", "0:6", "--evaluator", str(ev_dir), "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--steps", "2", "--n-top", "4",
-            "--n-quantile", "4", "--n-random", "4", "--n-near-miss", "4", "--device", "cpu",
-            "--no-score", "coherence", "--no-score", "steering", "--amortize-seed-features", "2"]
+    args = label_argv(tmp_path, (sae_dir, model_dir, ev_dir), corpus, "0:6", *QUICK,
+                      "--no-score", "coherence", "--no-score", "steering",
+                      "--amortize-seed-features", "2", out=out)
     assert main(args) == 2
     assert "add --amortize" in capsys.readouterr().err
     assert main([*args, "--amortize", "--amortize-candidates", "2"]) == 0
@@ -219,11 +222,8 @@ def test_a_run_without_a_neuronpedia_id_succeeds_and_still_saves_the_sae(
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(toy_corpus[:40]) + "\n")
     out = tmp_path / "out"
-    assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
-                 str(corpus), "--features", "0:2", "--evaluator", str(ev_dir), "--out",
-                 str(out), "--cache-dir", str(tmp_path / "cache"), "--steps", "2",
-                 "--batch-size", "6", "--n-top", "4", "--n-quantile", "4", "--n-random", "4",
-                 "--n-near-miss", "4", "--device", "cpu", "--save-sae"]) == 0
+    assert main(label_argv(tmp_path, (sae_dir, model_dir, ev_dir), corpus, "0:2", *QUICK,
+                           "--batch-size", "6", "--save-sae", out=out)) == 0
     printed = capsys.readouterr()
     assert printed.err == ""
     warning = [x for x in printed.out.splitlines() if x.startswith("neuronpedia:")]
@@ -246,9 +246,8 @@ def test_a_corpus_that_is_not_utf8_is_one_line_naming_the_file_and_line(
     corpus = tmp_path / "latin1.txt"
     corpus.write_bytes(("\n".join(toy_corpus[:4]) + "\nun caf\u00e9 noir\n").encode("latin-1"))
     out = tmp_path / "out"
-    assert main(["label", "--sae-path", str(sae_dir), "--model", str(model_dir), "--corpus",
-                 str(corpus), "--features", "0:2", "--evaluator", str(ev_dir), "--out",
-                 str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 2
+    assert main(label_argv(tmp_path, (sae_dir, model_dir, ev_dir), corpus, "0:2", "--device",
+                           "cpu", out=out)) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
     assert f"Corpus file {corpus}: line 5 is not UTF-8 (byte 0xe9 at offset 6 in the line)" \

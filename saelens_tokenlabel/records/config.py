@@ -165,7 +165,8 @@ class LabelConfig(Config):
     annealing). T < 1 sharpens p, so the soft label the evaluator reads approaches the hard
     label that is finally reported, and a mixture that only works as a mixture (a
     superset's token diluted by a subset's: "animal" + "mammal" read as "mammal") has to
-    resolve."""
+    resolve. It changes how far a step moves p, not which p minimise the loss: a mixture the
+    loss itself prefers stays (see `lambda_ent`)."""
     temperature_steps: int = 200
     """Steps over which T decays to `temperature_final` (capped at the attempt's length)."""
     straight_through: bool = False

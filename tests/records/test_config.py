@@ -7,10 +7,20 @@ import pytest
 from saelens_tokenlabel import LabelConfig
 
 
-def test_default_is_paper_animal_preset():
+def test_default_starts_from_table_1_with_a_single_token_at_the_regularisers_optimum():
     d, a = LabelConfig(), LabelConfig.preset("animals")
-    for f in ("batch_size", "epochs", "lr", "lambda_kl", "lambda_ent", "lambda_acc"):
+    for f in ("batch_size", "epochs", "lambda_acc"):
         assert getattr(d, f) == getattr(a, f)
+    # The loss weights are the mammal preset's: λ_ent > λ_kl makes the regulariser
+    # (λ_ent − λ_kl)·H(p) − λ_kl·Σ p log q strictly concave in p, so that its optimum is a
+    # single token; the animal preset's λ_ent = λ_kl leaves it linear (issue 21).
+    m = LabelConfig.preset("mammals")
+    assert (d.lambda_ent, d.lambda_kl) == (m.lambda_ent, m.lambda_kl)
+    assert d.lambda_ent > d.lambda_kl and a.lambda_ent == a.lambda_kl
+    assert d.lr == LabelConfig.preset("numbers").lr == 0.1
+    # Restarts and refinements change the search, never to an objective without that optimum.
+    for r in (*d.restarts, d.refine_overrides):
+        assert r["lambda_ent"] > r["lambda_kl"]
 
 
 @pytest.mark.parametrize("name, batch, epochs, lr, kl, ent", [

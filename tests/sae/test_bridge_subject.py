@@ -100,6 +100,9 @@ def test_bridges_as_subject_and_evaluator_recover_the_planted_concepts(
         LabelConfig(seed=0), cache=CacheConfig(cache_dir=tmp_path), progress=False,
         scores=ScoreConfig(scorers=("output_side",)))
     assert labels[ANIMAL_FEATURE].label == "animal"
-    assert labels[DIGIT_FEATURE].label == "number"
+    # The planted digit feature: this corpus writes numbers as digits only, so "number" and
+    # "digit" tell its examples apart equally well (the default objective gave "number" here
+    # before issue 21, "digit" since).
+    assert labels[DIGIT_FEATURE].label in ("digit", "number")
     for f in (ANIMAL_FEATURE, DIGIT_FEATURE):
         assert labels[f].metrics["heldout_balanced_accuracy"] >= 0.9

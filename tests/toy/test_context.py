@@ -13,6 +13,8 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 import saelens_tokenlabel as stl
+from saelens_tokenlabel.descent import Batch, StepContext, step
+from saelens_tokenlabel.descent.labeler import feature_jobs
 from saelens_tokenlabel.evaluator.forward import (
     PrefixCache,
     cached_logits,
@@ -364,6 +366,54 @@ def test_without_contrasts_the_prior_gives_animal_and_no_score_sees_it(world, ev
     for split in ("train", "validation", "heldout"):
         assert result.metrics[f"{split}_balanced_accuracy"] == 1.0
     assert len(result.attempts) == 1 and math.isfinite(result.probability)
+
+
+def _edge_losses(evaluator, data, configs, shares):
+    """Per config, the descent's loss (`descent.step`, what Adam minimises) over every
+    training example of `data`, at each soft label `share` "meat" + (1 - `share`) "animal".
+    The configs differ only in their loss weights, so they share the examples and splits."""
+    encoded, (job,) = feature_jobs([data.prepare(configs[0])], evaluator, configs[0])
+    ctx = StepContext.build(evaluator, encoded, configs[0].performance,
+                            evaluator.label_vocab(configs[0]))
+    meat, animal = _ids(evaluator, "meat", "animal")
+    n = len(job.example_ids)
+    batch = Batch(job.example_ids, torch.zeros(n, dtype=torch.long), job.targets.double(), [0])
+    out = []
+    for config in configs:
+        out.append([])
+        for share in shares:
+            v = torch.full((1, 1, evaluator.d_vocab), -1e4, dtype=torch.float64)  # p = 0 there
+            v[0, 0, meat] = math.log(share)
+            if share < 1:
+                v[0, 0, animal] = math.log(1 - share)
+            terms = step(ctx, v.requires_grad_(True), batch, config)
+            out[-1].append(float(terms.total[0]))
+    return out
+
+
+def test_a_single_token_is_the_default_objectives_optimum_against_the_prior(world, evaluator):
+    """Issue 21: λ_ent·H(p) + λ_kl·KL(p‖q) = (λ_ent − λ_kl)·H(p) − λ_kl·Σ p log q. The meat
+    feature under a prior for "animal" (+3 nats): with λ_ent = λ_kl the regulariser is linear
+    in p and a meat/animal mixture that still rates every example right costs less than
+    "meat"; with the default λ_ent > λ_kl "meat" alone costs least (exact, float64)."""
+    data = stl.FeatureData.from_examples(world.examples(MEAT_FEATURE), name=MEAT_FEATURE)
+    shares = (1.0, 0.9, 0.65, 0.5)
+    default = stl.LabelConfig()
+    paper = stl.LabelConfig(lambda_ent=0.2, lambda_kl=0.2)  # the animal preset's weights
+    new, old = _edge_losses(evaluator, data, [default, paper], shares)
+    assert new[0] < min(new[1:])
+    assert old[shares.index(0.65)] < old[0] - 0.1
+    assert default.lambda_ent > default.lambda_kl
+
+
+def test_the_default_first_attempt_converges_on_meat_against_the_prior(world, evaluator32):
+    # With λ_ent = λ_kl the first attempt sat in a meat/animal mixture for all 500 steps
+    # before a restart found "meat" (bench/bench_objective.py).
+    data = stl.FeatureData.from_examples(world.examples(MEAT_FEATURE), name=MEAT_FEATURE)
+    result = stl.label_feature(data, evaluator32, stl.LabelConfig(seed=0))
+    assert result.label == "meat" and result.converged
+    assert len(result.attempts) == 1 and result.attempts[0].converged
+    assert result.metrics["heldout_balanced_accuracy"] == 1.0
 
 
 def _sae_label(world, evaluator, tmp_path, seed, n_contrast=None):

@@ -4,6 +4,7 @@ feature's examples, liars rejected and found by descent, resumable like any run.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from saelens_tokenlabel import AmortizeConfig, LabelConfig
 from saelens_tokenlabel.report.html import _summary
@@ -72,7 +73,10 @@ def test_liars_proposals_are_rejected_and_the_descent_finds_their_concept(run):
 def test_accepted_proposals_clear_the_bar_and_cost_no_steps(run):
     world, _, _, _, labels = run
     amortised = [labels[f] for f in labels if labels[f].method == "amortised"]
-    assert len(amortised) >= 15
+    # 14 since the objective of issue 21 (17 before, 4 of them wrong, now 2): the seed set's
+    # mammal features are labeled "mammal" by descent, no longer "animal", so the map proposes
+    # "mammal" for some animal features; their examples reject it and a descent finds "animal".
+    assert len(amortised) >= 14
     truth = world.truth()
     for r in amortised:
         assert accepts(r.metrics, BAR) and r.steps == 0 and r.status == "ok"
@@ -136,9 +140,23 @@ class _Dies:
         self.inner.run(counted(), evaluator, config, sink)
 
 
+@pytest.fixture(scope="module")
+def toy_evaluator64():
+    """The toy evaluator in float64. A resumed run forms its batches from the features left,
+    and in float32 a feature's forward pass rounds differently (about 1e-7) beside other
+    features' rows: enough, over a few hundred steps, to flip the argmax of a noise feature's
+    attempt that ends in a mixture (feature 41 here: "food" at p = 0.44 or "number" at 0.51).
+    In float64 batched = solo holds to rounding, and so does resumed = uninterrupted."""
+    from saelens_tokenlabel import Evaluator
+    from saelens_tokenlabel.evaluator.loading import load_local_model
+    from saelens_tokenlabel.toy import TOY_EVALUATOR_DIR
+
+    return Evaluator(load_local_model(TOY_EVALUATOR_DIR, device="cpu", dtype=torch.float64))
+
+
 def test_an_interrupted_amortised_run_resumes_to_the_uninterrupted_labels(
-        run, toy_evaluator, tmp_path):
-    world = run[0]
+        run, toy_evaluator64, tmp_path):
+    world, toy_evaluator = run[0], toy_evaluator64
     whole = _label(world, toy_evaluator, tmp_path / "whole", None)
     killed = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):

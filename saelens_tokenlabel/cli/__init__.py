@@ -21,7 +21,7 @@ from .label import add_label_parser
 from .report import add_report_parser
 from .run import add_run_parsers
 from .settings import add_config_parser
-from .shared import import_modules
+from .shared import import_modules, prepare_threads
 from .synthetic import add_synthetic_parser
 
 __all__ = ["build_parser", "main"]
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        # Before anything imports torch: OpenMP reads its wait policy when torch loads it.
+        prepare_threads(args)
         import_modules(getattr(args, "imports", []))
         return int(args.func(args))
     except (ValueError, KeyError, FileNotFoundError) as err:

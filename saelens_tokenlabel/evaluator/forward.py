@@ -230,9 +230,13 @@ class PrefixCache:
             rows = order[start : start + self.batch_size]
             keys, values, lq = self._run_rest(rows)
             log_q.append(lq)
-            if self.keep_kv:
+            if self.keep_kv and self.capacity < self.n_examples:
+                # Under a memory budget, the first `capacity` examples stay resident.
                 keep = rows < self.capacity
-                self._store(rows[keep], [k[keep] for k in keys], [v[keep] for v in values])
+                at = keep.to(self.device)
+                self._store(rows[keep], [k[at] for k in keys], [v[at] for v in values])
+            elif self.keep_kv:
+                self._store(rows, keys, values)
         return torch.cat(log_q)[torch.argsort(order).to(log_q[0].device)]
 
     # ------------------------------------------------------------------ internals

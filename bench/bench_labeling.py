@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import resource
 import statistics
@@ -56,7 +57,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from saelens_tokenlabel import Evaluator, FeatureData, LabelConfig
 from saelens_tokenlabel.descent import Batch, FeatureJob, StepContext, finish, run_attempt
 from saelens_tokenlabel.descent import step as engine_step
+from saelens_tokenlabel.descent.labeler import feature_jobs
+from saelens_tokenlabel.descent.search import optimize_labels
+from saelens_tokenlabel.evaluator.forward import PrefixCache
 from saelens_tokenlabel.records.config import PerformanceConfig
+from saelens_tokenlabel.records.result import LabelResult
 from saelens_tokenlabel.toy import TOY_EVALUATOR_DIR, load_toy_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,11 +151,11 @@ def build_family(family: str, device: str, dtype: torch.dtype) -> Evaluator:
     return Evaluator(model, name=f"random-{family}")
 
 
-def examples(evaluator: Evaluator, n: int) -> tuple[list, torch.Tensor]:
+def examples(evaluator: Evaluator, n: int) -> tuple[list, list, torch.Tensor]:
     items = FeatureData.synthetic("animals").examples().items
     items = (items * (n // len(items) + 1))[:n]
     enc = [evaluator.encode(e.sentence, e.word) for e in items]
-    return enc, torch.tensor([float(e.active) for e in items])
+    return items, enc, torch.tensor([float(e.active) for e in items])
 
 
 # ------------------------------------------------------------------ timing
@@ -185,7 +190,7 @@ class Setup:
 
     def __init__(self, ev: Evaluator, n_examples: int, batch: int, device: str) -> None:
         self.ev, self.batch, self.device = ev, batch, device
-        self.enc, self.targets = examples(ev, n_examples)
+        self.items, self.enc, self.targets = examples(ev, n_examples)
         t0 = time.perf_counter()
         self.ctx = StepContext.build(ev, self.enc, PerformanceConfig(eval_batch_size=32))
         sync(device)
@@ -250,23 +255,106 @@ def vocab_fn(ctx: StepContext, v: torch.Tensor, batch: Batch):
 
 
 # ------------------------------------------------------------------ the attempt
-def attempt(s: Setup, steps: int, n_examples: int) -> dict[str, float]:
+def _context(ev: Evaluator, enc: list, perf: PerformanceConfig, reuse: bool) -> StepContext:
+    """The labeling call's context; without `reuse` as before the fixed costs were cut: the
+    prefix pass through TransformerLens's modules (the steps stay lean), every hard-label
+    rating run afresh."""
+    cache = PrefixCache(ev, enc, perf.eval_batch_size, max_resident=perf.max_resident_examples,
+                        lean_prefix=reuse)
+    ctx = StepContext(ev, enc, cache, None, perf)
+    ctx.ratings.enabled = reuse
+    return ctx
+
+
+def _split(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training, validation and held-out examples: 60/20/20, seeded."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    a, b = int(0.6 * n), int(0.8 * n)
+    return perm[:a], perm[a:b], perm[b:]
+
+
+def attempt(s: Setup, steps: int, n_examples: int, reuse: bool) -> dict[str, float]:
     """One whole attempt of `steps` steps on one feature of `n_examples` examples, fixed
-    costs included: the prefix pass over its examples, the steps, scoring the hard label."""
+    costs included: the prefix pass over its examples, the steps, scoring the hard label on
+    its training, validation and held-out examples (`finish`). Encoding (the evaluator's
+    first sight of the examples) is timed apart: the plain method pays it too."""
     cfg = LabelConfig(steps=steps, stop_early=False, batch_size=s.batch, restarts=())
-    enc = s.enc[:n_examples]
+    items = s.items[:n_examples]
+    s.ev._encoded.clear()  # the evaluator's memory of encoded examples: a first sight
     t0 = time.perf_counter()
-    ctx = StepContext.build(s.ev, enc, cfg.performance)
-    sync(s.device)
+    enc = [s.ev.encode(e.sentence, e.word) for e in items]
     t1 = time.perf_counter()
-    ids = torch.arange(len(enc))
-    (state,) = run_attempt(ctx, [FeatureJob("bench", ids, s.targets[:n_examples])], cfg)
+    ctx = _context(s.ev, enc, cfg.performance, reuse)
     sync(s.device)
     t2 = time.perf_counter()
-    finish(state, ctx, cfg)
+    train, val, held = _split(len(enc))
+    t = s.targets[:n_examples]
+    job = FeatureJob("bench", train, t[train], held, t[held], val, t[val])
+    (state,) = run_attempt(ctx, [job], cfg)
     sync(s.device)
     t3 = time.perf_counter()
-    return {"total_s": t3 - t0, "prefix_s": t1 - t0, "steps_s": t2 - t1, "score_s": t3 - t2}
+    finish(state, ctx, cfg)
+    sync(s.device)
+    t4 = time.perf_counter()
+    return {"encode_s": t1 - t0, "prefix_s": t2 - t1, "steps_s": t3 - t2, "score_s": t4 - t3,
+            "total_s": t4 - t1, "ratings_run": ctx.ratings.computed}
+
+
+def labeling_call(s: Setup, steps: int, n_examples: int, reuse: bool
+                  ) -> tuple[dict[str, float], LabelResult]:
+    """One feature's whole labeling call with the default search (attempt 0 and its
+    restarts, each converged label's error check, the refinements, the polysemantic check)
+    at `steps` steps an attempt: its time, its prefix pass, and the hard-label ratings it
+    ran and looked up."""
+    cfg = LabelConfig(steps=steps, batch_size=s.batch)
+    data = FeatureData.from_examples([(e.sentence, e.word, float(e.active))
+                                      for e in s.items[:n_examples]], name="bench")
+    t0 = time.perf_counter()
+    enc, jobs = feature_jobs([data.prepare(cfg)], s.ev, cfg)
+    ctx = _context(s.ev, enc, cfg.performance, reuse)
+    t1 = time.perf_counter()
+    (result,) = optimize_labels(ctx, jobs, cfg)
+    sync(s.device)
+    t2 = time.perf_counter()
+    return ({"total_s": t2 - t0, "prefix_s": t1 - t0, "ratings_run": ctx.ratings.computed,
+             "ratings_reused": ctx.ratings.reused, "attempts": len(result.attempts),
+             "steps_total": result.metrics["steps_total"]}, result)
+
+
+def compare_results(a: LabelResult, b: LabelResult) -> dict:
+    """Whether two calls' results have the same labels in every attempt, and the largest
+    relative difference of their metrics (float32: the lean prefix pass rounds otherwise than
+    TransformerLens's, and a descent carries that along)."""
+    pairs = list(zip([a, *a.attempts], [b, *b.attempts], strict=False))
+    same = len(a.attempts) == len(b.attempts) and all(
+        x.label_token_ids == y.label_token_ids and set(x.metrics) == set(y.metrics)
+        for x, y in pairs)
+    diff = max((abs(x.metrics[k] - y.metrics[k]) / max(abs(y.metrics[k]), 1e-6)
+                for x, y in pairs for k in x.metrics if k in y.metrics
+                and math.isfinite(x.metrics[k]) and math.isfinite(y.metrics[k])), default=0.0)
+    return {"same_labels": same, "max_metric_rel_diff": diff}
+
+
+def fixed_costs(args: argparse.Namespace, s: Setup) -> dict:
+    """The attempt and the labeling call before and after the fixed costs were cut, in
+    interleaved rounds (the attempt's figures are those of its fastest round)."""
+    runs: dict[bool, list[dict]] = {True: [], False: []}
+    calls: dict[bool, list[tuple[dict, LabelResult]]] = {True: [], False: []}
+    for _ in range(args.attempt_rounds):
+        for reuse in ((True, False) if args.before else (True,)):
+            runs[reuse].append(attempt(s, args.attempt_steps, args.examples, reuse))
+    if args.call_steps:
+        for reuse in ((True, False) if args.before else (True,)):
+            calls[reuse].append(labeling_call(s, args.call_steps, args.examples, reuse))
+    out: dict = {}
+    for reuse, name in ((True, "after"), (False, "before")):
+        if runs[reuse]:
+            out[name] = min(runs[reuse], key=lambda r: r["total_s"])
+        if calls[reuse]:
+            out[f"call_{name}"] = calls[reuse][0][0]
+    if calls[True] and calls[False]:
+        out["call_same"] = compare_results(calls[True][0][1], calls[False][0][1])
+    return out
 
 
 # ------------------------------------------------------------------ feature batching
@@ -307,15 +395,14 @@ def measure(args: argparse.Namespace, ev: Evaluator, shape: str) -> dict:
     n = max(max(args.features, default=1) * args.batch_size, args.examples)
     s = Setup(ev, n, args.batch_size, device)
     v, batch = s.make(1)
-    tl_cache = type(s.ctx.cache).build(ev, s.enc, 32, fast=False)
-    tl = dataclasses.replace(s.ctx, cache=tl_cache)
+    tl = dataclasses.replace(s.ctx, cache=PrefixCache(ev, s.enc, 32, fast=False))
     fns = {"full_prompt": step_fn(s.full, v, batch), "cached_tl": step_fn(tl, v, batch),
            "cached": step_fn(s.ctx, v, batch), "vocab": vocab_fn(s.ctx, v, batch)}
     floor = floor_fn(s.ctx, batch)
     if floor is not None:
         fns["floor"] = floor
     t = rounds(fns, device, args.repeats)
-    att = attempt(s, args.attempt_steps, args.examples)
+    fixed = fixed_costs(args, s)
     return {
         "shape": shape, "vocab": args.vocab, "d_vocab": ev.d_vocab,
         "lean": s.ctx.cache.runner is not None,
@@ -326,8 +413,10 @@ def measure(args: argparse.Namespace, ev: Evaluator, shape: str) -> dict:
         "shared_prefix_tokens": s.ctx.cache.shared_len,
         "suffix_tokens": len(ev.suffix_ids(1)), "examples": len(s.enc),
         "rows_per_step": args.batch_size, "step_s": t,
-        "attempt": {**att, "steps": args.attempt_steps, "examples": args.examples,
-                    "full_prompt_steps_s": args.attempt_steps * t["full_prompt"]},
+        "attempt": {**fixed["after"], "steps": args.attempt_steps, "examples": args.examples,
+                    "full_prompt_steps_s": args.attempt_steps * t["full_prompt"],
+                    "before": fixed.get("before")},
+        "call": {k: v for k, v in fixed.items() if k.startswith("call")},
         "feature_batching": [batching_row(s, n, args.repeats, args.steps_per_feature)
                              for n in args.features],
     }
@@ -349,12 +438,8 @@ def report(out: dict) -> None:
         if name in t:
             print(f"| {label} | {1e3 * t[name]:.2f} | {t['full_prompt'] / t[name]:.1f}x | "
                   + (f"{t[name] / floor:.2f}x |" if floor else "- |"))
-    a = out["attempt"]
-    print(f"attempt of {a['steps']} steps on {a['examples']} examples, fixed costs included: "
-          f"{a['total_s']:.2f} s "
-          f"(prefix pass {a['prefix_s']:.2f} s, steps {a['steps_s']:.2f} s, hard-label "
-          f"scoring {a['score_s']:.2f} s); {a['steps']} full-prompt steps: "
-          f"{a['full_prompt_steps_s']:.2f} s; {a['full_prompt_steps_s'] / a['total_s']:.1f}x")
+    report_attempt(out["attempt"])
+    report_call(out.get("call") or {})
     print(f"vocabulary work: {1e3 * t['vocab']:.2f} ms a step, "
           f"{t['vocab'] / t['cached']:.0%} of the cached step")
     if not out["feature_batching"]:
@@ -368,17 +453,59 @@ def report(out: dict) -> None:
               f"{r['features_per_hour']:.0f} | {r['peak_memory_mb']:.0f} | {mfu} |")
 
 
+STAGES = (("prefix_s", "prefix pass"), ("steps_s", "steps"),
+          ("score_s", "scoring: training, validation, held-out"))
+
+
+def report_attempt(a: dict) -> None:
+    """The attempt's stages, after (and before) the fixed costs were cut, each with its share
+    of the attempt."""
+    phases = [("after", a)] + ([("before", a["before"])] if a.get("before") else [])
+    print(f"attempt of {a['steps']} steps on {a['examples']} examples (60% training, 20% "
+          "validation, 20% held-out), fixed costs included:")
+    print("| stage | " + " | ".join(f"{n} (s) | share" for n, _ in phases) + " |")
+    print("|---" * (1 + 2 * len(phases)) + "|")
+    for key, label in STAGES:
+        print(f"| {label} | " + " | ".join(f"{r[key]:.3f} | {r[key] / r['total_s']:.0%}"
+                                           for _, r in phases) + " |")
+    print("| **attempt** | " + " | ".join(f"**{r['total_s']:.3f}** | "
+                                         f"{a['full_prompt_steps_s'] / r['total_s']:.1f}x plain"
+                                         for _, r in phases) + " |")
+    print("| fixed (prefix + scoring) | " + " | ".join(
+        f"{r['prefix_s'] + r['score_s']:.3f} | {(r['prefix_s'] + r['score_s']) / r['total_s']:.0%}"
+        for _, r in phases) + " |")
+    print(f"plain: {a['steps']} full-prompt steps, {a['full_prompt_steps_s']:.2f} s; encoding "
+          f"the examples (both methods, once per example per evaluator): {a['encode_s']:.2f} s")
+
+
+def report_call(c: dict) -> None:
+    """A whole labeling call, after (and before)."""
+    for name in ("after", "before"):
+        r = c.get(f"call_{name}")
+        if r:
+            print(f"labeling call, {name}: {r['total_s']:.2f} s ({r['attempts']} attempts, "
+                  f"{r['steps_total']:.0f} steps; prefix pass {r['prefix_s']:.2f} s); hard-label "
+                  f"ratings run {r['ratings_run']}, remembered {r['ratings_reused']}")
+    if "call_same" in c:
+        same = c["call_same"]
+        print(f"the same label in every attempt before and after: "
+              f"{'yes' if same['same_labels'] else 'NO'}; metrics within "
+              f"{same['max_metric_rel_diff']:.0e} (relative; float32 rounding)")
+
+
 GOAL_ATTEMPT, GOAL_FLOOR = 6.0, 1.5
 """The issue's goals: a whole attempt at least 6x the plain method; the lean step within 1.5x
 of the floor."""
 
 
 def summary(outs: list[dict]) -> None:
-    """One row per family: the steps, the attempt's stages, and the goals met or missed."""
+    """One row per family: the steps, the attempt's stages (and the fixed costs' share before
+    they were cut), and the goals met or missed."""
     print(f"\n| family | path | full prompt (ms) | cached TL (ms) | lean (ms) | floor (ms) "
-          f"| lean vs TL | lean / floor | attempt (s): prefix + steps + scoring | plain (s) "
-          f"| attempt vs plain | goals (>= {GOAL_ATTEMPT:.0f}x, <= {GOAL_FLOOR}x) |")
-    print("|---" * 12 + "|")
+          f"| lean vs TL | lean / floor | attempt (s): prefix + steps + scoring | fixed share "
+          f"(before) | plain (s) | attempt vs plain (before) | goals (>= {GOAL_ATTEMPT:.0f}x, "
+          f"<= {GOAL_FLOOR}x) |")
+    print("|---" * 13 + "|")
     for out in outs:
         t, a = out["step_s"], out["attempt"]
         speed = a["full_prompt_steps_s"] / a["total_s"]
@@ -387,13 +514,17 @@ def summary(outs: list[dict]) -> None:
         goals = [f"attempt {speed / GOAL_ATTEMPT:.2f} of goal" if speed < GOAL_ATTEMPT else "",
                  f"floor {ratio / GOAL_FLOOR:.2f}x over" if not ratio <= GOAL_FLOOR else ""]
         floor_ms = f"{1e3 * floor:.2f}" if floor else "-"
+        b = a.get("before")
+        share = f"{(a['prefix_s'] + a['score_s']) / a['total_s']:.0%}" + (
+            f" ({(b['prefix_s'] + b['score_s']) / b['total_s']:.0%})" if b else "")
+        before = f" ({a['full_prompt_steps_s'] / b['total_s']:.1f}x)" if b else ""
         print(f"| {out['shape']} | {'lean' if out['lean'] else 'TransformerLens'} "
               f"| {1e3 * t['full_prompt']:.1f} | {1e3 * t['cached_tl']:.2f} "
               f"| {1e3 * t['cached']:.2f} | {floor_ms} "
               f"| {t['cached_tl'] / t['cached']:.2f}x | {ratio:.2f}x "
               f"| {a['total_s']:.2f}: {a['prefix_s']:.2f} + {a['steps_s']:.2f} + "
-              f"{a['score_s']:.2f} | {a['full_prompt_steps_s']:.2f} | {speed:.1f}x "
-              f"| {'; '.join(g for g in goals if g) or 'met'} |")
+              f"{a['score_s']:.2f} | {share} | {a['full_prompt_steps_s']:.2f} "
+              f"| {speed:.1f}x{before} | {'; '.join(g for g in goals if g) or 'met'} |")
 
 
 def run_families(args: argparse.Namespace) -> list[dict]:
@@ -424,6 +555,16 @@ def main() -> None:
     ap.add_argument("--features", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--examples", type=int, default=500, help="examples of the attempt")
     ap.add_argument("--attempt-steps", type=int, default=100)
+    ap.add_argument("--attempt-rounds", type=int, default=2,
+                    help="rounds of the attempt (after and before alternating); the fastest "
+                         "is reported")
+    ap.add_argument("--no-before", dest="before", action="store_false",
+                    help="leave out the attempt and call as before the fixed costs were cut "
+                         "(the prefix pass through TransformerLens, no remembered ratings)")
+    ap.add_argument("--call-steps", type=int, default=0,
+                    help="also time one feature's whole labeling call (the default search: "
+                         "restarts, error checks, refinements, polysemantic check) at this "
+                         "many steps an attempt, after and before; 0: not")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--steps-per-feature", type=int, default=500)
     ap.add_argument("--family", nargs="+", choices=["all", *FAMILIES], default=None,

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .run.options import RunOptions
     from .run.pipeline import label_sae_features
     from .run.stops import clean_stops
+    from .run.threads import CpuThreads, cpu_threads
     from .sae.activations import build_activation_cache
     from .sae.config import CacheConfig, ExampleConfig
     from .sae.corpus import Corpus
@@ -48,6 +49,8 @@ _EXPORTS = {
     "LabelSet": ".formats.labelset",
     "build_activation_cache": ".sae.activations",
     "label_sae_features": ".run.pipeline",
+    "CpuThreads": ".run.threads",
+    "cpu_threads": ".run.threads",
     "EncodedExample": ".evaluator.model",
     "Evaluator": ".evaluator.model",
     "EvaluatorError": ".evaluator.model",
@@ -84,6 +87,8 @@ __all__ = [
     "LabelSet",
     "build_activation_cache",
     "label_sae_features",
+    "CpuThreads",
+    "cpu_threads",
     "EncodedExample",
     "Evaluator",
     "EvaluatorError",

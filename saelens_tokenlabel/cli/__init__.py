@@ -26,7 +26,7 @@ from .label import add_label_parser
 from .report import add_report_parser
 from .run import add_run_parsers
 from .settings import add_config_parser
-from .shared import import_modules
+from .shared import import_modules, prepare_threads
 from .synthetic import add_synthetic_parser
 
 __all__ = ["DEBUG_ENV", "build_parser", "main"]
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         with clean_stops():  # SIGTERM / SIGINT: RunInterrupted, claims released on the way
+            # Before anything imports torch: OpenMP reads its wait policy when torch loads it.
+            prepare_threads(args)
             import_modules(getattr(args, "imports", []))
             return int(args.func(args))
     except KeyboardInterrupt as stop:

@@ -18,7 +18,15 @@ from typing import Any
 from ..formats.comparison import METRICS, CompareConfig
 from ..formats.explanations import read_explanations
 from ..records.features import parse_features
-from .shared import DTYPES, TOY, add_evaluator_backend, add_import_flag, load_evaluator
+from .shared import (
+    DTYPES,
+    TOY,
+    add_evaluator_backend,
+    add_import_flag,
+    add_thread_flags,
+    cpu_run,
+    load_evaluator,
+)
 
 
 def add_compare_parser(sub: Any) -> None:
@@ -52,6 +60,7 @@ def add_compare_parser(sub: Any) -> None:
     add_evaluator_backend(p)
     add_import_flag(p)
     p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
+    add_thread_flags(p)
     p.add_argument("--dtype", choices=DTYPES,
                    help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--head", type=int, default=10, help="table rows to print (default: 10)")
@@ -72,6 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     info = labels.info
     features = parse_features(args.features, info.get("d_sae"))
     device = args.device or default_device()
+    cpu_run(args, device)
     evaluator = load_evaluator(evaluator_name(args.evaluator, info), device, args.dtype,
                                args.evaluator_backend)
     tokenizer = subject_tokenizer(args.model or info.get("sae_model_name")

@@ -21,6 +21,7 @@ from typing import Any
 
 from .label import add_label_parser
 from .report import add_report_parser
+from .shared import add_thread_flags, cpu_run, thread_argv
 
 DEMO_FEATURES = "0:8"
 """Every planted feature: animals, digits, a dead one, Chinese characters, four random."""
@@ -74,13 +75,14 @@ concept feature the evidence for `explained` at seeds 0-3 while every random fea
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
+    cpu_run(args, args.device)
     paths = write_inputs(out / "inputs")
     print(f"inputs:       planted SAE, tiny subject model and toy corpus in {out / 'inputs'}")
     label = ["label", "--sae-path", str(paths["sae"]), "--model", str(paths["model"]),
              "--corpus", str(paths["corpus"]), "--features", DEMO_FEATURES, "--evaluator",
              "toy", "--out", str(out / "run"), "--cache-dir", str(out / "cache"), "--device",
              args.device, "--evaluator-backend", args.backend, "--model-backend", args.backend,
-             *DEMO_EXAMPLES]
+             *DEMO_EXAMPLES, *thread_argv(args)]
     print("running:      tokenlabel " + " ".join(label))
     status = _run(label)
     if status:
@@ -107,4 +109,5 @@ def add_demo_parser(sub: Any) -> None:
                    help="run the subject and the evaluator as HookedTransformers (default) or "
                         "as TransformerLens 3 TransformerBridges around Hugging Face Llama "
                         "models (the same weights)")
+    add_thread_flags(p)
     p.set_defaults(func=cmd_demo)

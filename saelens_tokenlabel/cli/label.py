@@ -26,6 +26,8 @@ from .shared import (
     LABEL_FLAGS,
     add_evaluator_backend,
     add_import_flag,
+    add_thread_flags,
+    cpu_run,
     load_evaluator,
 )
 
@@ -69,6 +71,7 @@ def _add_run(p: Any) -> None:
     run.add_argument("--dtype", choices=DTYPES,
                      help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
     add_evaluator_backend(run)
+    add_thread_flags(run)
     run.add_argument("--features-per-batch", type=int, default=8,
                      help="features sharing one optimisation (default: 8)")
     run.add_argument("--order", choices=["index", "attribution"], default="index",
@@ -289,6 +292,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     ray = _ray_config(args)
     device = args.device or default_device()
+    cpu_run(args, device)
     sae = _load_sae(args, device)
     features = parse_features(args.features, int(sae.cfg.d_sae))
     corpus = Corpus.of(args.corpus, text_field=args.text_field, split=args.split)

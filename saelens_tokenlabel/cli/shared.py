@@ -3,9 +3,11 @@ flags."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from ..records.config import LabelConfig
+from ..run.threads import WAIT_POLICIES, set_threads, set_wait_policy
 from .flags import ConfigFlags
 
 TOY = "toy"
@@ -44,6 +46,46 @@ def import_modules(names: list[str]) -> None:
         except ModuleNotFoundError as err:
             raise ValueError(f"--import {name}: no module {err.name!r} on the Python path; "
                              "install it, or run from the folder that holds it.") from None
+
+
+def add_thread_flags(p: Any) -> None:
+    """``--threads N`` and ``--omp-wait-policy``: how a CPU run uses the cores
+    (`run.threads`)."""
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="torch's intra-op threads on a CPU run (default: OMP_NUM_THREADS if "
+                        "set, else one per core this process may use)")
+    p.add_argument("--omp-wait-policy", choices=WAIT_POLICIES,
+                   help="how OpenMP's threads wait between operations: 'passive' (sleep; the "
+                        "default unless OMP_WAIT_POLICY is set: a busy machine does not stall "
+                        "the run), 'active' (spin) or 'unset' (OpenMP's own default)")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def thread_argv(args: argparse.Namespace) -> list[str]:
+    """The thread flags given, to pass on to another command."""
+    out = [] if args.threads is None else ["--threads", str(args.threads)]
+    return out + ([] if args.omp_wait_policy is None
+                  else ["--omp-wait-policy", args.omp_wait_policy])
+
+
+def prepare_threads(args: argparse.Namespace) -> None:
+    """Before the command imports torch: OpenMP's wait policy (read once, when torch loads
+    it), for every command that runs a model (on a GPU only the host's few operations
+    wait; harmless)."""
+    if hasattr(args, "omp_wait_policy"):
+        set_wait_policy(args.omp_wait_policy)
+
+
+def cpu_run(args: argparse.Namespace, device: str) -> None:
+    """Once the device is known: a CPU run's intra-op threads (`run.threads.set_threads`;
+    the wait policy was set before torch loaded, `prepare_threads`)."""
+    if str(device).startswith("cpu"):
+        set_threads(args.threads)
 
 
 def add_evaluator_backend(p: Any) -> None:

@@ -9,7 +9,14 @@ from typing import Any
 
 from ..records.config import LabelConfig
 from ..records.data import SYNTHETIC_NAMES
-from .shared import DTYPES, LABEL_FLAGS, add_evaluator_backend, load_evaluator
+from .shared import (
+    DTYPES,
+    LABEL_FLAGS,
+    add_evaluator_backend,
+    add_thread_flags,
+    cpu_run,
+    load_evaluator,
+)
 
 
 def add_synthetic_parser(sub: Any) -> None:
@@ -25,17 +32,21 @@ def add_synthetic_parser(sub: Any) -> None:
     p.add_argument("--dtype", choices=DTYPES,
                    help="evaluator dtype (default: bfloat16 on GPU, float32 on CPU)")
     add_evaluator_backend(p)
+    add_thread_flags(p)
     LABEL_FLAGS.add(p)
     p.set_defaults(func=cmd_synthetic)
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
     from ..descent.labeler import label_feature
+    from ..evaluator.loading import default_device
     from ..records.data import FeatureData
 
     config = LabelConfig.preset(args.dataset, **LABEL_FLAGS.overrides(args))
     data = FeatureData.synthetic(args.dataset)
-    evaluator = load_evaluator(args.evaluator, args.device, args.dtype, args.evaluator_backend)
+    device = args.device or default_device()
+    cpu_run(args, device)
+    evaluator = load_evaluator(args.evaluator, device, args.dtype, args.evaluator_backend)
     result = label_feature(data, evaluator, config)
     out = Path(args.out) if args.out else Path(f"{args.dataset}.label.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from ..evaluator.forward import PrefixCache, cached_logits, conditional_log_q, f
 from ..evaluator.model import EncodedExample, Evaluator
 from ..records.config import LabelConfig, PerformanceConfig
 from .loss import LossTerms, LossWeights, accuracy_loss, label_loss
+from .ratings import RatingMemo
 from .soft_label import label_embeddings, label_log_probs
 
 PassLogits = Callable[
@@ -58,10 +59,14 @@ class StepContext:
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     pass_logits: PassLogits = prompt_logits
     """Computes a pass's logits; `prompt_logits` unless a test stands in for the device."""
+    ratings: RatingMemo = field(init=False, repr=False, compare=False)
+    """Hard-label ratings computed so far (`ratings.RatingMemo`): each (label, example)
+    rating once per context. A context made with `dataclasses.replace` starts its own."""
 
     def __post_init__(self) -> None:
         if self.vocab_mask is not None:
             object.__setattr__(self, "vocab_mask", self.vocab_mask.to(self.W_E.device))
+        object.__setattr__(self, "ratings", RatingMemo())
 
     @classmethod
     def build(cls, evaluator: Evaluator, encoded: Sequence[EncodedExample],

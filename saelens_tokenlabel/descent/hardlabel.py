@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 
 from ..records.config import LabelConfig
 from ..records.result import LabelResult
 from .engine import StepContext
-from .loss import accuracy_loss, answer_margin
+from .loss import answer_margin
 from .scores import detection_scores
 from .state import AttemptState, FeatureJob
 
@@ -26,22 +28,44 @@ def hard_label_margins(
     prediction: str = "two_way",
 ) -> tuple[Float[torch.Tensor, " n"], Float[torch.Tensor, " n"] | None]:
     """logit("1") - logit("0") of each example under a hard label (one for all, or one per
-    example), and the accuracy loss (`prediction`) against `targets` when given."""
-    W_E = ctx.W_E
-    ids = torch.as_tensor(label_ids, dtype=torch.long, device=W_E.device)
+    example), and the accuracy loss (`prediction`) against `targets` when given.
+
+    Each (label, example) rating is computed once per context (`ctx.ratings`): asked again,
+    it is looked up."""
+    ids = torch.as_tensor(label_ids, dtype=torch.long)
     if ids.ndim == 1:
         ids = ids[None].expand(len(example_ids), -1)
-    margins, losses = [], []
+    mode = "two_way" if targets is None else prediction
+    rated = ctx.ratings.rate(mode, example_ids, ids, partial(_rate, ctx, mode))
+    margins = rated[:, 0]
+    if targets is None:
+        return margins, None
+    tgt = targets.to(rated.device, rated.dtype)
+    if mode == "two_way":
+        # `loss.accuracy_loss` of the two-way prediction: the BCE of the margin.
+        return margins, F.binary_cross_entropy_with_logits(margins, tgt, reduction="none")
+    # ... and of the full-vocabulary one: the cross-entropy of the target's answer token.
+    return margins, torch.where(tgt > 0.5, rated[:, 1], rated[:, 2])
+
+
+def _rate(ctx: StepContext, mode: str, rows: Int[torch.Tensor, " n"],
+          labels: Int[torch.Tensor, "n slot"]) -> Float[torch.Tensor, "n k"]:
+    """Ratings of `rows` under their `labels`, in passes of `eval_batch_size` rows: the
+    margin, and for the full-vocabulary prediction each answer's cross-entropy
+    (−log softmax at "1", at "0")."""
+    W_E = ctx.W_E
+    labels = labels.to(W_E.device)
+    out = []
     size = ctx.performance.eval_batch_size
-    for start in range(0, len(example_ids), size):
+    for start in range(0, len(rows), size):
         sl = slice(start, start + size)
-        logits, yes, no = ctx.answer_logits(example_ids[sl], W_E[ids[sl]],
-                                            "two_way" if targets is None else prediction)
-        margins.append(answer_margin(logits, yes, no))
-        if targets is not None:
-            tgt = targets[sl].to(logits.device, logits.dtype)
-            losses.append(accuracy_loss(logits, tgt, yes, no, prediction))
-    return torch.cat(margins), (torch.cat(losses) if targets is not None else None)
+        logits, yes, no = ctx.answer_logits(rows[sl], W_E[labels[sl]], mode)
+        margin = answer_margin(logits, yes, no)[:, None]
+        if mode != "two_way":
+            log_p = torch.log_softmax(logits, dim=-1)
+            margin = torch.cat([margin, -log_p[:, [yes, no]]], dim=1)
+        out.append(margin)
+    return torch.cat(out)
 
 
 def score_hard_label(

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from .backend import BackendError, Pass
@@ -163,6 +164,7 @@ class PrefixCache:
         keep_kv: bool = True,
         max_resident: int | None = None,
         fast: bool = True,
+        lean_prefix: bool = True,
     ) -> None:
         if not examples:
             raise ValueError("PrefixCache needs at least one example.")
@@ -172,6 +174,9 @@ class PrefixCache:
         self.keep_kv = keep_kv
         self.runner = _runner(evaluator) if keep_kv and fast else None
         """The lean suffix forward (`suffix.SuffixRunner`), or None: TransformerLens's."""
+        self.lean_prefix = lean_prefix and self.runner is not None
+        """The prefix pass through the lean forward too (False: through the model's modules,
+        as before it had one; the benchmark's "before")."""
         seqs = [e.prefix_ids for e in examples]
         # Leave every example at least one token of its own: q is read at its last token.
         self.shared_len = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
@@ -191,11 +196,12 @@ class PrefixCache:
             # The model cannot keep a cache: say so once, and run whole prompts instead.
             _log_once(f"the prefix cache is off, every pass runs the whole prompt: {err}")
             self.keep_kv, self.runner, self.capacity = False, None, 0
+            self.lean_prefix = False
             self.keys, self.values, self.shared_keys, self.shared_values = [], [], [], []
             log_q = self._run_all()
         # log q is small next to keys/values, except for huge vocabularies and many examples:
         # under a budget it waits on the CPU and only the batch's rows travel.
-        self.log_q_all = torch.cat(log_q).to("cpu" if max_resident is not None else self.device)
+        self.log_q_all = log_q.to("cpu" if max_resident is not None else self.device)
 
     def _allocate(self, max_resident: int | None) -> None:
         n = self.n_examples
@@ -210,19 +216,28 @@ class PrefixCache:
         self.recomputed = 0
         """Examples whose keys/values were recomputed after eviction (budget misses)."""
 
-    def _run_all(self) -> list[torch.Tensor]:
-        """The prefix pass of every example: log q, and keys/values into the store."""
+    def _run_all(self) -> torch.Tensor:
+        """The prefix pass of every example: log q (in example order), and keys/values into
+        the store (the first `capacity` examples'). The lean pass takes the examples by
+        length, each batch padded only to its own longest."""
         if self.keep_kv and self.shared_len:
             self.shared_keys, self.shared_values = self._run_shared(
                 self.prefixes[0][: self.shared_len])
+        order = (torch.argsort(self.rest_mask.sum(1), stable=True) if self.lean_prefix
+                 else torch.arange(self.n_examples))
         log_q = []
         for start in range(0, self.n_examples, self.batch_size):
-            rows = torch.arange(start, min(self.n_examples, start + self.batch_size))
+            rows = order[start : start + self.batch_size]
             keys, values, lq = self._run_rest(rows)
             log_q.append(lq)
-            if self.keep_kv:
-                self._store(rows[: max(0, self.capacity - start)], keys, values)
-        return log_q
+            if self.keep_kv and self.capacity < self.n_examples:
+                # Under a memory budget, the first `capacity` examples stay resident.
+                keep = rows < self.capacity
+                at = keep.to(self.device)
+                self._store(rows[keep], [k[at] for k in keys], [v[at] for v in values])
+            elif self.keep_kv:
+                self._store(rows, keys, values)
+        return torch.cat(log_q)[torch.argsort(order).to(log_q[0].device)]
 
     # ------------------------------------------------------------------ internals
     @torch.no_grad()
@@ -230,6 +245,10 @@ class PrefixCache:
                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Keys/values of the part every prefix shares, ``[1, shared_len]``."""
         tokens = torch.tensor([list(shared)], dtype=torch.long)
+        if self.lean_prefix:
+            assert self.runner is not None
+            keys, values, _ = self.runner.prefix(None, tokens, torch.ones_like(tokens))
+            return keys, values
         _, kv = self.evaluator.backend.run(Pass(tokens, keep_kv=True))
         return kv.keys, kv.values
 
@@ -243,6 +262,19 @@ class PrefixCache:
                                     _pad_id(self.evaluator))
             logits, _ = backend.run(Pass(tokens, mask))
             return [], [], torch.log_softmax(logits[:, -1], dim=-1)
+        if self.lean_prefix:
+            assert self.runner is not None
+            # The lean forward: the same keys, values and logits as TransformerLens's pass,
+            # without the columns that are padding in every row (positions come from the
+            # mask); the keys and values padded back to the store's width.
+            mask = self.rest_mask[rows]
+            width = int(mask.sum(1).max())
+            keys, values, logits = self.runner.prefix(self._shared(len(rows)),
+                                                      self.rest_tokens[rows][:, -width:],
+                                                      mask[:, -width:])
+            pad = (0, 0, 0, 0, mask.shape[1] - width, 0)
+            return ([F.pad(k, pad) for k in keys], [F.pad(v, pad) for v in values],
+                    torch.log_softmax(logits, dim=-1))
         logits, kv = backend.run(Pass(self.rest_tokens[rows], self.rest_mask[rows],
                                       self._shared(len(rows)), keep_kv=True))
         keys = [k[:, self.shared_len :] for k in kv.keys]

@@ -280,7 +280,7 @@ class SuffixRunner:
         cap = cfg.output_logits_soft_cap
         self.cap_logits = partial(_softcap, cap=float(cap)) if cap is not None and cap > 0 \
             else _identity
-        self.W_U, self.b_U = model.W_U, model.b_U
+        self.W_U, self.b_U, self.W_E = model.W_U, model.b_U, model.W_E
         self.tail = model.W_E[torch.tensor(tail_ids, device=model.W_E.device)]
         """Embeddings of the suffix after the label slots (fixed)."""
         self.n_heads, self.n_kv = cfg.n_heads, cfg.n_key_value_heads or cfg.n_heads
@@ -322,10 +322,17 @@ class SuffixRunner:
         # The prefix keys are rotated apart from the suffix's: they need no gradient, so the
         # backward pass never touches them.
         p = k_pre.shape[1]
-        cos, sin = table_cos[geo.k_pos][:, :, None], table_sin[geo.k_pos][:, :, None]
-        k = torch.cat([self._rotate(k_pre, cos[:, :p], sin[:, :p]),
-                       self._rotate(k_new, cos[:, p:], sin[:, p:])], dim=1)
-        return q, k
+        at = geo.k_pos[:, p:]
+        k_new = self._rotate(k_new, table_cos[at][:, :, None], table_sin[at][:, :, None])
+        if p and k_pre.stride(0) == 0 and bool((geo.k_pos[:, p - 1] == p - 1).all()):
+            # One prefix broadcast to every row, all tokens (the prefix pass's shared part):
+            # the same positions in every row, rotated once.
+            k_pre = self._rotate(k_pre[:1], table_cos[None, :p, None],
+                                 table_sin[None, :p, None]).expand(len(k_pre), -1, -1, -1)
+        else:
+            at = geo.k_pos[:, :p]
+            k_pre = self._rotate(k_pre, table_cos[at][:, :, None], table_sin[at][:, :, None])
+        return q, torch.cat([k_pre, k_new], dim=1)
 
     def _unrotated(self, layer: _Layer, q: torch.Tensor, k_pre: torch.Tensor,
                    k_new: torch.Tensor, geo: _Geometry) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,24 +348,36 @@ class SuffixRunner:
                                                max(length, 2 * attn.rotary_cos.shape[0])))
         return attn.rotary_cos, attn.rotary_sin
 
-    def _geometry(self, kv: PrefixKV, s: int) -> _Geometry:
-        """Positions of the suffix queries and of all keys, and the keys each query may see:
-        tokens only, causal, and within each local window (counted in positions)."""
+    def _geometry(self, kv: PrefixKV, s: int,
+                  new_mask: Bool[torch.Tensor, "batch s"] | None = None) -> _Geometry:
+        """Positions of the new queries and of all keys, and the keys each query may see:
+        tokens only, causal, and within each local window (counted in positions).
+
+        `new_mask` marks which new positions are tokens (the prefix pass's left padding; None:
+        all, the suffix). A padding query sees itself too, so that no row is fully masked
+        (its output is never read: no token sees padding)."""
         b, p = kv.mask.shape
         device = kv.mask.device
-        full = torch.cat([kv.mask, torch.ones(b, s, dtype=torch.bool, device=device)], dim=1)
+        new = torch.ones(b, s, dtype=torch.bool, device=device) if new_mask is None \
+            else new_mask.to(device).bool()
+        full = torch.cat([kv.mask, new], dim=1)
         k_pos = (full.long().cumsum(1) - 1).clamp_min(0)
         q_pos = k_pos[:, p:]
         causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
-        seen = torch.cat([kv.mask[:, None, :].expand(b, s, p), causal.expand(b, s, s)], dim=-1)
+        own = causal.expand(b, s, s) if new_mask is None else \
+            (causal & new[:, None, :]) | torch.eye(s, dtype=torch.bool, device=device)
+        seen = torch.cat([kv.mask[:, None, :].expand(b, s, p), own], dim=-1)
         allowed = {w: seen if w is None else seen & (q_pos[:, :, None] - k_pos[:, None] < w)
                    for w in self.windows}
         return _Geometry(q_pos, k_pos, allowed)
 
     # ------------------------------------------------------------------ a block
     def _attend(self, layer: _Layer, h: torch.Tensor, k_pre: torch.Tensor, v_pre: torch.Tensor,
-                geo: _Geometry, last_only: bool) -> torch.Tensor:
-        """Attention of the suffix positions `h` over the prefix and the suffix so far."""
+                geo: _Geometry, last_only: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attention of the new positions `h` over the prefix and the new positions so far;
+        also the new positions' keys (before rotary, as TransformerLens caches them) and
+        values."""
         b, s, _ = h.shape
         k_new = layer.k_norm(F.linear(h, layer.W_K, layer.b_K).view(b, s, self.n_kv, self.d_head))
         v_new = F.linear(h, layer.W_V, layer.b_V).view(b, s, self.n_kv, self.d_head)
@@ -371,7 +390,36 @@ class SuffixRunner:
         allowed = allowed[:, None, -1:] if last_only else allowed[:, None]
         z = layer.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), allowed)
         z = z.transpose(1, 2).reshape(b, qh.shape[1], self.n_heads * self.d_head)
-        return F.linear(z, layer.W_O, layer.b_O)
+        return F.linear(z, layer.W_O, layer.b_O), k_new, v_new
+
+    # ------------------------------------------------------------------ public
+    def _blocks(self, kv: PrefixKV, x: Float[torch.Tensor, "batch s d_model"],
+                geo: _Geometry, keep: bool
+                ) -> tuple[Float[torch.Tensor, "batch d_model"], list[torch.Tensor],
+                           list[torch.Tensor]]:
+        """Every block over the new positions `x` (the last layer for the last position only:
+        nothing else of it is read); the residual stream at the last position, and with
+        `keep` the new positions' keys and values per layer."""
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            last = i == n - 1
+            a, k, v = self._attend(layer, layer.ln1(x), kv.keys[i], kv.values[i], geo, last)
+            if keep:
+                keys.append(k)
+                values.append(v)
+            x = (x[:, -1:] if last else x) + layer.ln1_post(a)
+            if layer.mlp is not None:
+                x = x + layer.ln2_post(layer.mlp(layer.ln2(x)))
+        return x[:, -1], keys, values
+
+    def _unembed(self, x: Float[torch.Tensor, "batch d_model"],
+                 columns: Int[torch.Tensor, " k"] | None) -> Float[torch.Tensor, "batch cols"]:
+        W_U, b_U = ((self.W_U, self.b_U) if columns is None
+                    else (self.W_U[:, columns], self.b_U[columns]))
+        out = self.cap_logits(self.ln_final(x) @ W_U + b_U)
+        return out.to(torch.promote_types(out.dtype, torch.float32))
 
     # ------------------------------------------------------------------ public
     def logits(self, kv: PrefixKV, label_embeds: Float[torch.Tensor, "batch slot d_model"],
@@ -383,18 +431,29 @@ class SuffixRunner:
         x = torch.cat([label_embeds.to(self.tail.dtype),
                        self.tail[None].expand(b, -1, -1)], dim=1)
         geo = self._geometry(kv, x.shape[1])
-        x = self._embed_positions(x, geo)
-        n = len(self.layers)
-        for i, layer in enumerate(self.layers):
-            last = i == n - 1  # the last layer: only the last position is read
-            a = self._attend(layer, layer.ln1(x), kv.keys[i], kv.values[i], geo, last)
-            x = (x[:, -1:] if last else x) + layer.ln1_post(a)
-            if layer.mlp is not None:
-                x = x + layer.ln2_post(layer.mlp(layer.ln2(x)))
-        W_U, b_U = ((self.W_U, self.b_U) if columns is None
-                    else (self.W_U[:, columns], self.b_U[columns]))
-        out = self.cap_logits(self.ln_final(x[:, -1]) @ W_U + b_U)
-        return out.to(torch.promote_types(out.dtype, torch.float32))
+        x, _, _ = self._blocks(kv, self._embed_positions(x, geo), geo, keep=False)
+        return self._unembed(x, columns)
+
+    @torch.no_grad()
+    def prefix(self, kv: PrefixKV | None, tokens: Int[torch.Tensor, "batch s"],
+               mask: Int[torch.Tensor, "batch s"]
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                          Float[torch.Tensor, "batch d_vocab"]]:
+        """The prefix pass: `tokens` (left-padded, `mask`) after the cached `kv` (the part
+        every prefix shares; None: nothing). Returns their keys and values per layer, as
+        TransformerLens caches them (keys before rotary), and the logits at the last
+        position (a token: the padding is on the left)."""
+        b, s = tokens.shape
+        device = self.W_E.device
+        if kv is None:
+            empty = torch.zeros(b, 0, self.n_kv, self.d_head, dtype=self.W_E.dtype,
+                                device=device)
+            kv = PrefixKV([empty] * len(self.layers), [empty] * len(self.layers),
+                          torch.zeros(b, 0, dtype=torch.bool, device=device))
+        geo = self._geometry(kv, s, mask)
+        x = self._embed_positions(self.W_E[tokens.to(device)], geo)
+        x, keys, values = self._blocks(kv, x, geo, keep=True)
+        return keys, values, self._unembed(x, None)
 
 
 def prefix_kv(keys: list[torch.Tensor], values: list[torch.Tensor],

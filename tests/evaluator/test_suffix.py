@@ -115,6 +115,47 @@ def test_lean_suffix_equals_transformer_lens(tokenizer, family, slots):
                                rtol=0, atol=1e-12)
 
 
+def _kv_rows(cache: PrefixCache, rows: torch.Tensor) -> tuple[list, list, torch.Tensor]:
+    kv = cache.gather(rows)
+    return kv.keys, kv.values, kv.mask
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("share", [True, False])
+def test_lean_prefix_pass_equals_transformer_lens(tokenizer, family, share, monkeypatch):
+    # The prefix pass through the lean forward: the keys and values it caches (those of
+    # tokens; padding is never attended to) and log q at the label slot are TransformerLens's,
+    # with the shared part (and without: every prefix run whole, left-padded).
+    if not share:
+        monkeypatch.setattr(forward, "_common_prefix_len", lambda seqs: 0)
+    ev = Evaluator(family_model(tokenizer, family))
+    exs = [ev.encode(s, w) for s, w in SENTENCES]
+    calls = []
+    lean = SuffixRunner.prefix
+    monkeypatch.setattr(SuffixRunner, "prefix",
+                        lambda self, *a, **k: calls.append(1) or lean(self, *a, **k))
+    fast = PrefixCache(ev, exs, batch_size=3)
+    slow = PrefixCache(ev, exs, batch_size=3, fast=False)
+    assert fast.runner is not None and slow.runner is None
+    # (A window of 24 tokens bites into these prompts: nothing is shared then, and the
+    # window cuts into the prefix pass itself.)
+    assert fast.shared_len == slow.shared_len
+    assert (fast.shared_len > 0) == (share and local_window(ev.model) is None)
+    assert len(calls) == 2 + (fast.shared_len > 0)  # two batches, the shared part
+    torch.testing.assert_close(fast.log_q_all, slow.log_q_all, rtol=0, atol=1e-12)
+    rows = torch.arange(len(exs))
+    (fk, fv, fm), (sk, sv, sm) = _kv_rows(fast, rows), _kv_rows(slow, rows)
+    assert torch.equal(fm, sm)
+    for a, b in zip(fk + fv, sk + sv, strict=True):
+        assert a.shape == b.shape and torch.isfinite(a).all()
+        torch.testing.assert_close(a[fm], b[sm], rtol=0, atol=1e-12)
+    # Read by TransformerLens's own cached pass (KL's conditional q, the prior proposals).
+    ids = torch.tensor([[5, 9]] * len(exs))
+    torch.testing.assert_close(forward.conditional_log_q(ev, exs, fast, rows, ids),
+                               forward.conditional_log_q(ev, exs, None, rows, ids),
+                               rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_labeling_steps_take_the_lean_path(tokenizer, family, monkeypatch, caplog):
     ev = Evaluator(family_model(tokenizer, family))

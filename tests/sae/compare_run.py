@@ -39,7 +39,11 @@ def labeled_run(directory: Path, evaluator) -> tuple[Path, Path]:
     run_dir = directory / "run"
     label_sae_features(
         planted_sae(), subject, evaluator, toy_sentences(120, seed=0) + list(CHINESE_SENTENCES),
-        FEATURES, LabelConfig(lr=1.0, steps=80, batch_size=16, threshold=0.0),
+        # Seed 7: feature 4 (a random direction) gets "color", which beats chance on its
+        # held-out examples where the wrong explanation "food" does not, whichever way
+        # float32 rounds the prefix pass (TransformerLens's modules or the lean forward).
+        # With seed 0 its label was a near tie between the two that the rounding decided.
+        FEATURES, LabelConfig(lr=1.0, steps=80, batch_size=16, threshold=0.0, seed=7),
         cache=CacheConfig(cache_dir=directory / "cache"),
         examples=ExampleConfig(n_top=12, n_quantile=12, n_random=16, n_near_miss=12),
         run_dir=run_dir, scores=ScoreConfig(scorers=("output_side",)), progress=False)

@@ -156,6 +156,11 @@ class PrefixCache:
     the least recently used are evicted and recomputed when sampled again (memory budget).
     """
 
+    keys: list[torch.Tensor]
+    """Per layer, the resident examples' prefix keys (`capacity` slots)."""
+    values: list[torch.Tensor]
+    """Per layer, their values."""
+
     def __init__(
         self,
         evaluator: Evaluator,
@@ -197,7 +202,8 @@ class PrefixCache:
             _log_once(f"the prefix cache is off, every pass runs the whole prompt: {err}")
             self.keep_kv, self.runner, self.capacity = False, None, 0
             self.lean_prefix = False
-            self.keys, self.values, self.shared_keys, self.shared_values = [], [], [], []
+            self.keys, self.values = [], []
+            self.shared_keys, self.shared_values = [], []
             log_q = self._run_all()
         # log q is small next to keys/values, except for huge vocabularies and many examples:
         # under a budget it waits on the CPU and only the batch's rows travel.
@@ -207,8 +213,8 @@ class PrefixCache:
         n = self.n_examples
         cap = n if max_resident is None else max(1, min(n, max_resident))
         self.capacity = cap if self.keep_kv else 0
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
+        self.keys = []
+        self.values = []
         self.slot_of = torch.full((n,), -1, dtype=torch.long)
         self.example_in = torch.full((max(self.capacity, 1),), -1, dtype=torch.long)
         self.last_used = torch.zeros(max(self.capacity, 1), dtype=torch.long)
@@ -250,6 +256,7 @@ class PrefixCache:
             keys, values, _ = self.runner.prefix(None, tokens, torch.ones_like(tokens))
             return keys, values
         _, kv = self.evaluator.backend.run(Pass(tokens, keep_kv=True))
+        assert kv is not None  # keep_kv
         return kv.keys, kv.values
 
     @torch.no_grad()
@@ -277,6 +284,7 @@ class PrefixCache:
                     torch.log_softmax(logits, dim=-1))
         logits, kv = backend.run(Pass(self.rest_tokens[rows], self.rest_mask[rows],
                                       self._shared(len(rows)), keep_kv=True))
+        assert kv is not None  # keep_kv
         keys = [k[:, self.shared_len :] for k in kv.keys]
         values = [v[:, self.shared_len :] for v in kv.values]
         return keys, values, torch.log_softmax(logits[:, -1], dim=-1)

@@ -84,7 +84,7 @@ def unsupported(model: Any) -> str | None:
 
 def local_window(model: Any) -> int | None:
     """The sliding window of `model`'s local attention layers, or None when all are global."""
-    cfg = getattr(model, "cfg", None)
+    cfg: Any = getattr(model, "cfg", None)
     if not getattr(cfg, "use_local_attn", False) or "local" not in (cfg.attn_types or ()):
         return None
     return int(cfg.window_size)
@@ -113,7 +113,9 @@ def _layer_norm(x: Float[torch.Tensor, "... d"], w: torch.Tensor | None,
         x = x.to(torch.float32)
     x = x - x.mean(-1, keepdim=True)
     x = (x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()).to(dtype)
-    return x if w is None else x * w + b
+    if w is None:
+        return x
+    return x * w if b is None else x * w + b
 
 
 def _norm_of(module: Any) -> Fn:
@@ -299,6 +301,7 @@ class SuffixRunner:
                   ) -> Float[torch.Tensor, "batch s d_model"]:
         """Learned absolute positions (GPT-2), the suffix's continuing after each row's
         prefix tokens, as TransformerLens's cached and full paths number them."""
+        assert self.W_pos is not None  # absolute positions only
         return x + self.W_pos[geo.q_pos]
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

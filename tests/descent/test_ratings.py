@@ -105,7 +105,7 @@ def test_a_search_is_the_same_with_and_without_the_memory(tiny_evaluator):
         if reuse:
             assert ctx.ratings.reused > 0
     a, b = results
-    assert len(a.attempts) == len(b.attempts) == 3
+    assert len(a.attempts) == len(b.attempts) >= 3  # both restarts ran (and any refinement)
     assert all(x.converged for x in a.attempts)
     assert all("train_fixable_errors" in x.metrics for x in a.attempts)
     assert a.label_token_ids == b.label_token_ids and a.verdict == b.verdict

@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..formats.labelset import LabelSet
+from ..formats.labelset import LabelSet, save_streamed, slim_result
 from ..formats.neuronpedia import (
     NeuronpediaBatchConfig,
     parse_neuronpedia_id,
@@ -19,6 +20,7 @@ from ..formats.neuronpedia import (
 )
 from ..records.files import atomic_write
 from ..records.names import NEURONPEDIA_DIR, NEURONPEDIA_JSONL, SIDECAR_FILENAME
+from ..records.result import LabelResult
 from .store import RunStore
 
 TABLE_STEM = "labels"
@@ -31,10 +33,13 @@ def has_pyarrow() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
+def table_rows(store: RunStore, results: Mapping[int, LabelResult] | None = None
+               ) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and rows: one row per feature in the store (finished or not); the metrics of
-    every result become columns of their own."""
-    results = {int(r.feature): r for r in store.results()}
+    every result become columns of their own. `results`: the store's finished results when
+    the caller has read them already (they are not read twice)."""
+    if results is None:
+        results = {int(r.feature): r for r in store.iter_results()}
     metric_names = sorted({k for r in results.values() for k, v in r.metrics.items()
                            if isinstance(v, int | float)})
     rows = []
@@ -73,12 +78,13 @@ def _metric_column(name: str) -> str:
     return f"metric_{name}" if name in TABLE_COLUMNS else name
 
 
-def write_table(store: RunStore, out_dir: Path, fmt: str | None = None) -> Path:
+def write_table(store: RunStore, out_dir: Path, fmt: str | None = None,
+                results: Mapping[int, LabelResult] | None = None) -> Path:
     """`labels.parquet` (fmt "parquet", or None with pyarrow installed) or `labels.csv`."""
     fmt = fmt or ("parquet" if has_pyarrow() else "csv")
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"table format must be parquet or csv, got {fmt!r}")
-    columns, rows = table_rows(store)
+    columns, rows = table_rows(store, results)
     if fmt == "parquet" and not has_pyarrow():
         raise ValueError("Parquet needs pyarrow: pip install 'saelens-tokenlabel[parquet]', "
                          "or export CSV.")
@@ -125,7 +131,9 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
         directory if directory.is_dir() else directory.parent)
     written: dict[str, Any] = {}
     with RunStore(directory, create=False) as store:
-        labels = store.labelset()
+        # One pass over the results: each written whole into the sidecar as it is read, and
+        # kept slim (`slim_result`) for the Neuronpedia rows and the table.
+        labels = LabelSet(info=store.get_meta("info", {}))
         batch_folder = None
         if neuronpedia_batches is not None:
             model_id, layer = parse_neuronpedia_id(resolve_neuronpedia_id(labels,
@@ -134,14 +142,21 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
             # <modelId>/<sourceId>/explanations/), so the tree copies onto a bucket as it is.
             batch_folder = out / NEURONPEDIA_DIR / model_id / layer
         out.mkdir(parents=True, exist_ok=True)
-        written["sidecar"] = labels.save(out / SIDECAR_FILENAME)
+
+        def kept() -> Iterator[LabelResult]:
+            for r in store.iter_results():
+                labels.add(slim_result(r))
+                yield r
+
+        written["sidecar"] = save_streamed(out / SIDECAR_FILENAME, labels.info, kept(),
+                                           labels.summary)
         shared = labels.only_explained() if only_explained else labels
         written.update(_write_neuronpedia_jsonl(shared, out, neuronpedia_id))
         if batch_folder is not None:
             written["neuronpedia_batches"] = shared.to_neuronpedia_batches(
                 batch_folder, neuronpedia_id, neuronpedia_batches,
                 created_at=_run_created_at(store))
-        written["table"] = write_table(store, out, table_format)
+        written["table"] = write_table(store, out, table_format, labels)
     return written
 
 

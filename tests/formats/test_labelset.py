@@ -168,3 +168,22 @@ def test_status_result_carries_the_message_beside_what_is_known():
     assert r.extra.message == "never fires" and r.extra.activation == stats
     assert list(r.extra.to_dict()) == ["message", "activation"] and r.evaluator == "e"
     assert status_result(4, "dead", "x").extra.to_dict() == {"message": "x"}
+
+
+def test_asking_after_a_feature_not_labeled_costs_no_pass_over_the_labels(monkeypatch):
+    """A run asks after every feature still to label (`f in labels`): were each miss to go
+    over every label (as the message of a failed lookup does), a run would be quadratic."""
+    from saelens_tokenlabel.formats import labelset as module
+    from saelens_tokenlabel.records.result import Trajectory
+
+    labels = LabelSet([LabelResult(label="a", label_tokens=["a"], label_token_ids=[1],
+                                   probability=1.0, converged=True, steps=1, metrics={},
+                                   trajectory=Trajectory(), feature=f) for f in range(5_000)])
+    spans = []
+    monkeypatch.setattr(module, "_span", lambda fs: spans.append(len(fs)) or "")
+    assert sum(f in labels for f in range(10_000)) == 5_000
+    assert "7" in labels and 7.0 in labels and "x" not in labels and None not in labels
+    assert spans == []
+    with pytest.raises(KeyError):
+        labels[10_001]
+    assert spans == [5_000]  # the message of an explicit lookup still names the labels

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..records.features import parse_features
 from ..report.html import ReportConfig, write_report
-from ..report.load import load_comparison, load_run
+from ..report.load import load_comparison, open_run
 
 REPORT_DIR = "report"
 """The report's folder inside the run folder, unless --out says otherwise."""
@@ -20,14 +20,16 @@ def parse_feature_list(spec: str | None) -> list[int] | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    labels = load_run(args.dir)
     out = Path(args.out) if args.out else (
         Path(args.dir).parent if Path(args.dir).is_file() else Path(args.dir)) / REPORT_DIR
     cfg = ReportConfig(plots=args.plots, rows_per_page=args.rows_per_page,
                        n_active_examples=args.examples)
-    index = write_report(labels, out, cfg, features=parse_feature_list(args.features),
-                         comparison=load_comparison(args.dir))
-    print(f"report: {index.resolve()}  ({len(labels)} features; open it in a browser)")
+    # From a run store the results are read as the pages are written, one at a time.
+    with open_run(args.dir) as labels:
+        index = write_report(labels, out, cfg, features=parse_feature_list(args.features),
+                             comparison=load_comparison(args.dir))
+        n = len(labels)
+    print(f"report: {index.resolve()}  ({n} features; open it in a browser)")
     return 0
 
 

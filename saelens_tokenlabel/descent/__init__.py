@@ -14,7 +14,8 @@ One job per module:
 * `search`: the attempt plan, restarts, refinements, prior proposals, growing labels, the
   best attempt;
 * `labeler`: `FeatureData` in, `LabelResult` out;
-* `batch`: the seam between preparing features and labeling them (`LabelBatch`).
+* `batch`: the seam between preparing features and labeling them (`LabelBatch`);
+* `verify`: proposed labels scored on prepared features, accepted or not (`VerifyBatch`).
 """
 
 from .attempts import run_attempt, step_halving_on_oom

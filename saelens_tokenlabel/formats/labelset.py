@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..records.errors import RecordError
 from ..records.extra import FeatureExtra
-from ..records.files import atomic_write_text, check_format, dumps_json
+from ..records.files import atomic_write, atomic_write_text, check_format, dumps_json
 from ..records.names import METADATA_KEY, METHOD, PAPER, SIDECAR_FILENAME, __version__
 from ..records.result import LabelResult, Trajectory
 from ..records.verdict import VERDICTS, VerdictSettings, verdict_of, with_verdict
@@ -51,6 +51,36 @@ def status_result(feature: int, status: str, message: str, extra: FeatureExtra |
         evaluator=evaluator, extra=extra))
 
 
+def slim_result(result: LabelResult) -> LabelResult:
+    """`result` without what only its own page and the sidecar show (trajectory, attempts,
+    examples, word mappings, config): what an index, a table or the Neuronpedia rows read of
+    it, a few kilobytes, so that a whole SAE's worth stays in memory."""
+    extra = dataclasses.replace(result.extra, examples=None, words=None)
+    return dataclasses.replace(result, trajectory=Trajectory(), attempts=[], config={},
+                               extra=extra)
+
+
+def save_streamed(path: str | Path, info: dict[str, Any], results: Iterable[LabelResult],
+                  summary: Callable[[], dict[str, Any]]) -> Path:
+    """The sidecar file of `results` (in feature order), each written as it comes, so that
+    one result is in memory at a time; `summary` (called after the last one: the
+    `LabelSet.summary` of what was written) goes after them. `LabelSet.load` reads it like
+    `LabelSet.save`'s. Atomic, like `save`."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == "":
+        path = path / SIDECAR_FILENAME
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(f'{{"format": {dumps_json(LABELSET_FORMAT)}, "version": '
+                     f'{LABELSET_VERSION}, "info": {dumps_json(info)}, "results": [')
+            for i, r in enumerate(results):
+                fh.write(("" if i == 0 else ", ") + dumps_json(r.to_dict()))
+            fh.write(f'], "summary": {dumps_json(summary())}}}')
+
+    return atomic_write(path, write)
+
+
 class LabelSet(Mapping[int, LabelResult]):
     """Labels of several features of one SAE, keyed by feature index."""
 
@@ -70,6 +100,14 @@ class LabelSet(Mapping[int, LabelResult]):
         except KeyError:
             raise KeyError(f"feature {feature} was not labeled (labeled: "
                            f"{_span(sorted(self._results))})") from None
+
+    def __contains__(self, feature: object) -> bool:
+        # Not Mapping's (a failed __getitem__): its error message sorts every feature, so a
+        # run asking after each feature still to label would be quadratic in the features.
+        try:
+            return int(feature) in self._results  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return False
 
     def __iter__(self) -> Iterator[int]:
         return iter(sorted(self._results))

@@ -154,6 +154,16 @@ creator that the webapp's seed (``apps/webapp/prisma/seed.ts``) makes, so the Us
 RECORDS_PER_FILE = 1024
 """Explanations per batch file of Neuronpedia's ``export-data.py``
 (``FEATURES_EXPLANATIONS_BATCH_SIZE``)."""
+IMPORT_MAX_FILES = 1000
+"""Batch files Neuronpedia's importer reads from one folder: it lists ``explanations/`` with
+one S3 ``ListObjectsV2`` call (``getFilesInPath`` in ``apps/webapp/lib/utils/s3.ts``), which
+returns at most 1000 keys (of any name, before it keeps the ``.jsonl.gz`` ones) and is not
+paged, so files past the 1000th would be skipped silently. An export that would leave more in
+the folder is refused."""
+IMPORT_MAX_BYTES = (1 << 29) - 24
+"""Largest unzipped batch file the importer can read: it ungzips a file into one Node.js
+string (``downloadAndDecompressFile``), and V8's strings hold at most 2^29 - 24 characters.
+A file that would be larger is refused (at 1024 explanations per file, ours are about 1 MB)."""
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -445,18 +455,46 @@ def _earlier_export(folder: Path, model_id: str, layer: str) -> tuple[list[Path]
     return files, (max(theirs) + 1 if theirs else 0)
 
 
-def _write_batch(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Gzipped JSON Lines, one row per line, as ``batch-autointerp.py`` writes them
-    (``json.dump`` of each row); atomic. The gzip header gets no time and no name, so the
-    same rows give the same bytes."""
+def _batch_lines(rows: list[dict[str, Any]], path: Path) -> list[bytes]:
+    """A batch file's lines, as ``batch-autointerp.py`` writes them (``json.dump`` of each
+    row); more than the importer reads in one file (`IMPORT_MAX_BYTES`) is a ValueError."""
+    lines = [(json.dumps(row, allow_nan=False) + "\n").encode("utf-8") for row in rows]
+    size = sum(len(line) for line in lines)
+    if size > IMPORT_MAX_BYTES:
+        raise ValueError(f"{path.name} would hold {size:,} bytes unzipped, more than "
+                         f"Neuronpedia's importer reads from one file ({IMPORT_MAX_BYTES:,}); "
+                         "pass a smaller --records-per-file.")
+    return lines
+
+
+def _write_batch(path: Path, lines: list[bytes]) -> Path:
+    """Gzipped JSON Lines (`_batch_lines`); atomic. The gzip header gets no time and no
+    name, so the same rows give the same bytes."""
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
                                                   mtime=0) as gz:
-            for row in rows:
-                gz.write((json.dumps(row, allow_nan=False) + "\n").encode("utf-8"))
+            for line in lines:
+                gz.write(line)
 
     return atomic_write(path, write)
+
+
+def _check_file_count(folder: Path, earlier: list[Path], n_records: int, k: int) -> None:
+    """Refuse an export that would leave more explanation files in the folder than
+    Neuronpedia's importer lists (`IMPORT_MAX_FILES`), before anything is written."""
+    where = folder / EXPLANATIONS_DIR
+    # The importer's listing counts every key under the folder, before it keeps *.jsonl.gz.
+    present = sum(p.is_file() for p in where.rglob("*")) if where.is_dir() else 0
+    theirs = present - sum(p.parent == where for p in earlier)
+    ours = -(-n_records // k)
+    if theirs + ours > IMPORT_MAX_FILES:
+        need = -(-n_records // max(1, IMPORT_MAX_FILES - theirs))
+        raise ValueError(
+            f"{ours} batch files of {k} explanations (and {theirs} other files there) would "
+            f"leave {theirs + ours} files in {folder / EXPLANATIONS_DIR}; Neuronpedia's "
+            f"importer lists at most {IMPORT_MAX_FILES} of them. Pass --records-per-file "
+            f"{need} or more (or export into an empty folder).")
 
 
 def write_neuronpedia_batches(labels: Labels, folder: str | Path,
@@ -474,15 +512,18 @@ def write_neuronpedia_batches(labels: Labels, folder: str | Path,
     folder = Path(folder)
     earlier, first = _earlier_export(folder, model_id, layer)
     k = config.records_per_file
+    _check_file_count(folder, earlier, len(records), k)
     explanation_files, score_files, n_scores = [], [], 0
     for i, start in enumerate(range(0, len(records), k)):
         chunk = records[start:start + k]
         name = f"batch-{first + i}.jsonl.gz"
-        explanation_files.append(_write_batch(folder / EXPLANATIONS_DIR / name,
-                                              [fr.explanation for fr in chunk]))
+        path = folder / EXPLANATIONS_DIR / name
+        explanation_files.append(_write_batch(path, _batch_lines(
+            [fr.explanation for fr in chunk], path)))
         rows = [s for fr in chunk for s in fr.scores]
         if rows:  # an empty file would be no JSON Lines to an importer
-            score_files.append(_write_batch(folder / EXPLANATION_SCORES_DIR / name, rows))
+            path = folder / EXPLANATION_SCORES_DIR / name
+            score_files.append(_write_batch(path, _batch_lines(rows, path)))
             n_scores += len(rows)
     kept = set(explanation_files) | set(score_files)
     removed = [p for p in earlier if p not in kept]

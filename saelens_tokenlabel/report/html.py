@@ -15,14 +15,14 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..formats.comparison import Comparison, FeatureComparison
-from ..formats.labelset import LabelSet
+from ..formats.labelset import LabelSet, slim_result
 from ..records.columns import as_count, score_columns
 from ..records.extra import ExampleRecord
 from ..records.result import Attempt, LabelResult
@@ -254,7 +254,7 @@ def feature_page(result: LabelResult, plot_html: str, index_page: str,
     if nxt is not None:
         nav.append(f'<a href="{nxt}.html" rel="next">feature {nxt}</a>')
     label = tok(result.label) if result.status == "ok" else "<em>no label</em>"
-    facts = [("status", result.status)]
+    facts: list[tuple[str, Any]] = [("status", result.status)]
     if result.verdict is not None:
         v = result.verdict
         facts.append(("verdict", f"{v.value}: {v.reason}"))
@@ -374,14 +374,14 @@ def _compare_cells(row: FeatureComparison | None) -> str:
 
 
 def _row(r: LabelResult, extra_keys: list[str], with_output: bool,
-         compared: dict[int, FeatureComparison] | None = None) -> str:
+         compared: dict[int, FeatureComparison] | None = None, spark: str | None = None) -> str:
     f = r.feature
     link = f"{FEATURE_DIR}/{f}.html"
     label = (f'<a href="{link}">{tok(r.label)}</a>' if r.status == "ok"
              else f'<a href="{link}"><em>none</em></a>')
     cells = [f'<td class="num" data-v="{f}"><a href="{link}">{f}</a></td>',
              f'<td class="label">{label}</td>',
-             f'<td class="spark">{sparkline(r)}</td>',
+             f'<td class="spark">{sparkline(r) if spark is None else spark}</td>',
              f'<td class="status {clean(r.status)}">{clean(r.status)}{_poly_mark(r)}</td>',
              _verdict_cell(r),
              f'<td class="conv" data-v="{int(r.converged)}">'
@@ -395,7 +395,7 @@ def _row(r: LabelResult, extra_keys: list[str], with_output: bool,
         promoted = side.promoted[:3] if side is not None else ()
         cells.append(f'<td>{" ".join(tok(p.token) for p in promoted)}</td>')
     if compared is not None:
-        cells.append(_compare_cells(compared.get(f)))
+        cells.append(_compare_cells(compared.get(int(f))))
     cells.append(f'<td class="num" data-v="{r.steps}">{r.steps}</td>')
     return f'<tr id="f-{f}" data-status="{clean(r.status)}">{"".join(cells)}</tr>'
 
@@ -423,9 +423,9 @@ def _run_info(labels: LabelSet) -> str:
 def _summary(labels: LabelSet) -> str:
     counts = {k: len(v) for k, v in sorted(labels.by_status().items())}
     converged = sum(r.converged for r in labels.values())
-    ba = [r.metrics["heldout_balanced_accuracy"] for r in labels.values()
-          if isinstance(r.metrics.get("heldout_balanced_accuracy"), int | float)
-          and math.isfinite(r.metrics["heldout_balanced_accuracy"])]
+    ba = [float(v) for v in (r.metrics.get("heldout_balanced_accuracy")
+                             for r in labels.values())
+          if isinstance(v, int | float) and math.isfinite(v)]
     verdicts = {k: len(v) for k, v in labels.by_verdict().items()}
     parts = [f"<strong>{len(labels)}</strong> features",
              ", ".join(f"{clean(k)}: {v}" for k, v in counts.items()),
@@ -474,17 +474,52 @@ def _comparison_summary(comparison: Comparison | None) -> str:
             f"examples: {clean(comparison.summary.line())}.</p>")
 
 
-def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
-               page_names: list[str], extra_keys: list[str], plot_note: str,
-               comparison: Comparison | None = None) -> str:
+@dataclass(frozen=True)
+class IndexContext:
+    """What every index page shares, made once for the whole report."""
+
+    page_names: list[str]
+    """Each index page's file name."""
+    extra_keys: list[str]
+    """The scorers' metrics with a column of their own."""
+    plot_note: str
+    """Why the plots are inline SVG (empty: they are not)."""
+    summary: str
+    """The header's summary of every feature (`_summary`)."""
+    comparison: Comparison | None = None
+    """The run's comparison with existing explanations, if any."""
+
+
+NAV_REACH = 10
+"""Index pages linked on either side of the current one (and the first and last): a page's
+navigation stays the same size however many pages there are."""
+
+
+def _nav(page: int, names: list[str]) -> str:
+    if len(names) < 2:
+        return ""
+    shown = sorted({0, len(names) - 1} | set(range(max(0, page - NAV_REACH),
+                                                 min(len(names), page + NAV_REACH + 1))))
+    links, last = [], -1
+    for i in shown:
+        if i > last + 1:
+            links.append("…")
+        links.append(f"<strong>{i + 1}</strong>" if i == page else
+                     f'<a href="{names[i]}">{i + 1}</a>')
+        last = i
+    return f'<nav class="pages">pages: {" ".join(links)}</nav>'
+
+
+def index_page(labels: LabelSet, features: list[int], page: int, index: IndexContext,
+               sparks: dict[int, str] | None = None) -> str:
+    """Index page `page`: the rows of `features` (their sparklines from `sparks` when given);
+    the header and summary shared by every page (`index`)."""
     info = labels.info
     what = " · ".join(clean(info[k]) for k in ("model_name", "hook_name", "evaluator")
                       if info.get(k))
-    nav = ""
-    if n_pages > 1:
-        links = [f"<strong>{i + 1}</strong>" if i == page else
-                 f'<a href="{name}">{i + 1}</a>' for i, name in enumerate(page_names)]
-        nav = f'<nav class="pages">pages: {" ".join(links)}</nav>'
+    n_pages = len(index.page_names)
+    nav = _nav(page, index.page_names)
+    comparison = index.comparison
     with_output = any(labels[f].extra.output_side is not None for f in features)
     # The scorers' own titles for their metrics (a user's scorer too: the run records them).
     titles = {c.key: c.title for c in score_columns(info)}
@@ -494,22 +529,24 @@ def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
     heads = (["feature", "label", "trajectory", "status", "verdict", "converged",
               "probability"]
              + [f"{h} (held-out)" for _, h in SCORE_COLUMNS]
-             + [titles.get(k, k) for k in extra_keys]
+             + [titles.get(k, k) for k in index.extra_keys]
              + (["top promoted"] if with_output else [])
              + (["their explanation", their, "winner"] if compared is not None else [])
              + ["steps"])
     thead = "".join(f'<th title="click to sort">{clean(h.replace("_", " "))}</th>'
                     for h in heads)
-    rows = "".join(_row(labels[f], extra_keys, with_output, compared) for f in features)
-    body = [f"<header><h1>tokenlabel report</h1><p>{what}</p>{_summary(labels)}"
+    sparks = sparks or {}
+    rows = "".join(_row(labels[f], index.extra_keys, with_output, compared, sparks.get(f))
+                   for f in features)
+    body = [f"<header><h1>tokenlabel report</h1><p>{what}</p>{index.summary}"
             f"{_comparison_summary(comparison)}"
             f"<p class=\"small\">Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. "
             "Token-space gradient descent labels (Schulz &amp; Fallows, arXiv 2504.00754); "
             "scores are of the hard label on held-out examples.</p></header>",
             f'<section id="run"><h2>Run</h2>{_run_info(labels)}</section>',
             f'<section id="features"><h2>Features</h2>{nav}']
-    if plot_note:
-        body.append(f'<p class="note">{clean(plot_note)}</p>')
+    if index.plot_note:
+        body.append(f'<p class="note">{clean(index.plot_note)}</p>')
     body.append(f'<div class="scroll"><table class="features" id="feature-table"><thead><tr>'
                 f"{thead}</tr></thead><tbody>{rows}</tbody></table></div>{nav}</section>"
                 f"<script>{_SORT_JS}</script>")
@@ -518,17 +555,38 @@ def index_page(labels: LabelSet, features: list[int], page: int, n_pages: int,
 
 
 # ---------------------------------------------------------------------- entry point
-def write_report(labels: LabelSet, out_dir: str | Path, config: ReportConfig | None = None,
-                 features: Iterable[int] | None = None,
+class Results(Protocol):
+    """What a report reads besides a `LabelSet`: the features of a run (`__iter__`,
+    `__contains__`, `__len__`), its `info`, and its results read in one pass (`results`);
+    `report.load.StoreResults` reads them from a run store as it goes."""
+
+    info: dict[str, Any]
+
+    def __iter__(self) -> Iterator[int]: ...
+
+    def __contains__(self, feature: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def results(self, features: list[int] | None) -> Iterator[LabelResult]:
+        """The results of `features` (None: all), in feature order."""
+
+
+def write_report(labels: LabelSet | Results, out_dir: str | Path,
+                 config: ReportConfig | None = None, features: Iterable[int] | None = None,
                  comparison: Comparison | None = None) -> Path:
     """Write the report of `labels` into `out_dir` (created); returns its ``index.html``.
 
     `features` restricts it to some features (default: all of them). `comparison` (a run's
     ``compare.json``, `report.load.load_comparison`) adds each feature's existing
     explanation, its score and the winner to the index, and the summary to its header.
+
+    One pass over the results: each feature's page is written as its result comes (from a
+    run store, one result is held at a time: `report.load.StoreResults`), and the index keeps
+    what its row needs; then the index pages, the summary made once for all of them.
     """
     cfg = config or ReportConfig()
-    if not isinstance(labels, LabelSet):
+    if not isinstance(labels, LabelSet) and not hasattr(labels, "results"):
         raise TypeError(f"write_report takes a LabelSet, got {type(labels).__name__}; wrap "
                         "results with LabelSet([...]).")
     chosen = sorted(labels) if features is None else sorted({int(f) for f in features})
@@ -540,27 +598,45 @@ def write_report(labels: LabelSet, out_dir: str | Path, config: ReportConfig | N
     (out / FEATURE_DIR).mkdir(parents=True, exist_ok=True)
     (out / STYLE_FILE).write_text(_CSS, encoding="utf-8")
     plotter = _Plotter(out, cfg)
-
     pages = [chosen[i: i + cfg.rows_per_page]
              for i in range(0, len(chosen), cfg.rows_per_page)] or [[]]
     page_names = ["index.html"] + [f"index-{i + 1}.html" for i in range(1, len(pages))]
     page_of = {f: page_names[i] for i, fs in enumerate(pages) for f in fs}
+    kept, sparks = _feature_pages(labels, chosen, features is None, out, cfg,
+                                  (plotter, page_of))
+    index = IndexContext(page_names, _extra_score_keys(kept.values()),
+                         plotter.note if plotter.mode == "svg" else "", _summary(kept),
+                         comparison)
+    for i, fs in enumerate(pages):
+        html = index_page(kept, fs, i, index, sparks)
+        (out / page_names[i]).write_text(html, encoding="utf-8")
+    return out / "index.html"
+
+
+def _feature_pages(labels: LabelSet | Results, chosen: list[int], everything: bool, out: Path,
+                   cfg: ReportConfig, how: tuple[_Plotter, dict[int, str]]
+                   ) -> tuple[LabelSet, dict[int, str]]:
+    """Write every chosen feature's page, in one pass over the results; return what the
+    index keeps of each (`slim_result`) and its sparkline."""
+    plotter, page_of = how
+    if isinstance(labels, LabelSet):
+        results: Iterable[LabelResult] = (labels[f] for f in chosen)
+    else:
+        results = labels.results(None if everything else chosen)
+    kept, sparks = LabelSet(info=labels.info), {}
     t0 = time.perf_counter()
-    for i, f in enumerate(chosen):
-        result = labels[f]
+    for i, result in enumerate(results):
+        f = int(result.feature)
         prev_next = (chosen[i - 1] if i else None, chosen[i + 1] if i + 1 < len(chosen)
                      else None)
         html = feature_page(result, plotter.html(result), page_of[f], prev_next, cfg)
         (out / FEATURE_DIR / f"{f}.html").write_text(html, encoding="utf-8")
+        sparks[f] = sparkline(result)
+        kept.add(slim_result(result))
         if (i + 1) % 500 == 0:
             log.info("report: %d/%d feature pages (%.1f s)", i + 1, len(chosen),
                      time.perf_counter() - t0)
-    extra_keys = _extra_score_keys(labels[f] for f in chosen)
-    for i, fs in enumerate(pages):
-        html = index_page(labels, fs, i, len(pages), page_names, extra_keys,
-                          plotter.note if plotter.mode == "svg" else "", comparison)
-        (out / page_names[i]).write_text(html, encoding="utf-8")
-    return out / "index.html"
+    return kept, sparks
 
 
 _CSS = """

@@ -4,12 +4,16 @@ from its sidecar file; and its comparison with existing explanations, when it ha
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..formats.comparison import COMPARE_JSON, Comparison
 from ..formats.labelset import LabelSet
 from ..records.names import RUN_STORE_FILENAME, SIDECAR_FILENAME
-from ..run.store import RunStoreError, load_labelset
+from ..records.result import LabelResult
+from ..run.store import RunStore, RunStoreError, load_labelset
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,46 @@ def load_run(path: str | Path) -> LabelSet:
         f"No labels in {path}: neither {RUN_STORE_FILENAME} nor {SIDECAR_FILENAME} is there. "
         "Give the --out folder of `tokenlabel label`, or a folder where labels.save(...) wrote "
         "them.")
+
+
+class StoreResults:
+    """A run store's finished results for `write_report` (`html.Results`): the features and
+    the run's info at once, the results when the report reads them, one at a time."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.info: dict[str, Any] = store.get_meta("info", {})
+        self._features = sorted(store.finished())
+        self._set = set(self._features)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._features)
+
+    def __contains__(self, feature: object) -> bool:
+        return feature in self._set
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def results(self, features: list[int] | None) -> Iterator[LabelResult]:
+        return self.store.iter_results(features)
+
+
+@contextmanager
+def open_run(path: str | Path) -> Iterator[LabelSet | StoreResults]:
+    """The labels of a run folder for a report: its run store's results as they are read
+    (`StoreResults`), or, without a store (or an unreadable one), `load_run`'s LabelSet."""
+    path = Path(path)
+    if path.is_dir() and (path / RUN_STORE_FILENAME).is_file():
+        try:
+            store = RunStore(path, create=False)
+        except RunStoreError:
+            yield load_run(path)  # it says what it does instead
+            return
+        with store:
+            yield StoreResults(store)
+        return
+    yield load_run(path)
 
 
 def load_comparison(path: str | Path) -> Comparison | None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..formats.labelset import LabelSet
+from ..formats.labelset import LabelSet, save_streamed, slim_result
 from ..formats.neuronpedia import (
     NeuronpediaBatchConfig,
     parse_neuronpedia_id,
@@ -20,6 +21,7 @@ from ..formats.neuronpedia import (
 from ..records.columns import COUNT_METRICS, as_count
 from ..records.files import atomic_write
 from ..records.names import NEURONPEDIA_DIR, NEURONPEDIA_JSONL, SIDECAR_FILENAME
+from ..records.result import LabelResult
 from .outputs import Outputs
 from .store import RunStore
 
@@ -36,10 +38,13 @@ def has_pyarrow() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-def table_rows(store: RunStore) -> tuple[list[str], list[dict[str, Any]]]:
+def table_rows(store: RunStore, results: Mapping[int, LabelResult] | None = None
+               ) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and rows: one row per feature in the store (finished or not); the metrics of
-    every result become columns of their own."""
-    results = {int(r.feature): r for r in store.results()}
+    every result become columns of their own. `results`: the store's finished results when
+    the caller has read them already (they are not read twice)."""
+    if results is None:
+        results = {int(r.feature): r for r in store.iter_results()}
     metric_names = sorted({k for r in results.values() for k, v in r.metrics.items()
                            if isinstance(v, int | float)})
     rows = []
@@ -78,12 +83,13 @@ def _metric_column(name: str) -> str:
     return f"metric_{name}" if name in TABLE_COLUMNS else name
 
 
-def write_table(store: RunStore, out_dir: Path, fmt: str | None = None) -> Path:
+def write_table(store: RunStore, out_dir: Path, fmt: str | None = None,
+                results: Mapping[int, LabelResult] | None = None) -> Path:
     """`labels.parquet` (fmt "parquet", or None with pyarrow installed) or `labels.csv`."""
     fmt = fmt or ("parquet" if has_pyarrow() else "csv")
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"table format must be parquet or csv, got {fmt!r}")
-    columns, rows = table_rows(store)
+    columns, rows = table_rows(store, results)
     if fmt == "parquet" and not has_pyarrow():
         raise ValueError("Parquet needs pyarrow: pip install 'saelens-tokenlabel[parquet]', "
                          "or export CSV.")
@@ -136,7 +142,7 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
         directory if directory.is_dir() else directory.parent)
     written: dict[str, Any] = {}
     with RunStore(directory, create=False, salvage=True) as store:
-        labels = store.labelset()
+        labels = LabelSet(info=store.get_meta("info", {}))  # filled by `_sidecar`
         batch_folder = None
         if neuronpedia_batches is not None:
             model_id, layer = parse_neuronpedia_id(resolve_neuronpedia_id(labels,
@@ -144,11 +150,10 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
             # The folder of the source in Neuronpedia's dataset layout (its importer reads
             # <modelId>/<sourceId>/explanations/), so the tree copies onto a bucket as it is.
             batch_folder = out / NEURONPEDIA_DIR / model_id / layer
-        outputs = Outputs(out, store.path, len(labels))
+        outputs = Outputs(out, store.path, store.count_finished())
         outputs.write("the folder itself", lambda: out.mkdir(parents=True, exist_ok=True))
         outputs.check()  # no folder, no files
-        written["sidecar"] = outputs.write(SIDECAR_FILENAME,
-                                           lambda: labels.save(out / SIDECAR_FILENAME))
+        written["sidecar"] = _sidecar(store, out, labels, outputs)
         shared = labels.only_explained() if only_explained else labels
         written.update(outputs.write(NEURONPEDIA_JSONL, lambda: _write_neuronpedia_jsonl(
             shared, out, neuronpedia_id)) or {})
@@ -159,10 +164,27 @@ def export_run(directory: str | Path, out_dir: str | Path | None = None,
                     created_at=_run_created_at(store)))
         fmt = table_format or ("parquet" if has_pyarrow() else "csv")
         written["table"] = outputs.write(f"{TABLE_STEM}.{fmt}",
-                                         lambda: write_table(store, out, fmt))
+                                         lambda: write_table(store, out, fmt, labels))
         written["damaged"] = dict(sorted(store.damaged.items()))
     outputs.check()
     return written
+
+
+def _sidecar(store: RunStore, out: Path, labels: LabelSet, outputs: Outputs) -> Path | None:
+    """The sidecar, in one pass over the results: each written whole as it is read, and kept
+    slim (`slim_result`) in `labels` for the Neuronpedia rows and the table."""
+
+    def kept() -> Iterator[LabelResult]:
+        for r in store.iter_results():
+            labels.add(slim_result(r))
+            yield r
+
+    path = outputs.write(SIDECAR_FILENAME, lambda: save_streamed(
+        out / SIDECAR_FILENAME, labels.info, kept(), labels.summary))
+    if path is None:  # stopped part-way: the other files still get every label
+        for r in store.iter_results():
+            labels.add(slim_result(r))
+    return path
 
 
 def _write_neuronpedia_jsonl(labels: LabelSet, out: Path, neuronpedia_id: str | None

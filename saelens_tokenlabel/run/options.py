@@ -66,11 +66,6 @@ class RunOptions(Config):
         self.need(self.amortize is None or isinstance(self.amortize, AmortizeConfig),
                   f"amortize must be an AmortizeConfig or None, got "
                   f"{type(self.amortize).__name__}")
-        # Verification runs on the driver's evaluator and every round would start its own
-        # actors: not a combination that pays yet.
-        self.need(self.amortize is None or self.ray in (None, False),
-                  "amortize and ray do not combine yet: the proposals are verified on the "
-                  "driver's evaluator; drop one of them")
         self.need(self.lease_s > 0, f"lease_s must be > 0 seconds, got {self.lease_s}")
         self.need(self.executor is None or hasattr(self.executor, "run"),
                   f"executor must have a run(batches, evaluator, config, sink) method, got "

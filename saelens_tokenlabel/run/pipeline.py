@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from ..descent.batch import LabelBatch
 from ..evaluator.model import Evaluator
 from ..formats.labelset import LabelSet
 from ..records.columns import SCORERS_INFO_KEY
@@ -44,8 +43,8 @@ from ..sae.scorers.apply import ScoreConfig, add_sae_scores
 from ..sae.subject import Subject
 from ..sae.validate import validate_inputs
 from ..sae.words import WordDecoder
-from .amortise.mode import AmortisedRun, Execute
-from .executors import Executor, LocalExecutor
+from .amortise.mode import AmortisedRun
+from .executors import Executor, LocalExecutor, open_pool
 from .options import ORDERS, RunOptions
 from .record import RunRecord, RunSink, open_record
 from .store import RunStore
@@ -227,15 +226,22 @@ class _Run:
         size = self.opts.features_per_batch
         amortize = self.opts.amortize
         if amortize is None:
-            self.execute(record, len(todo), lambda sink, run: run(
-                prepared_batches(record.groups(todo, size), stage)))
+            self.execute(record, len(todo), lambda sink, executor: executor.run(
+                prepared_batches(record.groups(todo, size), stage), self.evaluator,
+                self.config, sink))
             return
         order = sorted(feats) if amortize.seed_order == "random" else self.order(feats)
         run_dir = self.opts.run_dir
         folder = (Path(run_dir.path).parent if isinstance(run_dir, RunStore) else
                   Path(run_dir) if run_dir is not None else None)
-        self.execute(record, len(todo), lambda sink, run: AmortisedRun(
-            self.subject.sae, stage, record, sink, run, amortize, size, folder).run(order, todo))
+
+        def amortised(sink: RunSink, executor: Executor) -> None:
+            # One pool for the whole run: on Ray, the actors start once.
+            with open_pool(executor, self.evaluator, self.config, sink) as pool:
+                AmortisedRun(self.subject.sae, stage, record, sink, pool, amortize, size,
+                             folder).run(order, todo)
+
+        self.execute(record, len(todo), amortised)
 
     def order(self, features: list[int]) -> list[int]:
         """`features` in labeling order: by index, or by descending attribution score (ties:
@@ -270,19 +276,15 @@ class _Run:
                           self.subject if self.config.warm_start else None)
 
     def execute(self, record: RunRecord, total: int,
-                body: Callable[[RunSink, Execute], None]) -> None:
-        """Run `body` with the run's sink and a function that labels batches with the
-        executor, every result into `record` as it comes."""
+                body: Callable[[RunSink, Executor], None]) -> None:
+        """Run `body` with the run's sink (every result into `record` as it comes) and its
+        executor."""
         progress = self.opts.progress
         executor = _executor(self.opts)
         with tqdm(total=total, unit="feature", desc="labels", dynamic_ncols=True,
                   disable=None if progress is None else not progress) as bar:
             sink = RunSink(record, bar, self.score)
-
-            def run(batches: Iterable[LabelBatch]) -> None:
-                executor.run(batches, self.evaluator, self.config, sink)
-
-            body(sink, run)  # an error or a stop: `open_record` notes what is saved
+            body(sink, executor)  # an error or a stop: `open_record` notes what is saved
 
     def score(self, results: list[LabelResult]) -> list[LabelResult]:
         """The SAE-side scores (`sae.scorers`) of finished results."""

@@ -42,6 +42,7 @@ import secrets
 import socket
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,6 +98,23 @@ Explain = Callable[[str, dict[str, Any]], "str | None"]
 """Words for a key that does not match: ``explain(key, stored_meta)`` (`RunStore.check`)."""
 _CLAIM_COLUMNS = {"owner": "TEXT", "claimed_at": "REAL", "heartbeat_at": "REAL",
                   "expires_at": "REAL"}
+_SUMMARY_COLUMNS = {"verdict": "TEXT", "method": "TEXT", "polysemantic": "INTEGER"}
+"""A finished result's verdict, method and polysemantic flag, as its JSON holds them, in
+columns of their own: `tokenlabel status` counts them without reading a result."""
+_INDEXES = (
+    # Claims: a process's own rows, and the claimed rows, without a scan of the table.
+    "CREATE INDEX IF NOT EXISTS features_owner ON features(owner)",
+    # What `summary` reads of every row, so that it never reads a row's result: a scan of
+    # this index touches a few dozen bytes a row, not the row's kilobytes of JSON.
+    "CREATE INDEX IF NOT EXISTS features_progress ON features(status, finished_at, "
+    "started_at, attempts)",
+    "CREATE INDEX IF NOT EXISTS features_kinds ON features(status, verdict, method, "
+    "polysemantic)",
+)
+_SUMMARY_BACKFILLED = "summary_columns"
+"""Meta key: every stored result has its `_SUMMARY_COLUMNS` filled."""
+_IN_CHUNK = 500
+"""Features per ``IN (...)`` query (SQLite binds one value each)."""
 _UNCLAIM = "owner = NULL, claimed_at = NULL, heartbeat_at = NULL, expires_at = NULL"
 
 
@@ -225,12 +243,22 @@ class RunStore:
                     self._db.execute(statement)
             # A store from before claims: add their columns (NULL: unclaimed).
             have = {r[1] for r in self._db.execute("PRAGMA table_info(features)")}
-            for name, typ in _CLAIM_COLUMNS.items():
+            for name, typ in {**_CLAIM_COLUMNS, **_SUMMARY_COLUMNS}.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE features ADD COLUMN {name} {typ}")
+            for statement in _INDEXES:
+                self._db.execute(statement)
             if self.get_meta("format_version") is None:
                 self._set_meta("format_version", STORE_FORMAT_VERSION)
                 self._set_meta("created_at", time.time())
+            if not self.get_meta(_SUMMARY_BACKFILLED):
+                # Once per store: results written before these columns existed.
+                self._db.execute(
+                    "UPDATE features SET verdict = json_extract(result, '$.verdict.value'), "
+                    "method = COALESCE(json_extract(result, '$.method'), 'descended'), "
+                    "polysemantic = json_extract(result, '$.polysemantic') IS NOT NULL "
+                    "WHERE result IS NOT NULL")
+                self._set_meta(_SUMMARY_BACKFILLED, True)
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -367,9 +395,21 @@ class RunStore:
                 ((int(f), PENDING) for f in features))
 
     def finished(self, features: Iterable[int] | None = None) -> set[int]:
-        """Features with a final status (all, or those among `features`)."""
-        done = {r[0] for r in self._db.execute(f"SELECT feature FROM features WHERE {_DONE}")}
-        return done if features is None else done & {int(f) for f in features}
+        """Features with a final status (all, or those among `features`: looked up by
+        feature, so the cost follows `features`, not the store)."""
+        if features is None:
+            return {r[0] for r in self._db.execute(f"SELECT feature FROM features WHERE {_DONE}")}
+        return {f for (f,) in self._among("SELECT feature FROM features WHERE {} AND " + _DONE,
+                                          features)}
+
+    def _among(self, query: str, features: Iterable[int]) -> Iterator[tuple[Any, ...]]:
+        """The rows of `query` (its ``{}`` a ``feature IN (...)`` test) for `features`, in
+        chunks of `_IN_CHUNK` features."""
+        feats = sorted({int(f) for f in features})
+        for start in range(0, len(feats), _IN_CHUNK):
+            chunk = feats[start:start + _IN_CHUNK]
+            yield from self._db.execute(
+                query.format(f"feature IN ({', '.join('?' * len(chunk))})"), chunk)
 
     def count_finished(self) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM features WHERE {_DONE}").fetchone()[0])
@@ -389,14 +429,17 @@ class RunStore:
         now = time.time()
         rows = []
         for r in results:
-            text = json.dumps(json_finite(r.to_dict()), ensure_ascii=False, allow_nan=False)
-            rows.append((int(r.feature), r.status, text, now))
+            d = json_finite(r.to_dict())
+            text = json.dumps(d, ensure_ascii=False, allow_nan=False)
+            rows.append((int(r.feature), r.status, text, now, *_summary_cells(d)))
         with self._write():
             self._db.executemany(
-                "INSERT INTO features(feature, status, result, attempts, finished_at) "
-                "VALUES (?, ?, ?, 1, ?) ON CONFLICT(feature) DO UPDATE SET "
-                "status = excluded.status, result = excluded.result, error = NULL, "
-                f"finished_at = excluded.finished_at, {_UNCLAIM}", rows)
+                "INSERT INTO features(feature, status, result, attempts, finished_at, verdict, "
+                "method, polysemantic) VALUES (?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT(feature) DO "
+                "UPDATE SET status = excluded.status, result = excluded.result, error = NULL, "
+                "finished_at = excluded.finished_at, verdict = excluded.verdict, "
+                f"method = excluded.method, polysemantic = excluded.polysemantic, {_UNCLAIM}",
+                rows)
 
     def fail(self, features: Sequence[int], error: str) -> None:
         """Record that labeling `features` raised `error`; the next run tries them again."""
@@ -436,7 +479,7 @@ class RunStore:
 
     def _dead_owners(self, now: float) -> list[str]:
         """Owners of unexpired claims that are dead processes of this host (`owner_is_dead`)."""
-        owners = self._db.execute("SELECT DISTINCT owner FROM features WHERE owner IS NOT NULL "
+        owners = self._db.execute("SELECT DISTINCT owner FROM features WHERE owner > '' "
                                   "AND expires_at >= ?", (now,))
         return [o for (o,) in owners if owner_is_dead(o)]
 
@@ -463,9 +506,11 @@ class RunStore:
         want = None if features is None else {int(f) for f in features}
         until = float("-inf") if expired else time.time()
         dead = set() if expired else set(self._dead_owners(until))
+        # `owner > ''` (every owner is a non-empty string): the planner takes the owner
+        # index, so the cost follows the claimed rows, not the store.
         cur = self._db.execute(
             "SELECT feature, owner, claimed_at, heartbeat_at, expires_at FROM features "
-            f"WHERE owner IS NOT NULL AND expires_at >= ? AND NOT ({_DONE})", (until,))
+            f"WHERE owner > '' AND expires_at >= ? AND NOT ({_DONE})", (until,))
         return {f: {"owner": o, "claimed_at": c, "heartbeat_at": h, "expires_at": e}
                 for f, o, c, h, e in cur if (want is None or f in want) and o not in dead}
 
@@ -476,15 +521,24 @@ class RunStore:
         return [f for f in feats if f not in done]
 
     def results(self, features: Iterable[int] | None = None) -> list[LabelResult]:
-        """Finished results, by feature index (all, or those among `features`)."""
-        want = None if features is None else {int(f) for f in features}
+        """Finished results, by feature index (all, or those among `features`: looked up by
+        feature)."""
+        return list(self.iter_results(features))
+
+    def iter_results(self, features: Iterable[int] | None = None) -> Iterator[LabelResult]:
+        """`results`, one at a time: one query, rows read as they are used, so a reader of
+        a large store holds one result at a time."""
         if self.salvage:
-            return [r["result"] for f, r in self._salvaged().items()
-                    if r["result"] is not None and (want is None or f in want)]
-        q = f"SELECT feature, result FROM features WHERE result IS NOT NULL AND {_DONE} " \
-            "ORDER BY feature"
-        return [self._result(f, text) for f, text in self._db.execute(q)
-                if want is None or f in want]
+            want = None if features is None else {int(f) for f in features}
+            for f, r in self._salvaged().items():
+                if r["result"] is not None and (want is None or f in want):
+                    yield r["result"]
+            return
+        q = "SELECT feature, result FROM features WHERE {} result IS NOT NULL AND " + _DONE
+        rows = (self._db.execute(q.format("") + " ORDER BY feature") if features is None else
+                self._among(q.format("{} AND") + " ORDER BY feature", features))
+        for f, text in rows:
+            yield self._result(f, text)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every feature's row (without the result JSON), by feature index: ``starts`` is how
@@ -558,9 +612,9 @@ class RunStore:
         live claims and their owners, process starts and retries, time spent labeling, rate
         and what is left, errors and the last features finished. `now`: the clock (tests)."""
         now = time.time() if now is None else now
-        # First: a recent result that does not parse is named (`StoreDamagedError`).
-        recent = self._recent(last)
         counts = dict(self._db.execute("SELECT status, COUNT(*) FROM features GROUP BY status"))
+        # Then: a recent result that does not parse is named (`StoreDamagedError`).
+        recent = self._recent(last, [k for k in counts if k not in UNFINISHED])
         total = sum(counts.values())
         live = self.claims()
         running = {f for (f,) in self._db.execute(
@@ -639,28 +693,21 @@ class RunStore:
             "COALESCE(SUM(attempts > 1), 0) FROM features").fetchone()
         return {"starts": int(starts), "retried": int(retried), "max": max(0, int(most) - 1)}
 
-    def _result_counts(self) -> dict[str, Any]:
-        # SQLite's JSON functions: no result is parsed in Python for the counts (one that
-        # does not parse is left out: `_recent` and `export` name it).
-        (poly,) = self._db.execute(
-            f"SELECT COUNT(*) FROM features WHERE {_DONE} AND CASE WHEN json_valid(result) "
-            "THEN json_extract(result, '$.polysemantic') END IS NOT NULL").fetchone()
-        # How labels were found (`LabelResult.method`; absent: by descent).
-        methods = dict(self._db.execute(
-            f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
-            f"features WHERE {_DONE} AND status = 'ok' AND json_valid(result) GROUP BY 1"))
-        # Verdicts (`records.verdict`); a result written before them has none stored.
-        verdicts = dict(self._db.execute(
-            f"SELECT COALESCE(json_extract(result, '$.verdict.value'), 'not recorded'), "
-            f"COUNT(*) FROM features WHERE {_DONE} AND json_valid(result) GROUP BY 1"))
-        return {"polysemantic": int(poly), "verdicts": verdicts, "methods": methods}
-
-    def _recent(self, last: int) -> list[dict[str, Any]]:
-        """The last `last` features finished, each as `tokenlabel status` shows it."""
+    def _recent(self, last: int, statuses: list[str]) -> list[dict[str, Any]]:
+        """The last `last` features finished (with one of `statuses`), each as `tokenlabel
+        status` shows it."""
+        # Which ones first: the last of each finished status, read backwards off the index
+        # on (status, finished_at), a few rows each; then only their results.
+        newest = sorted((row for s in statuses for row in self._db.execute(
+            "SELECT finished_at, feature FROM features WHERE status = ? "
+            "ORDER BY finished_at DESC, feature DESC LIMIT ?", (s, last))),
+            key=lambda row: (row[0] is not None, row[0] or 0.0, row[1]), reverse=True)
+        recent_ids = [f for _, f in newest[:last]]
+        rows = {f: (s, text) for f, s, text in self._among(
+            "SELECT feature, status, result FROM features WHERE {}", recent_ids)}
         recent = []
-        for f, s, text in self._db.execute(
-                f"SELECT feature, status, result FROM features WHERE {_DONE} "
-                "ORDER BY finished_at DESC, feature DESC LIMIT ?", (last,)):
+        for f in recent_ids:
+            s, text = rows[f]
             r = self._result(f, text)
             recent.append({"feature": f, "status": s, "label": r.label,
                            "verdict": r.verdict.value if r.verdict else None,
@@ -671,6 +718,48 @@ class RunStore:
                            "polysemantic": (r.polysemantic.describe()
                                             if r.polysemantic is not None else None)})
         return recent
+
+    def _result_counts(self) -> dict[str, Any]:
+        """Polysemantic flags, verdicts and label methods of the finished results, counted
+        from their own columns (an index; no result is read); in a store written before
+        those columns, by SQLite's JSON functions."""
+        if not self.get_meta(_SUMMARY_BACKFILLED):
+            return self._result_counts_json()
+        poly, verdicts, methods = 0, Counter[str](), Counter[str]()
+        # One scan of the index on these columns; method is set with every result.
+        for status, verdict, method, flagged, n in self._db.execute(
+                "SELECT status, COALESCE(verdict, 'not recorded'), method, polysemantic, "
+                f"COUNT(*) FROM features WHERE {_DONE} AND method IS NOT NULL "
+                "GROUP BY 1, 2, 3, 4"):
+            poly += n if flagged else 0
+            verdicts[verdict] += n
+            if status == "ok":
+                methods[method] += n
+        return {"polysemantic": poly, "verdicts": dict(verdicts), "methods": dict(methods)}
+
+    def _result_counts_json(self) -> dict[str, Any]:
+        """`_result_counts` of a store written before the summary columns (opened only to
+        read): by SQLite's JSON functions on every result."""
+        (poly,) = self._db.execute(
+            f"SELECT COUNT(*) FROM features WHERE {_DONE} AND CASE WHEN json_valid(result) "
+            "THEN json_extract(result, '$.polysemantic') END IS NOT NULL").fetchone()
+        # Verdicts (`records.verdict`); a result written before them has none stored.
+        verdicts = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.verdict.value'), 'not recorded'), "
+            f"COUNT(*) FROM features WHERE {_DONE} AND json_valid(result) GROUP BY 1"))
+        # How labels were found (`LabelResult.method`; absent: by descent).
+        methods = dict(self._db.execute(
+            f"SELECT COALESCE(json_extract(result, '$.method'), 'descended'), COUNT(*) FROM "
+            f"features WHERE {_DONE} AND status = 'ok' AND json_valid(result) GROUP BY 1"))
+        return {"polysemantic": int(poly), "verdicts": verdicts, "methods": methods}
+
+
+def _summary_cells(d: dict[str, Any]) -> tuple[str | None, str, int]:
+    """A result's `_SUMMARY_COLUMNS`, from its stored JSON (what ``json_extract`` would
+    read)."""
+    verdict = d.get("verdict")
+    return (verdict.get("value") if isinstance(verdict, dict) else None,
+            d.get("method") or "descended", int(d.get("polysemantic") is not None))
 
 
 def load_labelset(directory: str | Path, features: Iterable[int] | None = None) -> Any:

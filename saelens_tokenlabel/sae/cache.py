@@ -129,6 +129,8 @@ class ActivationCache:
         self.directory = directory
         self.meta = meta
         self._starts = [s["first_context"] for s in meta["shards"]]
+        self._readers: dict[int, tuple[Any, list[int]]] = {}
+        """Shard -> its file opened for slicing and its context offsets (`contexts`)."""
 
     @classmethod
     def open(cls, directory: str | Path) -> ActivationCache:
@@ -195,16 +197,31 @@ class ActivationCache:
         return bisect.bisect_right(self._starts, context) - 1
 
     def contexts(self, indices: Sequence[int]) -> dict[int, list[int]]:
-        """Token ids of the given (global) contexts, loading each needed shard once."""
+        """Token ids of the given (global) contexts. Each context's tokens are sliced out of
+        its shard's file (kept open, memory-mapped), so the cost follows the contexts asked
+        for, never the shard: a shard's activations, which grow with the SAE, are not read."""
         by_shard: dict[int, list[int]] = {}
         for c in set(int(i) for i in indices):
             by_shard.setdefault(self.shard_of(c), []).append(c)
         out = {}
         for s, ctxs in sorted(by_shard.items()):
-            shard = self.shard(s)
+            tokens, offsets = self._reader(s)
+            first = self.meta["shards"][s]["first_context"]
             for c in ctxs:
-                out[c] = shard.context(c - shard.first_context)
+                i = c - first
+                out[c] = tokens[offsets[i]:offsets[i + 1]].tolist()
         return out
+
+    def _reader(self, i: int) -> tuple[Any, list[int]]:
+        """Shard i's tokens (a lazy slice of its file) and context offsets."""
+        if i not in self._readers:
+            from safetensors import safe_open
+
+            handle = safe_open(str(self.directory / self.meta["shards"][i]["file"]),
+                               framework="pt")
+            self._readers[i] = (handle.get_slice("tokens"),
+                                handle.get_tensor("offsets").tolist())
+        return self._readers[i]
 
     def feature_activations(self, feature: int) -> tuple[
         Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"], Float[torch.Tensor, " nnz"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
@@ -39,6 +39,7 @@ from ..evaluator.loading import tokenizer_of
 from .lexicon import ANIMALS, COLORS, CONCEPTS, DIGITS, FOODS, OBJECTS
 
 ENDOFTEXT = "<|endoftext|>"
+T = TypeVar("T")
 HOOK = "blocks.0.hook_resid_pre"
 MODEL_NAME = "tiny-subject"
 NEURONPEDIA_ID = "tiny-subject/0-res-test"
@@ -71,12 +72,12 @@ WRITES = {ANIMAL_FEATURE: "animal", DIGIT_FEATURE: "number", CHINESE_FEATURE: "a
 are animals, and the toy corpus writes its numbers as digits."""
 
 
-def dealer(rng: random.Random) -> Callable[[Sequence[str]], str]:
+def dealer(rng: random.Random) -> Callable[[Sequence[T]], T]:
     """Draws from a list as from a shuffled deck (one per list), reshuffled when empty: every
     item is dealt equally often, to within one."""
-    decks: dict[tuple[str, ...], list[str]] = {}
+    decks: dict[tuple[Any, ...], list[Any]] = {}
 
-    def deal(items: Sequence[str]) -> str:
+    def deal(items: Sequence[T]) -> T:
         deck = decks.setdefault(tuple(items), [])
         if not deck:
             deck.extend(items)

@@ -316,3 +316,64 @@ def test_status_and_export_of_a_missing_run_are_clear_errors(tmp_path, capsys):
     (tmp_path / "run.sqlite").write_bytes(b"garbage" * 200)
     assert main(["export", str(tmp_path)]) == 2
     assert "not a readable run store" in capsys.readouterr().err
+
+
+def _big_store(folder, n: int) -> None:
+    """A run store of `n` finished features, built directly in SQLite (no labeling)."""
+    import sqlite3
+
+    from saelens_tokenlabel.records.result import LabelResult, Trajectory
+    from saelens_tokenlabel.run.store import STORE_FILENAME
+
+    RunStore(folder).close()
+    result = LabelResult(label="cat", label_tokens=["cat"], label_token_ids=[5],
+                         probability=0.9, converged=True, steps=10, evaluator="toy",
+                         metrics={"heldout_balanced_accuracy": 0.9, "heldout_f1": 0.9},
+                         trajectory=Trajectory()).to_dict()
+    con = sqlite3.connect(folder / STORE_FILENAME)
+    con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('info', ?)", (json.dumps(
+        {"neuronpedia_id": NEURONPEDIA_ID, "d_sae": n, "evaluator": "toy",
+         "model_name": "tiny-subject", "hook_name": "blocks.0.hook_resid_pre"}),))
+    con.executemany(
+        "INSERT INTO features(feature, status, result, attempts, started_at, finished_at, "
+        "verdict, method, polysemantic) VALUES (?, 'ok', ?, 1, ?, ?, NULL, 'descended', 0)",
+        ((f, json.dumps({**result, "feature": f}), 1000.0 + f, 1001.0 + f) for f in range(n)))
+    con.commit()
+    con.close()
+
+
+@pytest.mark.slow
+def test_status_and_export_of_a_131k_row_store_run_as_many_statements_as_of_a_small_one(
+        tmp_path, monkeypatch, capsys):
+    """A whole 131k-feature SAE's store: `tokenlabel status` and `tokenlabel export`
+    finish, and the SQL statements they run do not grow with the rows (what they read grows
+    with what they write; how often they ask does not)."""
+    import sqlite3
+
+    from saelens_tokenlabel.run import store as store_module
+
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def counting(*args, **kwargs):
+        con = connect(*args, **kwargs)
+        con.set_trace_callback(statements.append)
+        return con
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", counting)
+    counts = {}
+    for n in (1_000, 131_072):
+        folder = tmp_path / str(n)
+        _big_store(folder, n)
+        statements.clear()
+        assert main(["status", str(folder)]) == 0
+        assert f"{n}/{n} finished" in capsys.readouterr().out
+        status = len(statements)
+        statements.clear()
+        assert main(["export", str(folder), "--to", str(tmp_path / f"out{n}"),
+                     "--neuronpedia", "--format", "csv"]) == 0
+        assert f"{n} explanation records" in capsys.readouterr().out
+        counts[n] = (status, len(statements))
+    assert counts[131_072] == counts[1_000], counts
+    with open(tmp_path / "out131072" / "labels.csv", newline="") as fh:
+        assert sum(1 for _ in csv.DictReader(fh)) == 131_072

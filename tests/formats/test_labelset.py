@@ -183,3 +183,20 @@ def test_a_garbled_label_file_is_one_line_naming_it(quick_labels, tmp_path, caps
     assert "tokenlabel export" in msg
     assert main(["report", str(path), "--no-plots"]) == 2
     assert capsys.readouterr().err == f"tokenlabel: error: {msg}\n"
+def test_asking_after_a_feature_not_labeled_costs_no_pass_over_the_labels(monkeypatch):
+    """A run asks after every feature still to label (`f in labels`): were each miss to go
+    over every label (as the message of a failed lookup does), a run would be quadratic."""
+    from saelens_tokenlabel.formats import labelset as module
+    from saelens_tokenlabel.records.result import Trajectory
+
+    labels = LabelSet([LabelResult(label="a", label_tokens=["a"], label_token_ids=[1],
+                                   probability=1.0, converged=True, steps=1, metrics={},
+                                   trajectory=Trajectory(), feature=f) for f in range(5_000)])
+    spans = []
+    monkeypatch.setattr(module, "_span", lambda fs: spans.append(len(fs)) or "")
+    assert sum(f in labels for f in range(10_000)) == 5_000
+    assert "7" in labels and 7.0 in labels and "x" not in labels and None not in labels
+    assert spans == []
+    with pytest.raises(KeyError):
+        labels[10_001]
+    assert spans == [5_000]  # the message of an explicit lookup still names the labels

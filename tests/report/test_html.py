@@ -315,3 +315,35 @@ def test_a_comparison_adds_their_explanation_score_and_winner(toy_labels, tmp_pa
     assert "their explanation" not in Page(tmp_path / "plain" / "index.html").joined
     (tmp_path / "compare.json").write_text("{broken", encoding="utf-8")
     assert load_comparison(tmp_path) is None
+
+
+def test_a_many_page_report_reads_each_result_once_and_summarises_once(tmp_path,
+                                                                       monkeypatch):
+    """A whole SAE's report: each result is read once (its page written, its row kept), the
+    summary is made once for every index page, and a page's navigation does not list every
+    other page: none of the report's work grows faster than the features."""
+    from saelens_tokenlabel.records.result import LabelResult, Trajectory
+    from saelens_tokenlabel.report import html
+
+    class Counted(LabelSet):
+        reads = 0
+
+        def __getitem__(self, f):
+            Counted.reads += 1
+            return super().__getitem__(f)
+
+    n = 600
+    labels = Counted([LabelResult(label=f"w{f}", label_tokens=[f"w{f}"], label_token_ids=[f],
+                                  probability=0.5, converged=True, steps=3, metrics={},
+                                  trajectory=Trajectory(), feature=f) for f in range(n)])
+    made = []
+    summary = html._summary
+    monkeypatch.setattr(html, "_summary", lambda ls: made.append(len(ls)) or summary(ls))
+    write_report(labels, tmp_path, ReportConfig(plots=False, rows_per_page=3))
+    assert Counted.reads == n and made == [n]
+    assert len(list(tmp_path.glob("index*.html"))) == n // 3
+    middle = Page(tmp_path / "index-100.html")
+    pages = [a["href"] for a in middle.all("a") if (a.get("href") or "").startswith("index")]
+    # first, last, and 10 on either side of page 100; twice (above and below the table)
+    assert len(pages) == 2 * (2 + 2 * html.NAV_REACH)
+    assert "index.html" in pages and f"index-{n // 3}.html" in pages

@@ -79,3 +79,93 @@ def test_two_cpu_actors_give_the_single_process_results(subject, toy_corpus, tmp
     with RunStore(tmp_path / "ray", create=False) as store:
         assert store.finished() == set(FEATURES)
         assert store.get_meta("info")["evaluator"] == evaluator.name
+
+
+def _outcome(labels) -> dict[int, tuple]:
+    """What an amortised run must reproduce: per feature, its status, label, method and
+    steps (every attempt's)."""
+    return {f: (labels[f].status, labels[f].label, labels[f].method,
+                sum(a.steps for a in labels[f].attempts) or labels[f].steps) for f in labels}
+
+
+def _finished(db) -> int:
+    import sqlite3
+
+    if not db.is_file():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM features WHERE status NOT IN "
+                               "('pending', 'running', 'error')").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.ray
+@pytest.mark.subprocess
+def test_an_amortised_run_on_ray_is_the_run_in_one_process_and_survives_a_killed_driver(
+        tmp_path):
+    """Descents and verifications on two CPU actors held for the whole run give the labels,
+    methods and statuses of the same run in one process; a driver killed with SIGKILL while
+    an actor holds a seed batch, rerun, gives them too."""
+    ray = pytest.importorskip("ray")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from saelens_tokenlabel.run.amortise.config import AmortizeConfig
+    from saelens_tokenlabel.run.amortise.mode import seed_set
+    from saelens_tokenlabel.run.ray_backend import RayExecutor
+
+    from .amortrun import AMORTIZE, GROUP, WORLD, ray_config, run
+
+    local = run(tmp_path, tmp_path / "local")  # the reference; also fills the cache
+    methods = {r.method for r in local.values() if r.status == "ok"}
+    assert methods == {"descended", "amortised", "warm_started"}, methods
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        executor = RayExecutor(ray_config())
+        on_ray = run(tmp_path, tmp_path / "ray", executor=executor)
+        assert _outcome(on_ray) == _outcome(local)
+        # One pool for the run: each actor started once and did many calls.
+        stats = executor.stats
+        assert len(stats["calls"]) == 2 and min(stats["calls"]) >= 2, stats
+        assert 0 < stats["busy_fraction"] <= 1, stats
+
+        # The driver, killed while an actor blocks on the last seed batch.
+        seeds = seed_set(list(range(WORLD["n_features"])), AmortizeConfig(**AMORTIZE))
+        sentinel, marker = seeds[-1], tmp_path / "blocked"
+        out = tmp_path / "killed"
+        repo = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+        address = ray.get_runtime_context().gcs_address
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.run.amortrun", str(tmp_path), str(out), address,
+             str(sentinel), str(marker)], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 600
+        db = out / "run.sqlite"
+        try:
+            while (not marker.is_file() or _finished(db) < 1) and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert proc.poll() is None, "the child ended before the kill"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, err.decode()[-3000:]
+        n_at_kill = _finished(db)
+        blocked = [int(f) for f in marker.read_text().split()]
+        assert sentinel in blocked and len(blocked) <= GROUP
+        assert 1 <= n_at_kill <= len(seeds) - len(blocked)  # mid-run: seeds only, some
+        resumed = run(tmp_path, out, executor=RayExecutor(ray_config()))
+    finally:
+        ray.shutdown()
+    assert _outcome(resumed) == _outcome(local)

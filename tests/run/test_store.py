@@ -237,3 +237,64 @@ def test_a_store_from_before_contrast_examples_resumes_without_them(tmp_path):
     with pytest.raises(RunMismatchError, match="n_contrast: 0 there, 20 now"):
         with open_record(RunOptions(run_dir=tmp_path), {}, QUICK, FEW, [0]):
             pass
+# ---------------------------------------------------------------------- cost with the rows
+def _store_of(path, n: int) -> RunStore:
+    """A store of `n` features, the first half finished (small results), built in SQLite
+    directly; opened (the schema and its indexes) by `RunStore`."""
+    import json
+
+    from saelens_tokenlabel.records.result import LabelResult, Trajectory
+
+    RunStore(path).close()
+    text = json.dumps(LabelResult(label="cat", label_tokens=["cat"], label_token_ids=[5],
+                                  probability=0.9, converged=True, steps=10, metrics={},
+                                  trajectory=Trajectory()).to_dict())
+    con = sqlite3.connect(path / STORE_FILENAME)
+    con.executemany(
+        "INSERT INTO features(feature, status, result, attempts, finished_at, method) "
+        "VALUES (?, ?, ?, 1, ?, ?)",
+        [(f, "ok", text.replace('"feature": null', f'"feature": {f}'), float(f), "descended")
+         if f < n // 2 else (f, "pending", None, None, None) for f in range(n)])
+    con.commit()
+    con.close()
+    return RunStore(path)
+
+
+def _instructions(store: RunStore, work) -> int:
+    """SQLite virtual-machine instructions (in hundreds) run by `work(store)`."""
+    count = [0]
+
+    def tick() -> int:
+        count[0] += 1
+        return 0
+
+    store._db.set_progress_handler(tick, 100)
+    try:
+        work(store)
+    finally:
+        store._db.set_progress_handler(None, 0)
+    return count[0]
+
+
+def test_a_rounds_store_work_does_not_grow_with_the_store(tmp_path):
+    """What an amortised run asks of the store every round (claim and start a round's
+    features group by group, wait for the rest of the round, read back results of the round
+    before, look up which are finished) costs the same in a store of 32k rows as in one of
+    2k: a per-round scan of the table would make a whole run quadratic."""
+    from saelens_tokenlabel.run.claims import Claimer
+
+    def round_of(store: RunStore) -> None:
+        claimer = Claimer(store, lease_s=60)
+        pending = list(range(1500, 1564))  # pending in both stores
+        for group in claimer.groups(pending, 8):
+            store.start(group)
+            store.put([status_result(f, "dead", "never fires") for f in group])
+        before = list(range(900, 964))  # finished in both
+        assert len(store.results(before)) == 64 and store.finished(before) == set(before)
+        assert store.unfinished(pending) == [] and store.claims(pending) == {}
+        claimer.heartbeat()
+        claimer.release()
+
+    small = _instructions(_store_of(tmp_path / "small", 2_000), round_of)
+    large = _instructions(_store_of(tmp_path / "large", 32_000), round_of)
+    assert large < 1.5 * small, (small, large)  # 16x the rows; a scan would be ~16x

@@ -57,7 +57,18 @@ class AmortizeConfig(Config):
     chunk: int = 64
     """Features proposed and verified per round (the map is refit between rounds)."""
     refit_every: int = 32
-    """Refit once this many new descents have finished since the last fit."""
+    """Refit once this many new descents have finished since the last fit (precisely: when
+    the count of trustworthy labels crosses a multiple of it; see `refits`)."""
+    refit_growth: float = 0.1
+    """On a large SAE, refit only once the trustworthy labels have also grown by about this
+    fraction since the last fit (the multiple of `refit_every` that is crossed doubles while
+    it stays below this fraction of the last fit's count): O(log n) fits in all, so refitting
+    costs O(n), not O(n^2). 0: every `refit_every`. Below ``refit_every / refit_growth``
+    labels (320 by default) it changes nothing."""
+    max_train: int = 4096
+    """The map is fitted on at most this many trustworthy labels: a fixed pseudo-random
+    subset (by feature index and `seed`) that keeps one label of every class, so a fit and a
+    proposal cost no more on a 131k-feature SAE than on a 10k one."""
     accept_score: float | None = None
     """The bar a proposal's balanced accuracy must clear on the training and the validation
     examples; None: the label config's `success_score` (the descent's bar)."""
@@ -84,6 +95,9 @@ class AmortizeConfig(Config):
                   f"warm_max_steps must be >= 1 or None, got {self.warm_max_steps}")
         self.need(self.chunk >= 1 and self.refit_every >= 1,
                   "chunk and refit_every must be >= 1")
+        self.need(self.refit_growth >= 0, f"refit_growth must be >= 0, got {self.refit_growth}")
+        self.need(self.max_train >= self.min_train,
+                  f"max_train must be >= min_train ({self.min_train}), got {self.max_train}")
         self.need(self.accept_score is None or 0.0 <= self.accept_score <= 1.0,
                   f"accept_score must be in [0, 1], got {self.accept_score}")
 
@@ -95,6 +109,16 @@ class AmortizeConfig(Config):
         if self.warm_max_steps is not None:
             out["max_attempt_steps"] = self.warm_max_steps
         return out
+
+    def refits(self, n: int, last: int | None) -> bool:
+        """Whether `n` trustworthy labels call for fitting a map, the current one having been
+        decided on `last` of them (None: no map yet, fitted once there are `min_train`)."""
+        if last is None:
+            return n >= self.min_train
+        step = self.refit_every
+        while self.refit_growth > 0 and 2 * step <= self.refit_growth * last:
+            step *= 2
+        return n // step > last // step
 
     def n_seed(self, n_features: int) -> int:
         """How many of `n_features` features the seed set holds."""

@@ -189,6 +189,26 @@ def digest_of(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def training_subset(results: Sequence[LabelResult], max_train: int, seed: int
+                    ) -> list[LabelResult]:
+    """At most `max_train` of `results` (in their order): the first label of every class,
+    then those whose feature has the smallest seeded hash. The subset of a larger set keeps
+    what it can of a smaller one's, so refits change the map only where they must."""
+    if len(results) <= max_train:
+        return list(results)
+    classes: dict[tuple[int, ...], int] = {}
+    for i, r in enumerate(results):
+        classes.setdefault(tuple(r.label_token_ids), i)
+    keep = set(list(classes.values())[:max_train])
+
+    def key(i: int) -> str:
+        return hashlib.sha256(f"{seed}:{int(results[i].feature)}".encode()).hexdigest()
+
+    rest = sorted((i for i in range(len(results)) if i not in keep), key=key)
+    keep.update(rest[:max_train - len(keep)])
+    return [results[i] for i in sorted(keep)]
+
+
 def _cv_sample(n: int, seed: int) -> torch.Tensor:
     if n <= CV_MAX:
         return torch.arange(n)

@@ -151,14 +151,16 @@ def _plain_mlp(x: Float[torch.Tensor, "... d_model"], W_in: torch.Tensor, b_in: 
 
 
 def _mlp_of(block: Any) -> Fn | None:
-    """The block's MLP with its weights laid out for ``F.linear``; None without one."""
+    """The block's MLP with its weights seen as ``F.linear`` takes them: transposed views of
+    the model's own tensors (``F.linear`` multiplies by a transposed weight without copying
+    it), so the runner holds no second copy of the evaluator; None without an MLP."""
     mlp = getattr(block, "mlp", None)
     if mlp is None:
         return None
-    weights = dict(W_in=mlp.W_in.T.contiguous(), b_in=mlp.b_in,
-                   W_out=mlp.W_out.T.contiguous(), b_out=mlp.b_out, act=mlp.act_fn)
+    weights = dict(W_in=mlp.W_in.T, b_in=mlp.b_in, W_out=mlp.W_out.T, b_out=mlp.b_out,
+                   act=mlp.act_fn)
     if hasattr(mlp, "W_gate"):
-        return partial(_gated_mlp, W_gate=mlp.W_gate.T.contiguous(), **weights)
+        return partial(_gated_mlp, W_gate=mlp.W_gate.T, **weights)
     return partial(_plain_mlp, **weights)
 
 
@@ -194,13 +196,15 @@ class _Layer:
     """Gemma 2/3's norm of the attention output (`_identity` elsewhere)."""
     ln2: Fn
     ln2_post: Fn
-    W_Q: Float[torch.Tensor, "hd d_model"]
+    W_Q: Float[torch.Tensor, "head d_model d_head"]
+    """The model's own tensor: laid out for ``F.linear`` at each call (`_flat`)."""
     b_Q: Float[torch.Tensor, " hd"]
-    W_K: Float[torch.Tensor, "kd d_model"]
+    W_K: Float[torch.Tensor, "kv d_model d_head"]
     b_K: Float[torch.Tensor, " kd"]
-    W_V: Float[torch.Tensor, "kd d_model"]
+    W_V: Float[torch.Tensor, "kv d_model d_head"]
     b_V: Float[torch.Tensor, " kd"]
     W_O: Float[torch.Tensor, "d_model hd"]
+    """A transposed view of the model's tensor (no copy)."""
     b_O: Float[torch.Tensor, " d_model"]
     q_norm: Fn
     """QK-norm over each head (Gemma 3; `_identity` elsewhere)."""
@@ -216,9 +220,13 @@ class _Layer:
     replaces them with longer ones when a longer input comes)."""
 
 
-def _flat(w: torch.Tensor) -> torch.Tensor:
-    """[heads, d_model, d_head] -> F.linear's [(heads d_head), d_model], contiguous."""
-    return w.permute(0, 2, 1).reshape(-1, w.shape[1]).contiguous()
+def _flat(w: Float[torch.Tensor, "head d_model d_head"]
+          ) -> Float[torch.Tensor, "hd d_model"]:
+    """F.linear's [(heads d_head), d_model] of a [heads, d_model, d_head] weight. No view
+    gives it, so it is a copy, made at each call and freed with the layer's step (as
+    TransformerLens's own attention does): kept, the copies of every layer would double the
+    evaluator's memory."""
+    return w.permute(0, 2, 1).reshape(-1, w.shape[1])
 
 
 def _attention_of(attn: Any) -> dict[str, Any]:
@@ -232,9 +240,9 @@ def _attention_of(attn: Any) -> dict[str, Any]:
     attend = (partial(_softcapped, scale=scale, cap=float(cap)) if cap is not None and cap > 0
               else partial(_sdpa, scale=scale))
     return dict(
-        W_Q=_flat(attn.W_Q), b_Q=attn.b_Q.reshape(-1), W_K=_flat(W_K), b_K=b_K.reshape(-1),
-        W_V=_flat(W_V), b_V=b_V.reshape(-1),
-        W_O=attn.W_O.reshape(-1, attn.W_O.shape[-1]).T.contiguous(), b_O=attn.b_O,
+        W_Q=attn.W_Q, b_Q=attn.b_Q.reshape(-1), W_K=W_K, b_K=b_K.reshape(-1),
+        W_V=W_V, b_V=b_V.reshape(-1), W_O=attn.W_O.reshape(-1, attn.W_O.shape[-1]).T,
+        b_O=attn.b_O,
         q_norm=_norm_of(getattr(attn, "q_norm", None)),
         k_norm=_norm_of(getattr(attn, "k_norm", None)), attend=attend,
         window=int(cfg.window_size) if attn.attn_type == "local" else None, attn=attn)
@@ -382,11 +390,12 @@ class SuffixRunner:
         also the new positions' keys (before rotary, as TransformerLens caches them) and
         values."""
         b, s, _ = h.shape
-        k_new = layer.k_norm(F.linear(h, layer.W_K, layer.b_K).view(b, s, self.n_kv, self.d_head))
-        v_new = F.linear(h, layer.W_V, layer.b_V).view(b, s, self.n_kv, self.d_head)
+        k_new = layer.k_norm(
+            F.linear(h, _flat(layer.W_K), layer.b_K).view(b, s, self.n_kv, self.d_head))
+        v_new = F.linear(h, _flat(layer.W_V), layer.b_V).view(b, s, self.n_kv, self.d_head)
         qh = h[:, -1:] if last_only else h
-        q = layer.q_norm(
-            F.linear(qh, layer.W_Q, layer.b_Q).view(b, qh.shape[1], self.n_heads, self.d_head))
+        q = layer.q_norm(F.linear(qh, _flat(layer.W_Q), layer.b_Q).view(
+            b, qh.shape[1], self.n_heads, self.d_head))
         q, k = self._place_keys(layer, q, k_pre, k_new, geo)
         v = torch.cat([v_pre, v_new], dim=1)
         allowed = geo.allowed[layer.window]

@@ -262,3 +262,26 @@ def test_positions_past_the_rotary_table_extend_it_as_transformer_lens_does(toke
     fast = PrefixCache(ev, [ex])
     torch.testing.assert_close(cached_logits(ev, fast, torch.tensor([0]), e),
                                full_prompt_logits(ev, [ex], e), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["llama (GQA, gated SiLU)",
+                                    "gpt-2 (LayerNorm, absolute positions, biases)",
+                                    "gemma 2 (soft-caps, sliding window, query scale)"])
+def test_the_runner_keeps_no_copy_of_the_weights(tokenizer, family):
+    """Every tensor the lean forward keeps is the model's own storage (a view, at most):
+    copies of the weights would double the evaluator's memory (16 GB more for an 8B model
+    in bf16), and the README promises that one 24 GB GPU holds it."""
+    ev = Evaluator(family_model(tokenizer, family))
+    runner = SuffixRunner(ev.model, [0])
+    owned = {p.untyped_storage().data_ptr() for p in ev.model.parameters()}
+    owned |= {b.untyped_storage().data_ptr() for b in ev.model.buffers()}
+    kept = [(name, v) for layer in runner.layers for name, v in vars(layer).items()
+            if isinstance(v, torch.Tensor)]
+    kept += [(f"mlp {k}", v) for layer in runner.layers if layer.mlp is not None
+             for k, v in layer.mlp.keywords.items() if isinstance(v, torch.Tensor)]
+    kept += [(k, getattr(runner, k)) for k in ("W_U", "b_U", "W_E")]
+    assert len(kept) > 10 * len(runner.layers) // 2
+    copies = [name for name, v in kept if v.untyped_storage().data_ptr() not in owned]
+    assert copies == []
+    # A stray copy is seen: the test can fail.
+    assert runner.layers[0].W_O.contiguous().untyped_storage().data_ptr() not in owned

@@ -60,6 +60,14 @@ STAGES = ("activation cache", "example selection", "example rendering", "seed de
           "map fits", "proposals+verification", "fall-back descents", "run store", "other",
           "status", "export", "report")
 TARGET = 131_072
+EXAMPLES = dict(n_contrast=0)
+"""The default `ExampleConfig` but for same-word contrasts. The scale world makes thousands of
+distinct features out of the toy evaluator's six concepts by gating each feature to a few
+positions of the context, which no label the toy evaluator can read expresses: contrasts (the
+feature's words where it is silent: the other positions) rightly show every label as too broad,
+every verdict is then `weak`, no proposal passes, and every feature runs every restart (measured
+at d_sae 1,024: 280 steps a feature instead of about 20, no amortised label). Without them the
+run measured is one whose labels succeed, as on a real SAE with an evaluator that reads them."""
 LLAMA3_8B = dict(n_params=8.03e9, n_layers=32, d_model=4096)
 """Llama-3-8B as `bench_labeling.py --shape llama3-8b` builds it (parameters with the
 embedding and unembedding, as its FLOP model counts them)."""
@@ -166,7 +174,7 @@ def label_size(n: int, tokens: int, folder: Path) -> dict[str, Any]:
 
     from saelens_tokenlabel import AmortizeConfig, LabelConfig
     from saelens_tokenlabel.run.pipeline import label_sae_features
-    from saelens_tokenlabel.sae import CacheConfig, ScoreConfig
+    from saelens_tokenlabel.sae import CacheConfig, ExampleConfig, ScoreConfig
     from saelens_tokenlabel.toy import load_toy_evaluator
     from saelens_tokenlabel.toy.scale import ScaleConfig, build_scale_world
 
@@ -181,7 +189,8 @@ def label_size(n: int, tokens: int, folder: Path) -> dict[str, Any]:
     stages.push("other")
     labels = label_sae_features(
         world.sae, world.subject, evaluator, list(world.corpus), None, LabelConfig(),
-        cache=CacheConfig(cache_dir=folder / "cache"), run_dir=folder / "run",
+        cache=CacheConfig(cache_dir=folder / "cache"), examples=ExampleConfig(**EXAMPLES),
+        run_dir=folder / "run",
         amortize=AmortizeConfig(), progress=False, scores=ScoreConfig(scorers=()),
         executor=executor)
     stages.pop()

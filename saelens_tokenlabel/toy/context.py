@@ -74,14 +74,14 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from sae_lens import StandardSAE, StandardSAEConfig
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..evaluator.loading import tokenizer_of
 from ..evaluator.model import Evaluator
 from ..evaluator.prompts import PromptTemplate
-from .planted import ENDOFTEXT, dealer, planted_metadata, single_token
+from .planted import byte_bpe_tokenizer, dealer, planted_metadata, single_token
 
 # ----------------------------------------------------------------------------- the world's words
 FAMILY = ("lamb", "duck", "turkey", "goat", "pig", "chicken", "rabbit", "goose")
@@ -477,19 +477,8 @@ def train_context_tokenizer(directory: Path, corpus: Sequence[str]) -> Any:
     """The subject's byte-level BPE (GPT-2 style, one ``<|endoftext|>`` for BOS, EOS and
     padding), trained on `corpus`; every word of the world, with a leading space, is one
     token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=[ENDOFTEXT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
     words = " ".join(f" {w}" for w in _world_words())
-    tok.train_from_iterator([*corpus, *[words] * 20], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=ENDOFTEXT,
-                                   eos_token=ENDOFTEXT, pad_token=ENDOFTEXT,
-                                   clean_up_tokenization_spaces=False)
-    fast.save_pretrained(str(directory))
-    return AutoTokenizer.from_pretrained(str(directory))
+    return byte_bpe_tokenizer(directory, [*corpus, *[words] * 20], vocab_size=1000)
 
 
 def context_subject(tokenizer: Any, seed: int = 0) -> HookedTransformer:

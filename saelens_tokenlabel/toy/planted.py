@@ -112,16 +112,23 @@ def train_subject_tokenizer(directory: Path, *, slots: Mapping[str, Sequence[str
     """Byte-level BPE (GPT-2 style: spaces belong to the next word, one <|endoftext|> for
     BOS/EOS/pad). No Chinese in training, so Chinese characters stay byte tokens. Every word of
     `slots` (see `toy_sentences`), with and without a leading space, is one token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=[ENDOFTEXT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
     words = [f" {w}" for ws in slots.values() for w in ws] + [w for ws in slots.values()
                                                                for w in ws]
     corpus = toy_sentences(400, seed=123, slots=slots) + [" ".join(words)] * 20
-    tok.train_from_iterator(corpus, trainer)
+    return byte_bpe_tokenizer(directory, corpus, vocab_size=800)
+
+
+def byte_bpe_tokenizer(directory: Path, corpus: Sequence[str], vocab_size: int
+                       ) -> PreTrainedTokenizerBase:
+    """A byte-level BPE (GPT-2 style: spaces belong to the next word, one <|endoftext|> for
+    BOS/EOS/pad) trained on `corpus`, saved into `directory` and loaded back from it."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[ENDOFTEXT],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(list(corpus), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=ENDOFTEXT,
                                    eos_token=ENDOFTEXT, pad_token=ENDOFTEXT,
                                    clean_up_tokenization_spaces=False)

@@ -17,6 +17,7 @@ import pytest
 
 from saelens_tokenlabel import LabelSet
 from saelens_tokenlabel.report import write_report
+from saelens_tokenlabel.report.series import visible
 
 pytestmark = pytest.mark.browser
 
@@ -100,7 +101,8 @@ def test_feature_page_shows_plot_contexts_and_output_tokens(browser, report, toy
     words = {e.word for e in toy_run_labels[0].extra.examples if e.activation > 0}
     marked = [a for t, a in dom.tags if t == "mark" and a.get("class") == "act"]
     assert len(marked) >= min(len(words), 5)
-    promoted = toy_run_labels[0].extra.output_side.promoted[0].token
+    # As the page shows it: a control character spelled out (`visible`).
+    promoted = visible(toy_run_labels[0].extra.output_side.promoted[0].token)
     assert "promoted" in text and promoted.strip() in text
 
 

@@ -15,6 +15,7 @@ from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 from saelens_tokenlabel.toy import load_toy_evaluator
 
 from ..sae.planted import ANIMAL_FEATURE, DEAD_FEATURE, DIGIT_FEATURE, planted_sae
+from .test_resume import _finished
 
 FEATURES = [ANIMAL_FEATURE, DIGIT_FEATURE, DEAD_FEATURE, 4, 5]
 
@@ -86,22 +87,6 @@ def _outcome(labels) -> dict[int, tuple]:
     steps (every attempt's)."""
     return {f: (labels[f].status, labels[f].label, labels[f].method,
                 sum(a.steps for a in labels[f].attempts) or labels[f].steps) for f in labels}
-
-
-def _finished(db) -> int:
-    import sqlite3
-
-    if not db.is_file():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM features WHERE status NOT IN "
-                               "('pending', 'running', 'error')").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
 
 
 @pytest.mark.ray

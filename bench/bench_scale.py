@@ -481,9 +481,14 @@ def one_size(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     figs = json.loads(out.read_text())
     if args.labels_only:
         return figs
+    done = folder / "commands.json"
+    if args.reuse and done.is_file():
+        figs["commands"] = json.loads(done.read_text())
+        return figs
     for old in ("export", "report"):
         shutil.rmtree(folder / old, ignore_errors=True)
     figs["commands"] = commands(folder)
+    done.write_text(json.dumps(figs["commands"]))
     return figs
 
 
@@ -516,8 +521,8 @@ def main() -> None:
     ap.add_argument("--no-big", action="store_true", help="skip the 131k-row store")
     ap.add_argument("--work", type=Path, help="keep the run folders here (default: a "
                     "temporary folder, removed at the end)")
-    ap.add_argument("--reuse", action="store_true", help="with --work: take the labeling "
-                    "figures of a size from an earlier run there (the commands run again)")
+    ap.add_argument("--reuse", action="store_true", help="with --work: take the figures of a "
+                    "size (labeling, and the commands when they ran) from an earlier run there")
     ap.add_argument("--labels-only", action="store_true",
                     help="only label the sizes (into --work), no commands and no tables")
     ap.add_argument("--out", type=Path, help="also write the tables to this file")

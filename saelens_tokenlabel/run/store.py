@@ -110,6 +110,9 @@ _INDEXES = (
     "started_at, attempts)",
     "CREATE INDEX IF NOT EXISTS features_kinds ON features(status, verdict, method, "
     "polysemantic)",
+    # The spans `summary` times the run by, in the order it sweeps them.
+    "CREATE INDEX IF NOT EXISTS features_spans ON features(started_at, status, finished_at, "
+    "heartbeat_at)",
 )
 _SUMMARY_BACKFILLED = "summary_columns"
 """Meta key: every stored result has its `_SUMMARY_COLUMNS` filled."""
@@ -190,7 +193,6 @@ class RunStore:
         it in `damaged` instead of raising `StoreDamagedError`."""
         self.damaged: dict[int, str] = {}
         """Salvage mode: features whose row or result could not be read, and why."""
-        self._rescued: dict[int, dict[str, Any]] | None = None
         if not create and not self.path.is_file():
             raise FileNotFoundError(
                 f"No run store at {self.path}. A run writes it: tokenlabel label ... --out DIR "
@@ -529,10 +531,8 @@ class RunStore:
         """`results`, one at a time: one query, rows read as they are used, so a reader of
         a large store holds one result at a time."""
         if self.salvage:
-            want = None if features is None else {int(f) for f in features}
-            for f, r in self._salvaged().items():
-                if r["result"] is not None and (want is None or f in want):
-                    yield r["result"]
+            yield from self._salvage_results(None if features is None else
+                                             {int(f) for f in features})
             return
         q = "SELECT feature, result FROM features WHERE {} result IS NOT NULL AND " + _DONE
         rows = (self._db.execute(q.format("") + " ORDER BY feature") if features is None else
@@ -544,45 +544,68 @@ class RunStore:
         """Every feature's row (without the result JSON), by feature index: ``starts`` is how
         many processes began labeling it (the ``attempts`` column)."""
         if self.salvage:
-            return [{("starts" if k == "attempts" else k): v for k, v in r.items()
-                     if k != "result"} for r in self._salvaged().values()]
+            try:
+                raw = list(self._db.execute(f"SELECT {_ROW} FROM features ORDER BY feature"))
+            except StoreDamagedError:
+                raw = self._rows_one_by_one()
+            # A feature whose result did not parse (`iter_results`) is left out, as its row.
+            return [{("starts" if k == "attempts" else k): v
+                     for k, v in zip(_ROW_COLUMNS, row, strict=True)}
+                    for row in raw if int(row[0]) not in self.damaged]
         cur = self._db.execute("SELECT feature, status, attempts AS starts, error, started_at, "
                                "finished_at FROM features ORDER BY feature")
         cols = [c[0] for c in cur.description]
         # fetchall: small rows, one call instead of one per row through the translation.
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def _salvaged(self) -> dict[int, dict[str, Any]]:
-        """Salvage mode: every row that can be read (`rows`' columns and ``result``: the
-        parsed finished result or None), by feature; the others into `damaged`. The whole
-        table is read at once; when a damaged page stops that, each feature is looked up by
-        its key, which reads only the pages on its own path."""
-        if self._rescued is None:
+    def _salvage_results(self, want: set[int] | None) -> Iterator[LabelResult]:
+        """Salvage mode's finished results (among `want`), streamed: the table read in feature
+        order, a result that does not parse noted in `damaged`; when a damaged page stops the
+        read, each feature after the last one read is looked up by its key, which reads only
+        the pages on its own path (those on a damaged page into `damaged`)."""
+        last = -1
+        try:
+            for f, status, text in self._db.execute(
+                    "SELECT feature, status, result FROM features ORDER BY feature"):
+                last = int(f)
+                r = self._salvage_one(last, status, text, want)
+                if r is not None:
+                    yield r
+            return
+        except StoreDamagedError:
+            pass
+        for f in self._feature_ids():
+            if f <= last:
+                continue
             try:
-                cur = self._db.execute(f"SELECT {_ROW}, result FROM features ORDER BY feature")
-                raw = list(cur)
+                row = self._db.execute("SELECT status, result FROM features WHERE feature = ?",
+                                       (f,)).fetchone()
             except StoreDamagedError:
-                raw = self._rows_one_by_one()
-            self._rescued = {}
-            for *row, text in raw:
-                r = dict(zip(_ROW_COLUMNS, row, strict=True))
-                f, r["result"] = int(r["feature"]), None
-                if text is not None and r["status"] not in UNFINISHED:
-                    try:
-                        r["result"] = LabelResult.from_json(text)
-                    except _UNPARSED as err:
-                        self.damaged[f] = f"its stored result does not parse ({err})"
-                        continue
-                self._rescued[f] = r
-        return self._rescued
+                self.damaged[f] = "its page of the file is damaged"
+                continue
+            r = None if row is None else self._salvage_one(f, row[0], row[1], want)
+            if r is not None:
+                yield r
+
+    def _salvage_one(self, feature: int, status: str, text: str | None,
+                     want: set[int] | None) -> LabelResult | None:
+        """A row's finished result, or None (unfinished, not wanted, or noted in `damaged`:
+        its result does not parse)."""
+        if text is None or status in UNFINISHED or (want is not None and feature not in want):
+            return None
+        try:
+            return LabelResult.from_json(text)
+        except _UNPARSED as err:
+            self.damaged[feature] = f"its stored result does not parse ({err})"
+            return None
 
     def _rows_one_by_one(self) -> list[tuple[Any, ...]]:
         """Each feature's row looked up by its key; those on a damaged page into `damaged`."""
         out = []
         for f in self._feature_ids():
             try:
-                row = self._db.execute(f"SELECT {_ROW}, result FROM features WHERE "
-                                       "feature = ?", (f,)).fetchone()
+                row = self._db.execute(f"SELECT {_ROW} FROM features WHERE feature = ?",
+                                       (f,)).fetchone()
             except StoreDamagedError:
                 self.damaged[f] = "its page of the file is damaged"
                 continue
@@ -661,28 +684,25 @@ class RunStore:
         span, from its start to its result, to now while a live claim holds it, or to its
         last heartbeat), so that time between two runs of a resumed folder does not count;
         and how many finished features have such a span (the rate's numerator)."""
-        spans = []
-        n_timed = 0
         # A store from before claims, opened to read, has no heartbeat column.
-        beat_col = "heartbeat_at" if self.has_claims() else "NULL"
-        for f, status, start, end, beat in self._db.execute(
-                f"SELECT feature, status, started_at, finished_at, {beat_col} FROM features "
-                "WHERE started_at IS NOT NULL ORDER BY started_at"):
-            if status not in UNFINISHED or status == ERROR:
-                n_timed += status != ERROR
-                stop = end if end is not None and end >= start else start
-            else:
-                stop = now if f in live else (beat if beat is not None else start)
-            spans.append((start, max(start, stop)))
-        if not spans:
-            return None, 0
-        busy, (lo, hi) = 0.0, spans[0]
-        for a, b in spans[1:]:
-            if a > hi:
-                busy, lo, hi = busy + (hi - lo), a, b
-            else:
-                hi = max(hi, b)
-        return busy + (hi - lo), n_timed
+        beat = "heartbeat_at" if self.has_claims() else "NULL"
+        claimed = ", ".join(str(int(f)) for f in live)
+        # Each feature's span [a, b]; swept in start order, a span adds what it reaches past
+        # the furthest end before it (a window over the spans index: no row is read whole,
+        # nothing grows in Python with the store).
+        (busy, n_spans, n_timed), = self._db.execute(f"""
+            WITH spans AS (SELECT started_at AS a, MAX(started_at, CASE
+                    WHEN status NOT IN ('{PENDING}', '{RUNNING}') THEN
+                        CASE WHEN finished_at >= started_at THEN finished_at ELSE started_at END
+                    WHEN feature IN ({claimed}) THEN ?
+                    ELSE COALESCE({beat}, started_at) END) AS b,
+                    status NOT IN ({", ".join(repr(u) for u in UNFINISHED)}) AS timed
+                FROM features WHERE started_at IS NOT NULL),
+            swept AS (SELECT a, b, timed, MAX(b) OVER (ORDER BY a, b ROWS BETWEEN UNBOUNDED
+                    PRECEDING AND 1 PRECEDING) AS reach FROM spans)
+            SELECT TOTAL(MAX(0.0, b - MAX(a, COALESCE(reach, a)))), COUNT(*),
+                   COALESCE(SUM(timed), 0) FROM swept""", (now,)).fetchall()
+        return (float(busy) if n_spans else None), int(n_timed)
 
     def _retries(self) -> dict[str, int]:
         """Process starts per feature (the ``attempts`` column: one per process that began

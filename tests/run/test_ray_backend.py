@@ -4,6 +4,8 @@ run's results, into the same kind of store."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -20,6 +22,19 @@ from .test_resume import _finished
 FEATURES = [ANIMAL_FEATURE, DIGIT_FEATURE, DEAD_FEATURE, 4, 5]
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread, as in an actor with one CPU; restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_ray_config_checks_itself():
     with pytest.raises(ValueError, match="num_workers"):
         RayConfig(num_workers=0)
@@ -31,16 +46,17 @@ def test_ray_config_checks_itself():
 def test_two_cpu_actors_give_the_single_process_results(subject, toy_corpus, tmp_path,
                                                          caplog):
     ray = pytest.importorskip("ray")
-    import math
-
     evaluator = load_toy_evaluator(device="cpu")
     kw = dict(config=LabelConfig(lr=1.0, steps=8, batch_size=8, threshold=0.0),
               cache=CacheConfig(cache_dir=tmp_path / "cache"),
               examples=ExampleConfig(n_top=6, n_quantile=4, n_random=6, n_near_miss=4),
               features_per_batch=1)
     sae = planted_sae()
-    local = label_sae_features(sae, subject, evaluator, toy_corpus[:60], FEATURES,
-                               run_dir=tmp_path / "local", **kw)
+    # Each one-CPU actor runs torch on one thread; the reference does too, so both sum their
+    # float32 products in the same order (with 2 threads here, the losses differed by 1e-4).
+    with one_thread():
+        local = label_sae_features(sae, subject, evaluator, toy_corpus[:60], FEATURES,
+                                   run_dir=tmp_path / "local", **kw)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
@@ -73,9 +89,8 @@ def test_two_cpu_actors_give_the_single_process_results(subject, toy_corpus, tmp
             if v is None or b.metrics[k] is None:  # undefined scores (a rank with no match)
                 assert v is b.metrics[k], (f, k)
             else:
-                # Another process sums in another order (its own BLAS threads): the same
-                # labels and steps, the losses equal to float32 accumulation error.
-                assert math.isclose(v, b.metrics[k], rel_tol=1e-4, abs_tol=1e-6), (f, k)
+                # Another process, one thread each: the same sums in the same order.
+                assert v == b.metrics[k], (f, k)
         assert a.extra == b.extra
     with RunStore(tmp_path / "ray", create=False) as store:
         assert store.finished() == set(FEATURES)
@@ -110,7 +125,8 @@ def test_an_amortised_run_on_ray_is_the_run_in_one_process_and_survives_a_killed
 
     from .amortrun import AMORTIZE, GROUP, WORLD, ray_config, run
 
-    local = run(tmp_path, tmp_path / "local")  # the reference; also fills the cache
+    with one_thread():  # as the actors: the same float32 sums
+        local = run(tmp_path, tmp_path / "local")  # the reference; also fills the cache
     methods = {r.method for r in local.values() if r.status == "ok"}
     assert methods == {"descended", "amortised", "warm_started"}, methods
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

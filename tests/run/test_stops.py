@@ -20,6 +20,7 @@ from saelens_tokenlabel.run import RunStore, clean_stops
 from saelens_tokenlabel.run.executors import LocalExecutor
 from saelens_tokenlabel.run.pipeline import label_sae_features
 from saelens_tokenlabel.run.stops import deferred
+from saelens_tokenlabel.run.threads import default_threads
 from saelens_tokenlabel.sae import CacheConfig, ExampleConfig
 
 from ..faults import results
@@ -86,7 +87,9 @@ def test_a_stop_mid_run_releases_the_claims_and_the_rerun_labels_as_before(
 def test_a_signal_to_tokenlabel_label_mid_batch_is_a_clean_stop(
         fault_world, tmp_path, capsys, sig):
     out, started = tmp_path / "stopped", tmp_path / "started"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+    # The uninterrupted run it is compared with ran in this process with the CLI's default
+    # thread count; float32 sums depend on the count, so the child uses the same one.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(default_threads()),
            "TOKENLABEL_TEST_STARTED": str(started)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "saelens_tokenlabel.cli",

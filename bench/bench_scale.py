@@ -30,6 +30,9 @@ verification passes per feature: the FLOPs of one step from the model of
 ``bench/bench_labeling.py --shape llama3-8b`` (4 FLOPs per parameter per suffix token plus
 attention over the cached prefix; the prompt lengths measured with the Llama-3 tokenizer on
 this run's examples), at an assumed share of the GPU's bf16 peak (``--mfu``, ``--peak-tflops``).
+The map fits grow faster than linearly only while their training sets do: a bound at 131k
+from one fit timed at the `max_train` cap (on this world's inputs, and on 4096-wide ones with
+every label its own class) times the fits the refit schedule makes up to 131k's labels.
 
 Last, a store of 131,072 finished rows (this run's largest store's rows, repeated under new
 feature indices) gets ``tokenlabel status`` (in a fresh process: wall time, and the SQL
@@ -243,9 +246,15 @@ def run_command(argv: list[str], count_sql: bool = False) -> dict[str, Any]:
             "t, c = time.perf_counter(), time.process_time()\n"
             "with contextlib.redirect_stdout(out): rc = main(json.loads(sys.argv[1]))\n"
             "wall, cpu = time.perf_counter() - t, time.process_time() - c\n"
-            "print(json.dumps({'rc': rc, 'wall_s': wall, 'cpu_s': cpu, 'sql': n[0], 'peak_mb': "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
-            "'out': out.getvalue()[-2000:]}))\n")
+            # VmHWM: this process's own peak. ru_maxrss would also count the parent's, which
+            # a child spawned by vfork inherits at exec.
+            "try:\n"
+            "    hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')]\n"
+            "    peak = int(hwm[0].split()[1]) / 1024\n"
+            "except (OSError, IndexError):\n"
+            "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+            "print(json.dumps({'rc': rc, 'wall_s': wall, 'cpu_s': cpu, 'sql': n[0], "
+            "'peak_mb': peak, 'out': out.getvalue()[-2000:]}))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], env=env,
@@ -388,7 +397,8 @@ def stage_rows(size: dict[str, Any]) -> dict[str, tuple[float, float, float, flo
 
 
 def print_tables(sizes: list[dict[str, Any]], big: dict[str, Any] | None,
-                 gpu: dict[str, Any] | None, args: argparse.Namespace) -> list[str]:
+                 gpu: dict[str, Any] | None, fit: dict[str, Any],
+                 args: argparse.Namespace) -> list[str]:
     lines = []
     add = lines.append
     add(f"# python bench/bench_scale.py --sizes {' '.join(map(str, args.sizes))} --tokens "
@@ -411,6 +421,7 @@ def print_tables(sizes: list[dict[str, Any]], big: dict[str, Any] | None,
             f"{ex['largest_batch_mb']:.2f} MB unzipped; SQL statements: status "
             f"{size['commands']['status']['sql']}, export {ex['sql']}")
     lines += projection(sizes, gpu)
+    lines += map_bound(sizes, fit)
     if big is not None:
         add("")
         add(f"a store of {TARGET:,} finished rows ({big['store_mb']:.0f} MB, built in SQLite "
@@ -460,6 +471,22 @@ def projection(sizes: list[dict[str, Any]], gpu: dict[str, Any] | None) -> list[
     return out
 
 
+def map_bound(sizes: list[dict[str, Any]], fit: dict[str, Any]) -> list[str]:
+    """Why the map fits' exponent says little about 131k: each fit grows with its training
+    set until the cap, past which only the count of fits grows (log n)."""
+    train = ", ".join(f"{s['map']['train']:,}" for s in sizes)
+    fits = fit["fits_at_target"]
+    return [f"  map fits: a fit's cost grows with its training labels (the last fit's, by size: "
+            f"{train}) up to max_train = {fit['rows']:,} (cross-validation on at most "
+            f"{fit['cv_max']:,}), then only the count of fits grows. At {TARGET:,} features "
+            f"({fit['labels_at_target']:,} trustworthy labels at the largest size's share) the "
+            f"refit schedule fits at most {fits} maps. One fit at the cap took "
+            f"{fit['cpu_s']:.2f} CPU s here ({fit['width']}-wide inputs, {fit['classes']} "
+            f"classes): at most {fits * fit['cpu_s']:,.0f} CPU s; on 4096-wide inputs with "
+            f"every label its own class {fit['worst_cpu_s']:.1f} CPU s: at most "
+            f"{fits * fit['worst_cpu_s'] / 3600:.2f} CPU-h"]
+
+
 # ---------------------------------------------------------------------- main
 def child(args: argparse.Namespace) -> None:
     folder = Path(args.child_dir)
@@ -479,6 +506,7 @@ def one_size(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                         str(args.tokens), "--child-dir", str(folder), "--child-json", str(out)],
                        env=env, check=True)
     figs = json.loads(out.read_text())
+    figs.setdefault("map", map_figures(folder))  # (absent from runs of before it was read)
     if args.labels_only:
         return figs
     done = folder / "commands.json"
@@ -490,6 +518,60 @@ def one_size(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     figs["commands"] = commands(folder)
     done.write_text(json.dumps(figs["commands"]))
     return figs
+
+
+def map_figures(folder: Path) -> dict[str, Any]:
+    """The run's last map (its ``amortizer.json``): training labels, classes, method, cap."""
+    meta = json.loads((folder / "run" / "amortizer" / "amortizer.json").read_text())
+    return {"train": meta["n_train"], "classes": len(meta["classes"]),
+            "method": meta["method"], "max_train": meta["config"]["max_train"]}
+
+
+def capped_fit(largest: Path, n: int, tokens: int) -> dict[str, Any]:
+    """Map fits at the cap, on one thread: the largest run's last training labels cycled to
+    `max_train` rows (a fit's cost depends on its rows, the inputs' width and the classes, not
+    on which label goes with which row), (a) over as many of the world's features' inputs, and
+    (b) over random inputs of Llama-3-8B's width (4096) with every row its own class, the
+    worst a real SAE could ask. Also how many fits the refit schedule makes while the
+    trustworthy labels grow to the largest run's share of 131k features (counted at every
+    label: an upper bound)."""
+    import dataclasses
+
+    import torch
+
+    from saelens_tokenlabel.run import load_labelset
+    from saelens_tokenlabel.run.amortise.config import AmortizeConfig
+    from saelens_tokenlabel.run.amortise.map import CV_MAX, Amortizer
+    from saelens_tokenlabel.run.amortise.proposals import feature_inputs
+    from saelens_tokenlabel.toy.scale import ScaleConfig, build_scale_world
+
+    torch.set_num_threads(1)
+    meta = json.loads((largest / "run" / "amortizer" / "amortizer.json").read_text())
+    config = AmortizeConfig.from_dict(meta["config"])
+    labels = load_labelset(largest / "run")
+    train = [labels[f] for f in meta["features"]]
+    rows = [train[i % len(train)] for i in range(config.max_train)]
+    world = build_scale_world(largest / "world", ScaleConfig(n_features=n, n_tokens=tokens))
+
+    def timed(x: Any, results: list[Any]) -> float:
+        t = time.process_time()
+        Amortizer.fit(x, results, config)
+        return time.process_time() - t
+
+    here = timed(feature_inputs(world.sae, list(range(config.max_train)), config.inputs), rows)
+    # Two-token labels: each its own class with a one-hot target.
+    distinct = [dataclasses.replace(r, label_token_ids=[i, i]) for i, r in enumerate(rows)]
+    wide = torch.randn(config.max_train, 4096, generator=torch.Generator().manual_seed(0),
+                       dtype=torch.float64)
+    worst = timed(torch.nn.functional.normalize(wide, dim=-1), distinct)
+    at_target = math.ceil(meta["n_train"] * TARGET / n)
+    last, fits = None, 0
+    for k in range(at_target + 1):
+        if config.refits(k, last):
+            fits, last = fits + 1, k
+    return {"rows": config.max_train, "cv_max": CV_MAX, "classes": len(meta["classes"]),
+            "width": int(world.sae.cfg.d_in), "cpu_s": here, "worst_cpu_s": worst,
+            "labels_at_target": at_target, "fits_at_target": fits}
 
 
 def big_figures(largest: Path, tmp: Path) -> dict[str, Any]:
@@ -544,17 +626,19 @@ def main() -> None:
         largest = tmp / str(sorted(args.sizes)[-1])
         prompt = llama3_prompt(largest, args.llama3_tokenizer)
         gpu = gpu_seconds(sizes, prompt, args) if prompt is not None else None
+        fit = capped_fit(largest, sorted(args.sizes)[-1], args.tokens)
         big = None
         if not args.no_big:
             big = big_figures(largest, tmp)
             big["small_status_sql"] = sizes[-1]["commands"]["status"]["sql"]
             big["small_export_sql"] = sizes[-1]["commands"]["export"]["sql"]
-        lines = print_tables(sizes, big, gpu, args)
+        lines = print_tables(sizes, big, gpu, fit, args)
         print("\n".join(lines))
         if args.out:
             args.out.write_text("\n".join(lines) + "\n")
-            args.out.with_suffix(".json").write_text(json.dumps(
-                {"sizes": sizes, "big": big, "gpu": gpu}, indent=1, default=str) + "\n")
+            saved = {"sizes": sizes, "big": big, "gpu": gpu, "capped_fit": fit}
+            args.out.with_suffix(".json").write_text(
+                json.dumps(saved, indent=1, default=str) + "\n")
     finally:
         if args.work is None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -228,7 +228,7 @@ class _Run:
         if amortize is None:
             self.execute(record, len(todo), lambda sink, executor: executor.run(
                 prepared_batches(record.groups(todo, size), stage), self.evaluator,
-                self.config, sink))
+                self.config, sink), stage)
             return
         order = sorted(feats) if amortize.seed_order == "random" else self.order(feats)
         run_dir = self.opts.run_dir
@@ -241,7 +241,7 @@ class _Run:
                 AmortisedRun(self.subject.sae, stage, record, sink, pool, amortize, size,
                              folder).run(order, todo)
 
-        self.execute(record, len(todo), amortised)
+        self.execute(record, len(todo), amortised, stage)
 
     def order(self, features: list[int]) -> list[int]:
         """`features` in labeling order: by index, or by descending attribution score (ties:
@@ -275,15 +275,15 @@ class _Run:
         return BatchStage(sels, pool, act_cache, decoder, self.ex, self.config, self.evaluator,
                           self.subject if self.config.warm_start else None)
 
-    def execute(self, record: RunRecord, total: int,
-                body: Callable[[RunSink, Executor], None]) -> None:
-        """Run `body` with the run's sink (every result into `record` as it comes) and its
-        executor."""
+    def execute(self, record: RunRecord, total: int, body: Callable[[RunSink, Executor], None],
+                stage: BatchStage) -> None:
+        """Run `body` with the run's sink (every result into `record` as it comes, its
+        feature's selection then released from `stage`) and its executor."""
         progress = self.opts.progress
         executor = _executor(self.opts)
         with tqdm(total=total, unit="feature", desc="labels", dynamic_ncols=True,
                   disable=None if progress is None else not progress) as bar:
-            sink = RunSink(record, bar, self.score)
+            sink = RunSink(record, bar, self.score, stage.release)
             body(sink, executor)  # an error or a stop: `open_record` notes what is saved
 
     def score(self, results: list[LabelResult]) -> list[LabelResult]:

@@ -260,8 +260,9 @@ class RunSink:
     (memory, store or checkpoint), renews this process's claims and moves the progress
     bar."""
 
-    def __init__(self, record: RunRecord, bar: Any, score: Score | None = None) -> None:
-        self.record, self.bar, self.score = record, bar, score
+    def __init__(self, record: RunRecord, bar: Any, score: Score | None = None,
+                 release: Callable[[list[int]], None] | None = None) -> None:
+        self.record, self.bar, self.score, self.release = record, bar, score, release
 
     def _heartbeat(self) -> None:
         if self.record.claimer is not None:
@@ -286,6 +287,8 @@ class RunSink:
         if rec.ckpt is not None:
             rec.labels.save(rec.ckpt)
         rec.n_new += len(results)
+        if self.release is not None:  # kept: what prepared them is needed no more
+            self.release([int(r.feature) for r in results])
         self._heartbeat()
         self._show(results)
 

@@ -55,6 +55,13 @@ class BatchStage:
     warm: Subject | None = None
     """The subject, for warm-start logits from its decoder directions; None: cold start."""
 
+    def release(self, features: Iterable[int]) -> None:
+        """Forget the selections of `features`, labeled for good: a run keeps only those of
+        the features still to label (a whole SAE's would all stay until its last feature:
+        0.54 GB at 16k features)."""
+        for f in features:
+            self.sels.pop(int(f), None)
+
 
 def prepared_batches(groups: Iterable[list[int]], stage: BatchStage) -> Iterator[LabelBatch]:
     """Each group of features as a `LabelBatch`, prepared when it is asked for."""

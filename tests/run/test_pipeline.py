@@ -162,6 +162,37 @@ def test_an_error_mid_run_says_what_was_done(subject, sae, toy_corpus, fast_eval
     assert "run_dir=" in str(err.value.__notes__)
 
 
+def test_a_features_selection_is_released_once_its_label_is_kept(
+        subject, sae, toy_corpus, fast_evaluator, tmp_path, monkeypatch):
+    """A run holds the selected examples of the features still to label only: a feature's go
+    when its result is kept, so a whole SAE's do not all stay until its last feature."""
+    held = {}
+    select = label_mod.select_examples
+
+    def selecting(*args, **kwargs):
+        held["sels"], pool = select(*args, **kwargs)
+        return held["sels"], pool
+
+    monkeypatch.setattr(label_mod, "select_examples", selecting)
+    seen = []
+
+    def label(batch, evaluator, config):
+        seen.append((list(batch.to_label), set(held["sels"])))
+        return label_batch(batch, evaluator, config)
+
+    feats = [ANIMAL_FEATURE, DIGIT_FEATURE, DEAD_FEATURE, 5]
+    labels = label_sae_features(sae, subject, fast_evaluator, toy_corpus, feats, QUICK,
+                                cache=CacheConfig(cache_dir=tmp_path), examples=FEW,
+                                features_per_batch=1, executor=LocalExecutor(label=label))
+    assert [f for f, _ in seen] == [[ANIMAL_FEATURE], [DIGIT_FEATURE], [5]]
+    assert seen[0][1] == set(feats)  # nothing kept yet
+    # In index order: ANIMAL_FEATURE's kept after its batch; the dead feature's kept, without
+    # a batch, after DIGIT_FEATURE's.
+    assert (ANIMAL_FEATURE, DIGIT_FEATURE, DEAD_FEATURE) == (0, 1, 2)
+    assert seen[1][1] == {DIGIT_FEATURE, DEAD_FEATURE, 5} and seen[2][1] == {5}
+    assert held["sels"] == {} and list(labels) == feats
+
+
 def test_bad_inputs_are_clear_errors(subject, sae, toy_corpus, fast_evaluator):
     with pytest.raises(ValueError, match="out of range"):
         sae.label_features(subject, fast_evaluator, toy_corpus, features=[99])

@@ -39,7 +39,8 @@ class BatchStage:
     how examples become words and prompts."""
 
     sels: dict[int, Selection]
-    """Every requested feature's selected examples (`examples.select_examples`)."""
+    """The selected examples (`examples.select_examples`) of each requested feature not yet
+    labeled for good (`release`)."""
     pool: RandomPool
     """The shared random examples (and the corpus's token count)."""
     act_cache: ActivationCache

@@ -14,7 +14,9 @@ Per size and stage it prints the wall time and the CPU time (both exclusive: a s
 leaves out the stages it calls; the labeling runs on one thread, so its CPU time is what other
 jobs on a shared machine change least, and the growth is projected from it), the peak
 resident memory while the stage ran (RSS sampled every 10 ms; for the commands, the
-process's peak) and the disk it leaves:
+process's peak) and the disk it leaves. It also measures, apart in fresh processes, the two
+things the labeling process holds for the whole SAE: every finished result (what
+``label_sae_features`` returns) and every feature's selected examples. The stages:
 
 * activation cache (`build_activation_cache`), example selection (`select_examples`),
   example rendering (`prepare_batch`: contexts read, words rendered, prompts prepared), seed
@@ -416,6 +418,10 @@ def print_tables(sizes: list[dict[str, Any]], big: dict[str, Any] | None,
             calls = size["calls"].get(st, 1 if st in STAGES[9:] else 0)
             add(f"  {st:<24}{sec:>10.2f}{cpu:>10.2f}{mb:>10.0f}"
                 f"{'' if disk is None else format(disk, '.1f'):>10}{calls:>8}")
+        held = size["held"]
+        add(f"  held by the labeling process, measured apart in fresh processes: every "
+            f"finished result {held['results_mb']:.0f} MB, every feature's selected examples "
+            f"{held['selections_mb']:.0f} MB (let go as each result is kept)")
         ex = size["commands"]["export"]
         add(f"  export: {ex['batch_files']} Neuronpedia batch files, the largest "
             f"{ex['largest_batch_mb']:.2f} MB unzipped; SQL statements: status "
@@ -507,6 +513,9 @@ def one_size(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                        env=env, check=True)
     figs = json.loads(out.read_text())
     figs.setdefault("map", map_figures(folder))  # (absent from runs of before it was read)
+    if "held" not in figs:
+        figs["held"] = held_figures(folder)
+        out.write_text(json.dumps(figs))
     if args.labels_only:
         return figs
     done = folder / "commands.json"
@@ -574,6 +583,52 @@ def capped_fit(largest: Path, n: int, tokens: int) -> dict[str, Any]:
             "labels_at_target": at_target, "fits_at_target": fits}
 
 
+def held_child(what: str, folder: Path) -> float:
+    """(In a fresh process.) MB of resident memory that the labeling process holds for the
+    whole run folder `folder`: every finished result as `label_sae_features` returns them
+    (``results``), or every feature's selected examples (``selections``)."""
+    import gc
+
+    import torch
+
+    from saelens_tokenlabel.run import RunStore, load_labelset
+    from saelens_tokenlabel.sae import ExampleConfig
+    from saelens_tokenlabel.sae.cache import ActivationCache
+    from saelens_tokenlabel.sae.examples import select_examples
+
+    def rss_mb() -> float:
+        line = [x for x in open("/proc/self/status") if x.startswith("VmRSS")][0]
+        return int(line.split()[1]) / 1024
+
+    torch.set_num_threads(1)
+    with RunStore(folder / "run", create=False) as store:
+        info = store.get_meta("info")
+    gc.collect()
+    base = rss_mb()
+    if what == "results":
+        held: Any = load_labelset(folder / "run")
+    else:
+        cache = ActivationCache.open(info["activation_cache"])
+        held = select_examples(cache, range(int(cache.meta["d_sae"])),
+                               ExampleConfig(**EXAMPLES), False)
+    gc.collect()
+    mb = rss_mb() - base
+    del held  # (held until measured)
+    return mb
+
+
+def held_figures(folder: Path) -> dict[str, float]:
+    """`held_child` of both kinds, each in a process of its own."""
+    out = {}
+    for what in ("results", "selections"):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, __file__, "--held", what, "--child-dir",
+                               str(folder)], env=env, capture_output=True, text=True,
+                              check=True)
+        out[f"{what}_mb"] = float(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def big_figures(largest: Path, tmp: Path) -> dict[str, Any]:
     target = tmp / "big"
     for old in (target, tmp / "big_export"):
@@ -609,11 +664,15 @@ def main() -> None:
                     help="only label the sizes (into --work), no commands and no tables")
     ap.add_argument("--out", type=Path, help="also write the tables to this file")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--held", choices=("results", "selections"), help=argparse.SUPPRESS)
     ap.add_argument("--child-dir", help=argparse.SUPPRESS)
     ap.add_argument("--child-json", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         child(args)
+        return
+    if args.held is not None:
+        print(held_child(args.held, Path(args.child_dir)))
         return
     tmp = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     try:
